@@ -1,0 +1,1 @@
+"""ladir-bench harness: CLI, configs, run directories, the Method protocol, training and evaluation."""

@@ -1,0 +1,8 @@
+"""The one exception type that means "the user gave us something we cannot use".
+
+The CLI turns it into a single line on stderr and exit code 2; anything else is an internal error.
+"""
+
+
+class BadInput(Exception):
+    """Unknown task or method, malformed file line, bad config value, missing data file."""

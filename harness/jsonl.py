@@ -1,0 +1,72 @@
+"""JSONL reading and atomic writing shared by every command that touches problems or samples files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from harness.errors import BadInput
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield one object per non-blank line; a malformed line is a BadInput naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"file not found: {path}")
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise BadInput(f"{path}:{line_number}: malformed JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise BadInput(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+            yield record
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    return list(iter_jsonl(path))
+
+
+def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write to a temporary file beside the target and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+
+class atomic_open:
+    """Context manager: a text handle whose content replaces `path` only if the block succeeds."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.handle = None
+
+    def __enter__(self):
+        fd, self.tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self.handle = os.fdopen(fd, "w", encoding="utf-8")
+        return self.handle
+
+    def __exit__(self, exc_type, exc, tb):
+        self.handle.close()
+        if exc_type is None:
+            os.replace(self.tmp_name, self.path)
+        else:
+            os.unlink(self.tmp_name)
+        return False

@@ -1,0 +1,133 @@
+"""What a task is: data (splits, prompt format, reference solutions) plus an exact checker.
+
+Following lm-evaluation-harness, a task is mostly data. Every problem is a plain dict, the same
+object that `ladir-bench data` writes one per line:
+
+    {"task_id": "countdown4/test/17", "prompt": "...", "reference": "<reasoning> The answer is ...", ...}
+
+`reference` is the reference completion (reasoning sentences, then `The answer is ...`) that the
+training methods learn from; it is absent where a task has no reference reasoning (code tests).
+Task-specific fields (Countdown's `numbers`/`target`, math's `answer`, code's `entry_point` and the
+evalplus fields) sit beside them, as DESIGN.md's problems-file format says.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+Problem = dict[str, Any]
+
+ANSWER_MARKER = "The answer is"
+_ANSWER_RE = re.compile(r"the answer is", re.IGNORECASE)
+# A sentence ends at . ! or ? followed by whitespace; "3.5" and "x.y" never split.
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The checker's decision on one completion.
+
+    `canonical` identifies the solution for diversity metrics: two correct completions with the
+    same canonical form count as one distinct solution (Countdown: the expression with commutative
+    operands sorted; math: the normalised final answer; code: None).
+    """
+
+    passed: bool
+    answer: str | None = None
+    canonical: str | None = None
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "answer": self.answer, "canonical": self.canonical, "reason": self.reason}
+
+
+def extract_after_answer_marker(completion: str) -> str | None:
+    """Text after the last `The answer is` (case-insensitive), stripped of a trailing period."""
+    matches = list(_ANSWER_RE.finditer(completion))
+    if not matches:
+        return None
+    answer = completion[matches[-1].end():].strip()
+    answer = answer.lstrip(":").strip()
+    if answer.endswith("."):
+        answer = answer[:-1].rstrip()
+    return answer
+
+
+def split_reasoning(target: str) -> tuple[list[str], str]:
+    """Split a reference completion into reasoning sentences and the answer sentence.
+
+    LaDiR's blocks (one sentence, one block) and the answer it writes autoregressively both come
+    from here: CoT = everything before the last `The answer is`, split into sentences; answer =
+    `The answer is ...` to the end.
+    """
+    matches = list(_ANSWER_RE.finditer(target))
+    if not matches:
+        cot, answer = target, ""
+    else:
+        cot, answer = target[: matches[-1].start()], target[matches[-1].start():]
+    sentences = [s.strip() for s in _SENTENCE_END_RE.split(cot.strip()) if s.strip()]
+    return sentences, answer.strip()
+
+
+@dataclass
+class Task(ABC):
+    """A named problem set with deterministic splits and a checker.
+
+    Subclasses set `name`, `kind` ("countdown", "math" or "code") and `checker` (a short description
+    shown by `ladir-bench tasks`), and implement `load_split` and `check`.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    checker: ClassVar[str]
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._cache: dict[str, list[Problem]] = {}
+
+    @abstractmethod
+    def load_split(self, split: str) -> list[Problem]:
+        """Build or load one split. Must be deterministic for a given seed and options."""
+
+    @abstractmethod
+    def check(self, problem: Problem, completion: str) -> Verdict:
+        """Exact verdict on one completion (reasoning + `The answer is ...`, or code)."""
+
+    def problems(self, split: str) -> list[Problem]:
+        from harness.errors import BadInput
+
+        if split not in self.splits:
+            raise BadInput(f"task {self.name!r} has no split {split!r} (splits: {', '.join(self.splits)})")
+        if split not in self._cache:
+            self._cache[split] = self.load_split(split)
+        return self._cache[split]
+
+    def sizes(self) -> dict[str, int | None]:
+        """Split sizes for `ladir-bench tasks`; None where computing it would need unavailable data."""
+        from harness.errors import BadInput
+
+        sizes: dict[str, int | None] = {}
+        for split in self.splits:
+            try:
+                sizes[split] = len(self.problems(split))
+            except BadInput:
+                sizes[split] = None
+        return sizes
+
+    def check_many(self, items: Sequence[tuple[Problem, str]], workers: int | None = None) -> list[Verdict]:
+        """Verdicts for many (problem, completion) pairs; tasks that execute code run them in parallel."""
+        return [self.check(problem, completion) for problem, completion in items]
+
+    def training_text(self, problem: Problem) -> str:
+        """The full text a language model trains on: prompt, then the reference completion."""
+        return problem["prompt"] + problem["reference"]
+
+    def split_target(self, target: str) -> tuple[list[str], str]:
+        return split_reasoning(target)

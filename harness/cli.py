@@ -1,0 +1,260 @@
+"""`ladir-bench`: the command-line contract of DESIGN.md.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import BadInput
+
+try:  # transformers prints a bar per checkpoint shard; ours already show progress
+    from transformers.utils import logging as _hf_logging
+
+    _hf_logging.disable_progress_bar()
+except ImportError:  # pragma: no cover
+    pass
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark harness for latent-diffusion reasoning (LaDiR and baselines).")
+out = Console()
+err = Console(stderr=True)
+
+TaskOpt = Annotated[str, typer.Option("--task", help="task name (see `ladir-bench tasks`)")]
+DataFileOpt = Annotated[Optional[Path], typer.Option("--data-file", help="local JSON/JSONL/parquet file for tasks with real datasets")]
+RunsDirOpt = Annotated[Optional[Path], typer.Option("--runs-dir", help="where runs live (default: $LADIR_RUNS or ./runs)")]
+
+
+def _task(name: str, data_file: Path | None, seed: int = 0):
+    from tasks import get_task
+
+    options = {"data_file": str(data_file)} if data_file else {}
+    return get_task(name, seed=seed, **options)
+
+
+def _parse_ks(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        ks = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise BadInput(f"--k must be a comma-separated list of integers, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise BadInput(f"--k values must be >= 1, got {text!r}")
+    return ks
+
+
+def _print_metrics(metrics: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics))
+        return
+    table = Table(title=f"{metrics.get('task')}  ({metrics.get('n_problems')} problems, {metrics.get('n_samples')} samples)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if key.startswith("pass@"):
+            table.add_row(key, f"{100 * value:.2f}%")
+    for key in ("diversity", "distinct-2", "unique_answers", "samples_per_s"):
+        if key in metrics:
+            table.add_row(key, f"{metrics[key]:.3f}")
+    out.print(table)
+
+
+# ----------------------------------------------------------------------------------------- commands
+@app.command("tasks")
+def tasks_command() -> None:
+    """List tasks with split sizes and checkers."""
+    from tasks import get_task, task_names
+
+    table = Table(title="tasks")
+    for column in ("task", "kind", "splits", "checker"):
+        table.add_column(column)
+    for name in task_names():
+        task = get_task(name)
+        sizes = task.sizes()
+        split_text = ", ".join(f"{s}={n if n is not None else 'needs data'}" for s, n in sizes.items())
+        table.add_row(name, task.kind, split_text, task.checker)
+    out.print(table)
+
+
+@app.command("data")
+def data_command(
+    task: TaskOpt,
+    split: Annotated[str, typer.Option(help="train, val or test")] = "test",
+    limit: Annotated[Optional[int], typer.Option(help="first N problems only")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="output JSONL (default: stdout)")] = None,
+    seed: Annotated[int, typer.Option(help="split seed")] = 0,
+    data_file: DataFileOpt = None,
+) -> None:
+    """Export problems as JSONL (one object a line) for generating completions elsewhere."""
+    from harness.jsonl import write_jsonl_atomic
+
+    if limit is not None and limit < 0:
+        raise BadInput("--limit must be >= 0")
+    problems = _task(task, data_file, seed).problems(split)[:limit]
+    if out_file is None:
+        for problem in problems:
+            sys.stdout.write(json.dumps(problem, ensure_ascii=False) + "\n")
+    else:
+        write_jsonl_atomic(out_file, problems)
+        err.print(f"wrote {len(problems)} problems to {out_file}")
+
+
+@app.command("score")
+def score_command(
+    task: TaskOpt,
+    samples: Annotated[Path, typer.Option(help="evalplus-style samples JSONL: task_id + completion (or solution)")],
+    k: Annotated[Optional[str], typer.Option("--k", help="comma-separated k values (default 1,10,100 up to n)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    seed: Annotated[int, typer.Option(help="split seed the problems were exported with")] = 0,
+    data_file: DataFileOpt = None,
+) -> None:
+    """Check a samples file against the task's problems; write verdicts beside it and print metrics."""
+    from harness.evaluation import score_file
+
+    metrics, verdicts_path = score_file(_task(task, data_file, seed), samples, _parse_ks(k))
+    if not as_json:
+        err.print(f"verdicts written to {verdicts_path}")
+    _print_metrics(metrics, as_json)
+
+
+def _overrides(sets: list[str] | None, **direct) -> list[dict]:
+    from harness.config import parse_override
+
+    overrides = [parse_override(s) for s in sets or []]
+    for key, value in direct.items():
+        if value is not None:
+            section, _, field = key.partition("__")
+            overrides.append({section: {field: value}} if field else {section: value})
+    return overrides
+
+
+@app.command("train")
+def train_command(
+    method: Annotated[str, typer.Option(help="method name: ar-sft, ladir, ...")],
+    task: TaskOpt,
+    preset: Annotated[str, typer.Option(help="tiny (CPU minutes), small, paper-8b")] = "tiny",
+    config: Annotated[Optional[Path], typer.Option(help="YAML config file layered over the preset")] = None,
+    run: Annotated[Optional[str], typer.Option(help="run name (directory runs/NAME); re-running resumes")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="seed for splits, init and training")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="optimizer steps (the shared budget)")] = None,
+    model: Annotated[Optional[str], typer.Option(help="tiny, a HF model dir/hub id, a .gguf file, or smollm2-135m")] = None,
+    stage: Annotated[Optional[str], typer.Option(help="stop after this training stage (e.g. vae)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. train.lr=3e-4 or method_options.beta=1e-5")] = None,
+    data_file: DataFileOpt = None,
+    runs_dir: RunsDirOpt = None,
+) -> None:
+    """Train a method on a task (resumable: the same command continues from the last checkpoint)."""
+    from harness.config import load_config
+    from harness.runs import create_run, runs_root
+
+    direct = {"method": method, "task": task, "seed": seed, "train__steps": steps, "model__name": model, "device": device}
+    if data_file:
+        direct["task_options__data_file"] = str(data_file)
+    run_config = load_config(preset, config, _overrides(set_, **direct))
+    method_obj, ctx = create_run(run_config, run, runs_root(runs_dir))
+    if stage is not None and stage not in method_obj.stages:
+        raise BadInput(f"method {method_obj.name!r} has no stage {stage!r} (stages: {', '.join(method_obj.stages)})")
+    err.print(f"run [bold]{ctx.run_dir}[/]  method={method_obj.name} task={run_config.task} preset={preset} seed={run_config.seed}")
+    final = method_obj.train(stage=stage)
+    err.print(f"done: {final}")
+
+
+@app.command("eval")
+def eval_command(
+    run: Annotated[str, typer.Option(help="run name")],
+    task: Annotated[Optional[str], typer.Option("--task", help="task (default: the run's task)")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", help="samples per problem (default: the run config's eval.k)")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="denoising (ODE) steps, diffusion methods")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="first N problems")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="sampling temperature")] = None,
+    split: Annotated[Optional[str], typer.Option(help="split (default test)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="sampling seed (default: the run's seed)")] = None,
+    knob: Annotated[Optional[list[str]], typer.Option("--knob", help="method sampling knob, e.g. gamma_max=0.3")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the metrics as one JSON object")] = False,
+    runs_dir: RunsDirOpt = None,
+) -> None:
+    """Sample k completions per problem from a trained run and score them (resumable)."""
+    from harness.config import parse_override
+    from harness.evaluation import evaluate_run
+    from harness.runs import open_run, runs_root
+
+    knobs: dict = {}
+    for text in knob or []:
+        knobs.update(parse_override(text))
+    if steps is not None:
+        knobs["steps"] = steps
+    if temperature is not None:
+        knobs["temperature"] = temperature
+    if limit is not None and limit < 1:
+        raise BadInput("--limit must be >= 1")
+    method, ctx = open_run(run, runs_root(runs_dir))
+    task_obj = ctx.task if task is None or task == ctx.config.task else _task(task, None, ctx.seed)
+    n = k if k is not None else ctx.config.eval.k
+    if n < 1:
+        raise BadInput("--k must be >= 1")
+    metrics, out_dir = evaluate_run(method, ctx, task_obj, split or ctx.config.eval.split, n, limit, knobs, seed)
+    if not as_json:
+        err.print(f"results in {out_dir}")
+    _print_metrics(metrics, as_json)
+
+
+@app.command("table")
+def table_command(
+    results: Annotated[Optional[list[Path]], typer.Argument(help="metrics.json files or folders (default: runs/)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="markdown, latex or csv")] = "markdown",
+) -> None:
+    """A Pass@k / diversity table over evaluation results."""
+    from harness.report import load_frame, render_table
+
+    print(render_table(load_frame(results or []), fmt))
+
+
+@app.command("plot")
+def plot_command(
+    results: Annotated[Optional[list[Path]], typer.Argument(help="metrics.json files or folders (default: runs/)")] = None,
+    kind: Annotated[str, typer.Option(help="step-scaling or pass-at-k")] = "step-scaling",
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="PNG path (default: <kind>.png)")] = None,
+) -> None:
+    """Accuracy vs. denoising steps, or Pass@k curves, as a PNG."""
+    from harness.report import load_frame, plot
+
+    path = plot(load_frame(results or []), kind, out_file or Path(f"{kind}.png"))
+    err.print(f"wrote {path}")
+
+
+def main() -> None:
+    """Entry point: BadInput -> one line on stderr and exit 2; anything else propagates (exit 1)."""
+    try:
+        app(standalone_mode=False)
+    except BadInput as error:
+        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as done:
+        code = getattr(done, "exit_code", getattr(done, "code", 0))
+        sys.exit(code or 0)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as error:  # click usage errors
+        import click
+
+        if isinstance(error, click.exceptions.ClickException):
+            error.show()
+            sys.exit(2)
+        if isinstance(error, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

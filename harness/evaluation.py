@@ -1,0 +1,188 @@
+"""Scoring samples files and evaluating trained runs: one path from completions to metrics.
+
+`score` and `eval` share it: completions are checked by the task's checker, verdicts are written
+beside the samples, and `harness.metrics.summarize` turns them into the metrics object.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+import zlib
+from collections import Counter
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.errors import BadInput
+from harness.jsonl import iter_jsonl, write_json_atomic, write_jsonl_atomic
+from harness.methods import Method, RunContext
+from harness.metrics import SampleResult, summarize
+from harness.progress import console, progress_bar
+from tasks import Problem, Task
+
+
+# ----------------------------------------------------------------------------------------- score
+def problem_index(task: Task, task_ids: set[str]) -> dict[str, Problem]:
+    """task_id -> problem for the ids asked about, loading only the splits their ids name when possible."""
+    named_splits = {tid.split("/")[1] for tid in task_ids if tid.count("/") >= 2 and tid.split("/")[1] in task.splits}
+    splits = named_splits if named_splits and all(tid.count("/") >= 2 for tid in task_ids) else set(task.splits)
+    index: dict[str, Problem] = {}
+    for split in sorted(splits):
+        for problem in task.problems(split):
+            index[problem["task_id"]] = problem
+    return index
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    samples = []
+    for line_number, record in enumerate(iter_jsonl(path), start=1):
+        if "task_id" not in record:
+            raise BadInput(f"{path}: sample {line_number} has no task_id")
+        text = record.get("completion", record.get("solution"))
+        if not isinstance(text, str):
+            raise BadInput(f"{path}: sample {line_number} has no string 'completion' (or 'solution')")
+        samples.append({"task_id": str(record["task_id"]), "completion": text})
+    return samples
+
+
+def check_samples(task: Task, problems: dict[str, Problem], samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Samples with their verdicts attached (passed, answer, canonical, reason)."""
+    verdicts = task.check_many([(problems[s["task_id"]], s["completion"]) for s in samples])
+    return [{**sample, **verdict.to_json()} for sample, verdict in zip(samples, verdicts, strict=True)]
+
+
+def metrics_of(checked: list[dict[str, Any]], ks: list[int] | None) -> dict[str, Any]:
+    results = [SampleResult(r["task_id"], r["completion"], bool(r["passed"]), r.get("canonical"), r.get("answer"))
+               for r in checked]
+    return summarize(results, ks)
+
+
+def score_file(task: Task, samples_path: Path, ks: list[int] | None) -> tuple[dict[str, Any], Path]:
+    samples = read_samples(samples_path)
+    if not samples:
+        raise BadInput(f"{samples_path}: no samples")
+    ids = {s["task_id"] for s in samples}
+    problems = problem_index(task, ids)
+    unknown = sorted(ids - set(problems))
+    if unknown:
+        raise BadInput(f"{samples_path}: unknown task_id {unknown[0]!r} for task {task.name!r}"
+                       + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+    started = time.time()
+    checked = check_samples(task, problems, samples)
+    seconds = time.time() - started
+    verdicts_path = samples_path.with_name(samples_path.stem + ".verdicts.jsonl")
+    write_jsonl_atomic(verdicts_path, checked)
+    metrics = {"task": task.name, **metrics_of(checked, ks), "scoring_seconds": round(seconds, 3)}
+    split_ids = {p["task_id"] for p in problems.values()}
+    missing = len(split_ids - ids)
+    if missing:
+        console.print(f"[yellow]warning:[/] {missing} problems of the split(s) have no samples; scored the {len(ids)} present")
+    counts = Counter(s["task_id"] for s in samples)
+    if ks and any(k > min(counts.values()) for k in ks):
+        console.print(f"[yellow]warning:[/] some problems have fewer samples ({min(counts.values())}) than a requested k; "
+                      "pass@k averages over problems with at least k samples")
+    return metrics, verdicts_path
+
+
+# ----------------------------------------------------------------------------------------- eval
+def knob_defaults(method: Method, ctx: RunContext) -> dict[str, Any]:
+    """Run-config eval settings that the method's SampleKnobs accept (temperature, top_p, ...)."""
+    fields = set(method.SampleKnobs.__dataclass_fields__)
+    return {k: v for k, v in asdict(ctx.config.eval).items() if k in fields}
+
+
+def results_dir(ctx: RunContext, task: Task, split: str, k: int, knobs: dict[str, Any], seed: int) -> Path:
+    """One folder per (task, split, k, non-default sampling knobs, seed): evaluations never mix."""
+    parts = [f"k{k}"] + [f"{name}{value}" for name, value in sorted(knobs.items())]
+    if seed != ctx.seed:
+        parts.append(f"seed{seed}")
+    return ctx.run_dir / "results" / f"{task.name}-{split}" / "_".join(parts)
+
+
+def _manifest(ctx: RunContext, extra: dict[str, Any]) -> dict[str, Any]:
+    versions = {}
+    for package in ("ladir-bench", "torch", "transformers", "accelerate", "datasets", "evalplus", "math-verify"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                  cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        revision = None
+    return {"config": ctx.config.to_dict(), "seed": ctx.seed, "versions": versions, "git_revision": revision,
+            "python": platform.python_version(), "device": str(ctx.device), **extra}
+
+
+def sample_seed(seed: int, task_id: str) -> int:
+    """Each problem's samples depend only on (seed, task_id): batching and resumption never change them."""
+    return (seed * 2_654_435_761 + zlib.crc32(task_id.encode())) % (2**63 - 1)
+
+
+def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int, limit: int | None,
+                 knobs: dict[str, Any], seed: int | None = None) -> tuple[dict[str, Any], Path]:
+    """Draw k samples per problem, check them, write samples.jsonl / metrics.json / manifest.json.
+
+    samples.jsonl is appended one finished problem at a time; a re-run keeps the problems that have
+    all k samples, drops any partial one, and continues, so an interruption loses nothing and
+    duplicates nothing.
+    """
+    seed = ctx.seed if seed is None else seed
+    resolved = {**knob_defaults(method, ctx), **knobs}
+    method.sample_knobs(resolved)  # validate before any work
+    problems = task.problems(split)[: limit if limit is not None else None]
+    if not problems:
+        raise BadInput(f"task {task.name!r} split {split!r} has no problems")
+    defaults = asdict(method.SampleKnobs())
+    out_dir = results_dir(ctx, task, split, k, {n: v for n, v in resolved.items() if defaults.get(n) != v}, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples_path = out_dir / "samples.jsonl"
+
+    done: dict[str, list[dict[str, Any]]] = {}
+    if samples_path.is_file():
+        for record in iter_jsonl(samples_path):
+            done.setdefault(record["task_id"], []).append(record)
+        complete = {tid: rows for tid, rows in done.items() if len(rows) == k}
+        if len(complete) != len(done):
+            write_jsonl_atomic(samples_path, [r for rows in complete.values() for r in rows])
+        done = complete
+    todo = [p for p in problems if p["task_id"] not in done]
+    if done:
+        console.print(f"resuming: {len(done)} problems already sampled, {len(todo)} to go")
+
+    sampling_seconds = 0.0
+    with progress_bar(f"eval {task.name}", total=len(problems), completed=len(problems) - len(todo)) as bar, \
+            samples_path.open("a", encoding="utf-8") as out:
+        for problem in todo:
+            torch.manual_seed(sample_seed(seed, problem["task_id"]))
+            started = time.time()
+            completions = method.sample([problem], k, **resolved)[0]
+            elapsed = time.time() - started
+            sampling_seconds += elapsed
+            if len(completions) != k:
+                raise RuntimeError(f"method {method.name} returned {len(completions)} samples, expected {k}")
+            verdicts = task.check_many([(problem, c) for c in completions])
+            rows = [{"task_id": problem["task_id"], "completion": c, **v.to_json(), "seconds": round(elapsed / k, 5)}
+                    for c, v in zip(completions, verdicts, strict=True)]
+            out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            out.flush()
+            done[problem["task_id"]] = rows
+            bar.update(1, info=f"{sum(r['passed'] for r in rows)}/{k} correct")
+
+    wanted = {p["task_id"] for p in problems}
+    checked = [r for tid, rows in done.items() if tid in wanted for r in rows]
+    metrics = {"task": task.name, "split": split, "run": ctx.run_dir.name, "method": method.name,
+               "k": k, "knobs": resolved, "seed": seed, **metrics_of(checked, None)}
+    if sampling_seconds:
+        metrics["samples_per_s"] = round(len(todo) * k / sampling_seconds, 3)
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_json_atomic(out_dir / "manifest.json", _manifest(ctx, {"task": task.name, "split": split, "k": k,
+                                                                 "limit": limit, "knobs": resolved, "eval_seed": seed}))
+    return metrics, out_dir

@@ -1,0 +1,104 @@
+"""Paper-style tables and plots from metrics.json files: Pass@k / diversity tables and the
+accuracy-vs-denoising-steps (step scaling) and Pass@k curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import BadInput
+
+IDENTITY_COLUMNS = ["run", "method", "task", "split", "k", "steps", "init_noise", "gamma_max", "temperature"]
+
+
+def find_metrics(paths: list[str | Path]) -> list[Path]:
+    """metrics.json files named directly or found under the given folders (default: runs/)."""
+    found: list[Path] = []
+    for raw in paths or ["runs"]:
+        path = Path(raw)
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(p for p in path.rglob("metrics.json") if "_base" not in p.parts)
+        else:
+            raise BadInput(f"no such results file or folder: {path}")
+    if not found:
+        raise BadInput(f"no metrics.json under {', '.join(map(str, paths or ['runs']))}; run `ladir-bench eval` first")
+    return found
+
+
+def load_frame(paths: list[str | Path]) -> pd.DataFrame:
+    rows = []
+    for path in find_metrics(paths):
+        try:
+            metrics = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise BadInput(f"{path}: malformed metrics JSON ({error.msg})") from None
+        knobs = metrics.pop("knobs", {}) or {}
+        row = {**{k: v for k, v in knobs.items() if k in IDENTITY_COLUMNS}, **metrics, "path": str(path.parent)}
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    pass_columns = sorted([c for c in frame.columns if c.startswith("pass@")], key=lambda c: int(c.split("@")[1]))
+    leading = [c for c in IDENTITY_COLUMNS if c in frame.columns and frame[c].notna().any()]
+    trailing = [c for c in ("diversity", "distinct-2", "unique_answers", "n_problems", "n_samples", "samples_per_s") if c in frame.columns]
+    return frame[leading + pass_columns + trailing].sort_values([c for c in ("task", "method", "run") if c in leading])
+
+
+def render_table(frame: pd.DataFrame, fmt: str) -> str:
+    shown = frame.copy()
+    for column in shown.columns:
+        if column.startswith("pass@"):
+            shown[column] = (100 * shown[column]).round(1)
+    for column in ("diversity", "distinct-2", "unique_answers", "samples_per_s"):
+        if column in shown.columns:
+            shown[column] = shown[column].round(3)
+    if fmt == "markdown":
+        return shown.to_markdown(index=False)
+    if fmt == "latex":
+        return shown.to_latex(index=False, float_format="%.1f")
+    if fmt == "csv":
+        return shown.to_csv(index=False)
+    raise BadInput(f"unknown table format {fmt!r} (markdown, latex, csv)")
+
+
+def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if kind == "step-scaling":
+        if "steps" not in frame.columns or frame["steps"].isna().all():
+            raise BadInput("step-scaling needs evaluations of a diffusion method at several --steps")
+        data = frame[frame["steps"].notna()]
+        pass_columns = [c for c in data.columns if c.startswith("pass@") and data[c].notna().any()]
+        for (run, task), group in data.groupby(["run", "task"]):
+            group = group.sort_values("steps")
+            for column in pass_columns[:2]:
+                ax.plot(group["steps"], 100 * group[column], marker="o", label=f"{run} {column}")
+        ax.set_xlabel("denoising (ODE) steps")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title("Accuracy vs. denoising steps")
+    elif kind == "pass-at-k":
+        pass_columns = sorted([c for c in frame.columns if c.startswith("pass@")], key=lambda c: int(c.split("@")[1]))
+        for _, row in frame.iterrows():
+            ks = [int(c.split("@")[1]) for c in pass_columns if pd.notna(row[c])]
+            values = [100 * row[f"pass@{k}"] for k in ks]
+            label = f"{row.get('run', '')} {row.get('task', '')}" + (f" steps={int(row['steps'])}" if pd.notna(row.get("steps")) else "")
+            ax.plot(ks, values, marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("k")
+        ax.set_ylabel("Pass@k (%)")
+        ax.set_title("Pass@k")
+    else:
+        raise BadInput(f"unknown plot kind {kind!r} (step-scaling, pass-at-k)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

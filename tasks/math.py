@@ -1,0 +1,621 @@
+"""Math reasoning: synthetic multi-step arithmetic, GSM8K and MATH-500, with one math-verify checker.
+
+All three share the completion format the methods train on: reasoning sentences, then
+`The answer is <answer>.` The checker takes the final answer (after the last `The answer is`, or
+the last `\\boxed{...}` when that comes later) and compares it to the reference with math-verify.
+
+math-verify guards its sympy work with `signal.alarm`, which only works on the main thread and
+would fight with anything else using SIGALRM; its timeouts are switched off here and every
+comparison runs instead in a worker process with our own per-item deadline. A comparison that
+outlives it (sympy can stall on adversarial input) is judged incorrect and its worker is killed and
+replaced, so one bad sample never stalls or poisons the rest of a scoring run. Plain integers, all
+of the synthetic task and most of GSM8K, are compared directly without a worker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import random
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from harness.errors import BadInput
+from tasks import register_task
+from tasks.base import ANSWER_MARKER, Problem, Task, Verdict
+
+DEFAULT_CHECK_TIMEOUT_S = 5.0
+# Final answers are short; anything longer is garbage that is only expensive to parse.
+MAX_ANSWER_CHARS = 1000
+
+_ANSWER_MARKER_RE = re.compile(re.escape(ANSWER_MARKER), re.IGNORECASE)
+_BOXED = "\\boxed{"
+_INTEGER_RE = re.compile(r"[+-]?\d+")
+_THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(,\d{3})+")
+
+
+# --------------------------------------------------------------------------------------------
+# Answer extraction
+# --------------------------------------------------------------------------------------------
+
+
+def _boxed_content(text: str, start: int) -> str | None:
+    """Content of the `\\boxed{` at `start` up to its balanced closing brace; None if unclosed."""
+    depth = 0
+    content_start = start + len(_BOXED)
+    for position in range(content_start, len(text)):
+        char = text[position]
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            if depth == 0:
+                return text[content_start:position]
+            depth -= 1
+    return None
+
+
+def extract_math_answer(completion: str) -> str | None:
+    """The final answer: after the last `The answer is`, or the last `\\boxed{}` if that comes later.
+
+    Only the rest of the marker's line counts, so text a model generates after its answer (a new
+    question, say) does not spoil it; a trailing period ends the sentence, not the answer.
+    """
+    markers = list(_ANSWER_MARKER_RE.finditer(completion))
+    marker_end = markers[-1].end() if markers else -1
+    boxed_start = completion.rfind(_BOXED)
+    if boxed_start >= marker_end:  # includes "The answer is \boxed{17}"
+        boxed = _boxed_content(completion, boxed_start) if boxed_start >= 0 else None
+        if boxed is not None:
+            return boxed.strip()
+    if not markers:
+        return None
+    answer = completion[marker_end:].lstrip(" \t:").split("\n", 1)[0].strip()
+    if answer.endswith("."):
+        answer = answer[:-1].rstrip()
+    return answer
+
+
+def plain_integer(text: str) -> int | None:
+    """The integer a plain answer like `42`, `-7`, `1,000` or `$42$` denotes; None for anything else."""
+    text = text.strip().strip("$").strip()
+    if _THOUSANDS_RE.fullmatch(text):
+        text = text.replace(",", "")
+    if _INTEGER_RE.fullmatch(text):
+        return int(text)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# math-verify comparison (runs inside worker processes)
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_math(text: str) -> list[Any]:
+    from math_verify import parse
+
+    # Bare LaTeX (`\sqrt{2}`, `p - q`, `\text{(C)}`) is only recognised inside math delimiters.
+    candidates = [text] if "$" in text or "\\(" in text else [f"${text}$", text]
+    for candidate in candidates:
+        parsed = parse(candidate, parsing_timeout=None)
+        if parsed:
+            return parsed
+    return []
+
+
+def _normalised_text(text: str) -> str:
+    return re.sub(r"\s+|\$|\\[,;!]|\\text\{|\\mathrm\{|[{}]", "", text).lower()
+
+
+def _canonical_answer(parsed: list[Any], raw: str) -> str:
+    """One spelling per value, so `0.5`, `1/2` and `\\frac{1}{2}` count as one unique answer."""
+    if not parsed:
+        return _normalised_text(raw)
+    value = parsed[0]
+    if getattr(value, "is_Float", False):
+        import sympy
+
+        # str(Float) is exact decimal text, so this is the rational the model wrote.
+        return str(sympy.Rational(str(value)))
+    return str(value)
+
+
+def judge_math_answer(gold: str, predicted: str) -> tuple[bool, str]:
+    """(equivalent?, canonical predicted answer) by math-verify, with its signal timeouts off."""
+    import logging
+
+    from math_verify import verify
+
+    # math-verify warns once per process that timeouts are off: they are on purpose.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    gold_parsed, predicted_parsed = _parse_math(gold), _parse_math(predicted)
+    canonical = _canonical_answer(predicted_parsed, predicted)
+    if not gold_parsed or not predicted_parsed:
+        # Neither side is mathematics math-verify understands (a name, a word): compare the text.
+        return _normalised_text(gold) == _normalised_text(predicted), canonical
+    return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=None)), canonical
+
+
+# --------------------------------------------------------------------------------------------
+# Worker pool with per-item deadlines
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What became of one call: status "ok" (value = its return), "timeout" or "error" (value = why)."""
+
+    status: str
+    value: Any = None
+
+
+def _worker_loop(connection: Connection) -> None:
+    while True:
+        try:
+            job = connection.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        function, args = job
+        try:
+            outcome = JobOutcome("ok", function(*args))
+        except BaseException as error:  # noqa: BLE001 - a failing item must not end the worker
+            outcome = JobOutcome("error", f"{type(error).__name__}: {error}")
+        connection.send(outcome)
+
+
+class _Worker:
+    def __init__(self, context: multiprocessing.context.BaseContext):
+        self.connection, child_connection = context.Pipe()
+        self.process = context.Process(target=_worker_loop, args=(child_connection,), daemon=True)
+        self.process.start()
+        child_connection.close()
+        self.job_index: int | None = None
+        self.deadline = 0.0
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(timeout=5)
+        self.connection.close()
+
+
+class TimeoutWorkerPool:
+    """Runs picklable (function, args) calls in worker processes, each under a wall-time deadline.
+
+    Unlike `concurrent.futures`, a call past its deadline is abandoned by killing just its worker,
+    which is replaced; the other calls carry on. Workers start lazily and are reused across runs.
+    They come from a forkserver (math-verify and sympy preloaded there once) rather than fork: the
+    scoring process may hold torch threads, which fork would copy in an undefined state.
+    """
+
+    def __init__(self, preload: Sequence[str] = ("tasks.math", "math_verify")):
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(list(preload))
+        self._workers: list[_Worker] = []
+
+    def run(self, calls: Sequence[tuple[Callable[..., Any], tuple]], timeout_s: float,
+            max_workers: int | None = None) -> list[JobOutcome]:
+        outcomes: list[JobOutcome | None] = [None] * len(calls)
+        if not calls:
+            return []
+        wanted = max(1, min(max_workers or os.cpu_count() or 1, len(calls)))
+        while len(self._workers) < wanted:
+            self._workers.append(_Worker(self._context))
+        workers = self._workers[:wanted]
+        pending = deque(range(len(calls)))
+        busy: dict[Connection, _Worker] = {}
+        while pending or busy:
+            for slot, worker in enumerate(workers):
+                if worker.job_index is None and pending:
+                    index = pending.popleft()
+                    try:
+                        worker.connection.send(calls[index])
+                    except (BrokenPipeError, OSError):
+                        # The worker died between runs: replace it and try this call again.
+                        worker = workers[slot] = self._replace(worker)
+                        pending.appendleft(index)
+                        continue
+                    worker.job_index, worker.deadline = index, time.monotonic() + timeout_s
+                    busy[worker.connection] = worker
+            if not busy:
+                continue
+            wait_s = max(0.0, min(w.deadline for w in busy.values()) - time.monotonic())
+            for connection in wait(list(busy), timeout=wait_s):
+                worker = busy.pop(connection)
+                try:
+                    outcomes[worker.job_index] = connection.recv()
+                    worker.job_index = None
+                except (EOFError, OSError):
+                    # Crashed mid-call (out of memory, a segfault in native code).
+                    outcomes[worker.job_index] = JobOutcome("error", "worker process died")
+                    workers[workers.index(worker)] = self._replace(worker)
+            now = time.monotonic()
+            for connection, worker in list(busy.items()):
+                if worker.deadline <= now:
+                    del busy[connection]
+                    outcomes[worker.job_index] = JobOutcome("timeout", f"no result within {timeout_s:g}s")
+                    workers[workers.index(worker)] = self._replace(worker)
+        return outcomes  # type: ignore[return-value]
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.kill()
+        fresh = _Worker(self._context)
+        self._workers[self._workers.index(worker)] = fresh
+        return fresh
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [worker.process.pid for worker in self._workers]
+
+    def close(self) -> None:
+        for worker in self._workers:
+            try:
+                worker.connection.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            worker.process.join(timeout=1)
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.connection.close()
+        self._workers = []
+
+
+_SHARED_POOL: TimeoutWorkerPool | None = None
+
+
+def shared_pool() -> TimeoutWorkerPool:
+    """The process-wide pool: workers are kept between scoring calls, since starting them costs most."""
+    global _SHARED_POOL
+    if _SHARED_POOL is None:
+        _SHARED_POOL = TimeoutWorkerPool()
+        atexit.register(_SHARED_POOL.close)
+    return _SHARED_POOL
+
+
+# The function workers run for one comparison; a module attribute so tests can substitute a slow one.
+_judge_job: Callable[[str, str], tuple[bool, str]] = judge_math_answer
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks
+# --------------------------------------------------------------------------------------------
+
+
+def format_question(question: str) -> str:
+    return f"Question: {question.strip()}\n"
+
+
+class MathTask(Task):
+    """Shared checker; subclasses supply the problems, each with a string `answer` field."""
+
+    kind = "math"
+    checker = "final answer (`The answer is` / \\boxed{}) equivalent by math-verify, per-item timeout in workers"
+
+    @property
+    def check_timeout_s(self) -> float:
+        return float(self.options.get("check_timeout") or DEFAULT_CHECK_TIMEOUT_S)
+
+    def check(self, problem: Problem, completion: str) -> Verdict:
+        return self.check_many([(problem, completion)], workers=1)[0]
+
+    def check_many(self, items: Sequence[tuple[Problem, str]], workers: int | None = None) -> list[Verdict]:
+        verdicts: list[Verdict | None] = [None] * len(items)
+        calls: list[tuple[Callable[..., Any], tuple]] = []
+        call_items: list[tuple[int, str]] = []
+        for index, (problem, completion) in enumerate(items):
+            gold = str(problem["answer"])
+            predicted = extract_math_answer(completion)
+            if predicted is None:
+                verdicts[index] = Verdict(False, reason="no 'The answer is' or \\boxed{} in completion")
+            elif not predicted:
+                verdicts[index] = Verdict(False, answer=predicted, reason="empty answer")
+            elif len(predicted) > MAX_ANSWER_CHARS:
+                verdicts[index] = Verdict(False, answer=predicted[:MAX_ANSWER_CHARS], reason="answer too long")
+            else:
+                gold_integer, predicted_integer = plain_integer(gold), plain_integer(predicted)
+                if gold_integer is not None and predicted_integer is not None:
+                    passed = gold_integer == predicted_integer
+                    verdicts[index] = Verdict(passed, predicted, str(predicted_integer),
+                                              "" if passed else f"{predicted_integer} != {gold_integer}")
+                else:
+                    calls.append((_judge_job, (gold, predicted)))
+                    call_items.append((index, predicted))
+        if calls:
+            outcomes = shared_pool().run(calls, self.check_timeout_s, max_workers=workers)
+            for (index, predicted), outcome in zip(call_items, outcomes):
+                if outcome.status == "ok":
+                    passed, canonical = outcome.value
+                    verdicts[index] = Verdict(passed, predicted, canonical, "" if passed else "not equivalent")
+                else:
+                    verdicts[index] = Verdict(False, predicted, _normalised_text(predicted),
+                                              f"comparison {outcome.status}: {outcome.value}")
+        return verdicts  # type: ignore[return-value]
+
+    def split_size(self, split: str, default: int) -> int:
+        return int(self.options.get(f"{split}_size") or default)
+
+
+# --------------------------------------------------------------------------------------------
+# arith: synthetic multi-step word problems
+# --------------------------------------------------------------------------------------------
+
+_ACTORS = [("Ann", "She"), ("Ben", "He"), ("Cara", "She"), ("Dan", "He"), ("Eve", "She"),
+           ("Finn", "He"), ("Gia", "She"), ("Hugo", "He"), ("The shop", "It"), ("The class", "It")]
+_ITEMS = ["apples", "marbles", "stickers", "coins", "books", "cards", "shells", "pens", "eggs", "beads"]
+_PACKS = ["bags", "boxes", "packs", "jars"]
+MAX_ARITH_VALUE = 999
+
+
+def _arith_step(rng: random.Random, pronoun: str, item: str, value: int, budget: int):
+    """One story event as (sentence, equations, new value); None if the drawn event does not fit.
+
+    Events cost one or two equations; `budget` is how many the problem may still use.
+    """
+    kind = rng.choice(["gain", "lose", "gain_packs", "lose_daily", "scale", "share"])
+    if kind == "gain":
+        amount = rng.randint(1, 30)
+        verb = rng.choice(["finds", "gets", "buys", "wins"])
+        return f"{pronoun} {verb} {amount} more.", [f"{value}+{amount}={value + amount}."], value + amount
+    if kind == "lose" and value >= 1:
+        amount = rng.randint(1, min(value, 30))
+        verb = rng.choice(["gives away", "loses", "sells", "uses"])
+        return f"{pronoun} {verb} {amount}.", [f"{value}-{amount}={value - amount}."], value - amount
+    if kind == "gain_packs" and budget >= 2:
+        packs, size = rng.randint(2, 9), rng.randint(2, 12)
+        total = packs * size
+        sentence = f"{pronoun} buys {packs} {rng.choice(_PACKS)} of {size} {item}."
+        return sentence, [f"{packs}*{size}={total}.", f"{value}+{total}={value + total}."], value + total
+    if kind == "lose_daily" and budget >= 2:
+        per_day, days = rng.randint(1, 9), rng.randint(2, 7)
+        total = per_day * days
+        if total > value:
+            return None
+        sentence = f"{pronoun} uses {per_day} a day for {days} days."
+        return sentence, [f"{per_day}*{days}={total}.", f"{value}-{total}={value - total}."], value - total
+    if kind == "scale" and value >= 1:
+        factor = rng.choice([2, 3])
+        word = {2: "twice", 3: "three times"}[factor]
+        return f"Then {pronoun.lower()} has {word} as many.", [f"{value}*{factor}={value * factor}."], value * factor
+    if kind == "share":
+        divisors = [d for d in (2, 3, 4, 5) if value >= d and value % d == 0]
+        if not divisors:
+            return None
+        parts = rng.choice(divisors)
+        sentence = f"{pronoun} splits them into {parts} equal piles and keeps one."
+        return sentence, [f"{value}/{parts}={value // parts}."], value // parts
+    return None
+
+
+def generate_arith_problem(rng: random.Random) -> tuple[str, list[str], int]:
+    """(question, equation sentences, answer) with 2-6 equations, all intermediates in 0..999."""
+    name, pronoun = rng.choice(_ACTORS)
+    item = rng.choice(_ITEMS)
+    n_equations = rng.randint(2, 6)
+    value = rng.randint(2, 30)
+    sentences = [f"{name} has {value} {item}."]
+    equations: list[str] = []
+    while len(equations) < n_equations:
+        step = _arith_step(rng, pronoun, item, value, n_equations - len(equations))
+        if step is None or step[2] > MAX_ARITH_VALUE:
+            continue
+        sentence, step_equations, value = step
+        sentences.append(sentence)
+        equations.extend(step_equations)
+    possessive = "it" if pronoun == "It" else pronoun.lower()
+    sentences.append(f"How many {item} does {possessive} have now?")
+    return " ".join(sentences), equations, value
+
+
+@register_task("arith")
+class Arith(MathTask):
+    name = "arith"
+    default_sizes = {"train": 20_000, "val": 500, "test": 500}
+
+    def load_split(self, split: str) -> list[Problem]:
+        # Same construction as Countdown: held-out splits first, train never repeats their questions,
+        # and one random stream per split so resizing one split leaves the others unchanged.
+        excluded: set[str] = set()
+        if split == "val":
+            excluded = {p["prompt"] for p in self.problems("test")}
+        elif split == "train":
+            excluded = {p["prompt"] for p in self.problems("test") + self.problems("val")}
+        rng = random.Random(f"{self.name}/{split}/{self.seed}")
+        size = self.split_size(split, self.default_sizes[split])
+        problems: list[Problem] = []
+        seen: set[str] = set()
+        while len(problems) < size:
+            question, equations, answer = generate_arith_problem(rng)
+            prompt = format_question(question)
+            if prompt in excluded or prompt in seen:
+                continue
+            seen.add(prompt)
+            problems.append({
+                "task_id": f"{self.name}/{split}/{len(problems)}",
+                "prompt": prompt,
+                "reference": " ".join(equations) + f" The answer is {answer}.",
+                "answer": str(answer),
+            })
+        return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Real datasets: GSM8K and MATH-500
+# --------------------------------------------------------------------------------------------
+
+
+# Rows, or the message of the failure, so an offline machine does not retry per split.
+_HUB_ROWS: dict[tuple[str, str | None, str], list[dict] | str] = {}
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the hub endpoint accepts a connection at all.
+
+    Without a network, `datasets` retries for ~25 s before falling back to its cache; probing first
+    lets an offline machine go straight to the cache (`ladir-bench tasks` asks for every split).
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _hub_offline_mode():
+    """Cache-only hub access for the duration: the libraries read these flags at call time."""
+    import datasets
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+def _load_hub_rows(hub_id: str, hub_config: str | None, hub_split: str) -> list[dict]:
+    """Rows of a hub dataset (or its local cache), remembered per process, failures included."""
+    import datasets
+
+    key = (hub_id, hub_config, hub_split)
+    if key not in _HUB_ROWS:
+        try:
+            if _hub_reachable():
+                _HUB_ROWS[key] = list(datasets.load_dataset(hub_id, hub_config, split=hub_split))
+            else:
+                with _hub_offline_mode():
+                    _HUB_ROWS[key] = list(datasets.load_dataset(hub_id, hub_config, split=hub_split))
+        except Exception as error:  # noqa: BLE001 - offline, missing from cache, auth: all the same to the user
+            _HUB_ROWS[key] = (
+                f"could not load {hub_id} from the Hugging Face hub or cache ({type(error).__name__}); "
+                f"pass --data-file with a local JSON/JSONL/parquet copy"
+            )
+    rows = _HUB_ROWS[key]
+    if isinstance(rows, str):
+        raise BadInput(rows)
+    return rows
+
+
+def load_rows(data_file: str | None, hub_id: str, hub_config: str | None, hub_split: str) -> list[dict]:
+    """Rows from a local JSON/JSONL/parquet file when given, else from the Hugging Face hub or its cache."""
+    import datasets
+
+    if not data_file:
+        return _load_hub_rows(hub_id, hub_config, hub_split)
+    path = Path(data_file).expanduser()
+    if not path.is_file():
+        raise BadInput(f"data file {path} not found")
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".jsonl"):
+        builder = "json"
+    elif suffix == ".parquet":
+        builder = "parquet"
+    else:
+        raise BadInput(f"data file {path}: expected .json, .jsonl or .parquet, got {suffix or 'no suffix'!r}")
+    try:
+        return list(datasets.load_dataset(builder, data_files=str(path), split="train"))
+    except Exception as error:  # noqa: BLE001 - any reader failure means an unusable file
+        raise BadInput(f"data file {path} could not be read: {type(error).__name__}: {error}") from None
+
+
+def _require_fields(row: dict, fields: Sequence[str], source: str, index: int) -> None:
+    missing = [f for f in fields if f not in row or row[f] is None]
+    if missing:
+        raise BadInput(f"{source}: row {index} lacks field(s) {', '.join(missing)}")
+
+
+_CALCULATOR_RE = re.compile(r"<<[^>]*>>")
+
+
+def gsm8k_reference(solution: str) -> tuple[str, str]:
+    """(reference completion, final answer) from a GSM8K solution `...reasoning...\\n#### 42`.
+
+    Calculator annotations `<<48/2=24>>` are dropped, each reasoning line becomes a sentence
+    (a period is added where a line has none, so sentence splitting gives one block a line).
+    """
+    if "####" not in solution:
+        raise ValueError("no '#### <answer>' line")
+    reasoning, answer = solution.rsplit("####", 1)
+    answer = answer.strip().replace(",", "")
+    sentences = []
+    for line in _CALCULATOR_RE.sub("", reasoning).splitlines():
+        line = line.strip()
+        if line:
+            sentences.append(line if line[-1] in ".!?" else line + ".")
+    return " ".join(sentences + [f"The answer is {answer}."]), answer
+
+
+@register_task("gsm8k")
+class GSM8K(MathTask):
+    """GSM8K (openai/gsm8k, config main).
+
+    Hub splits: train = hub train minus its last 500 rows, val = those last 500, test = hub test.
+    With `data_file` (a single local file) that file is the problem set of whichever split is asked:
+    it is meant for scoring/evaluating one split, not for reconstructing all three.
+    """
+
+    name = "gsm8k"
+    val_size = 500
+
+    def load_split(self, split: str) -> list[Problem]:
+        data_file = self.options.get("data_file")
+        source = data_file or "openai/gsm8k"
+        rows = load_rows(data_file, "openai/gsm8k", "main", "test" if split == "test" else "train")
+        if not data_file and split == "train":
+            rows = rows[: -self.val_size]
+        elif not data_file and split == "val":
+            rows = rows[-self.val_size:]
+        problems: list[Problem] = []
+        for index, row in enumerate(rows):
+            _require_fields(row, ("question", "answer"), source, index)
+            try:
+                reference, answer = gsm8k_reference(row["answer"])
+            except ValueError as error:
+                raise BadInput(f"{source}: row {index}: {error}") from None
+            problems.append({
+                "task_id": f"{self.name}/{split}/{index}",
+                "prompt": format_question(row["question"]),
+                "reference": reference,
+                "answer": answer,
+            })
+        return problems
+
+
+@register_task("math500")
+class Math500(MathTask):
+    """MATH-500 (HuggingFaceH4/MATH-500), evaluation only; `data_file` replaces the hub copy."""
+
+    name = "math500"
+    splits = ("test",)
+
+    def load_split(self, split: str) -> list[Problem]:
+        data_file = self.options.get("data_file")
+        source = data_file or "HuggingFaceH4/MATH-500"
+        rows = load_rows(data_file, "HuggingFaceH4/MATH-500", None, "test")
+        problems: list[Problem] = []
+        for index, row in enumerate(rows):
+            _require_fields(row, ("problem", "solution", "answer"), source, index)
+            answer = str(row["answer"]).strip()
+            problems.append({
+                "task_id": f"{self.name}/{split}/{index}",
+                "prompt": format_question(row["problem"]),
+                "reference": f"{row['solution'].strip()} The answer is {answer}.",
+                "answer": answer,
+            })
+        return problems

@@ -1,0 +1,302 @@
+"""LaDiR: the block attention mask, flow matching, stage-2 gradients, the KV-cached sampler, diversity
+guidance, the VAE, and a tiny end-to-end train / resume / sample through the shared protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.backbone import ModelConfig, build_char_tokenizer, tiny_llama
+from harness.config import load_config, parse_override
+from harness.methods import RunContext, get_method_class
+from harness.training import checkpoints
+from ladir.method import rollout_answer_loss
+from ladir.pipeline import decode_answer, generate_blocks, start_sequence
+from ladir.reasoner import (BlockDiffusionReasoner, LatentSequence, ReasoningBatch, block_attention_mask,
+                            flow_matching_pair, teacher_forcing_losses, teacher_forcing_sequence)
+from ladir.sampler import FlowMatchEuler, diversity_force
+from ladir.vae import SentenceVAE
+from tests.conftest import MICRO_SETTINGS
+
+TEXT = "Use 12 7 3 to make 57.\n12+7=19. 19*3=57. The answer is (12+7)*3."
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_char_tokenizer([TEXT, "0123456789+-*/=().TheanswrisUk "])
+
+
+def tiny_backbone(tokenizer, seed=0):
+    config = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    return tiny_llama(config, len(tokenizer), tokenizer, seed)
+
+
+@pytest.fixture
+def reasoner(tokenizer):
+    torch.manual_seed(0)
+    return BlockDiffusionReasoner(tiny_backbone(tokenizer), tokenizer, latent_tokens=2, latent_dim=3)
+
+
+def ids(tokenizer, text):
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+# ---------------------------------------------------------------------------------- attention mask
+def _allowed(mask):
+    return ["".join("1" if v == 0 else "." for v in row) for row in mask[0].tolist()]
+
+
+def test_inference_mask_is_causal_between_blocks_and_bidirectional_inside(reasoner):
+    # question 2 tokens | block 1 (BOT t z z EOT) | block 2 | answer 2 tokens
+    seq = LatentSequence(reasoner, 1, cache=False)
+    seq.append(seq.token_chunk(torch.tensor([[5, 6]])))
+    for _ in range(2):
+        seq.append(seq.block_chunk(torch.zeros(1, 2, 3), 0.0))
+    seq.append(seq.token_chunk(torch.tensor([[7, 8]])))
+    meta = seq.metadata()
+    expected = [
+        # QQ BBBBB BBBBB AA
+        "1.............",
+        "11............",
+        "1111111.......",
+        "1111111.......",
+        "1111111.......",
+        "1111111.......",
+        "1111111.......",
+        "111111111111..",
+        "111111111111..",
+        "111111111111..",
+        "111111111111..",
+        "111111111111..",
+        "1111111111111.",
+        "11111111111111",
+    ]
+    assert _allowed(block_attention_mask(meta, meta)[0]) == expected
+    assert meta["position"][0].tolist() == list(range(14))
+
+
+def test_teacher_forcing_mask_with_noisy_copies_and_padding(reasoner, tokenizer):
+    # row 0: question of 2 tokens, 2 blocks; row 1: question of 1 token (left pad), 1 block (slot 2 is padding).
+    # Both answers 1 token + </s>, so the answer chunk is <SOA> a </s> (3 columns).
+    batch = ReasoningBatch(question_ids=[[1, 20], [21]], answer_ids=[[22, 2], [23, 2]],
+                           blocks=[torch.zeros(2, 2, 3), torch.zeros(1, 2, 3)])
+    meta = teacher_forcing_sequence(reasoner, batch).seq.metadata()
+    mask = block_attention_mask(meta, meta)
+    row0 = [
+        # QQ B1--- B2--- AAA N1--- N2---
+        "1.........................",
+        "11........................",
+        "1111111...................",  # clean block 1: question + itself
+        "1111111...................",
+        "1111111...................",
+        "1111111...................",
+        "1111111...................",
+        "111111111111..............",  # clean block 2: + block 1
+        "111111111111..............",
+        "111111111111..............",
+        "111111111111..............",
+        "111111111111..............",
+        "1111111111111.............",  # <SOA>
+        "11111111111111............",
+        "111111111111111...........",
+        "11.............11111......",  # noisy block 1: question + itself
+        "11.............11111......",
+        "11.............11111......",
+        "11.............11111......",
+        "11.............11111......",
+        "1111111.............11111.",  # noisy block 2: question, clean block 1, itself
+        "1111111.............11111.",
+        "1111111.............11111.",
+        "1111111.............11111.",
+        "1111111.............11111.",
+    ]
+    row0 = [r[:25] for r in row0]
+    row1 = [
+        # pQ B1--- pppp AAA N1--- ppppp
+        "1........................",  # left padding sees only itself
+        ".1.......................",
+        ".111111..................",
+        ".111111..................",
+        ".111111..................",
+        ".111111..................",
+        ".111111..................",
+        ".......1.................",  # block-2 slot: padding
+        "........1................",
+        ".........1...............",
+        "..........1..............",
+        "...........1.............",
+        ".111111.....1............",  # <SOA> right after block 1
+        ".111111.....11...........",
+        ".111111.....111..........",
+        ".1.............11111.....",  # noisy block 1
+        ".1.............11111.....",
+        ".1.............11111.....",
+        ".1.............11111.....",
+        ".1.............11111.....",
+        "....................1....",  # noisy slot 2: padding
+        ".....................1...",
+        "......................1..",
+        ".......................1.",
+        "........................1",
+    ]
+    assert _allowed(mask[0]) == row0
+    assert _allowed(mask[1]) == row1
+    # noisy copies sit at their clean block's positions; row 1's answer continues right after its block
+    assert meta["position"][0, 15:20].tolist() == meta["position"][0, 2:7].tolist() == [2, 3, 4, 5, 6]
+    assert meta["position"][1, 12:15].tolist() == [6, 7, 8]
+
+
+# ---------------------------------------------------------------------------------- flow matching
+def test_flow_matching_target_and_loss(reasoner, tokenizer):
+    z_t, target = flow_matching_pair(torch.tensor([[1.0, 2.0]]), torch.tensor([0.25]), torch.tensor([[3.0, 5.0]]))
+    assert torch.allclose(z_t, torch.tensor([[1.5, 2.75]])) and torch.allclose(target, torch.tensor([[2.0, 3.0]]))
+
+    # With a zero velocity head, L_FM = mean ||eps - z_0||^2 over the real blocks only.
+    torch.nn.init.zeros_(reasoner.velocity_head.weight)
+    torch.nn.init.zeros_(reasoner.velocity_head.bias)
+    blocks = [torch.randn(2, 2, 3), torch.randn(1, 2, 3)]
+    batch = ReasoningBatch([[1, 20], [21]], [[22, 2], [23, 2]], blocks)
+    torch.manual_seed(3)
+    losses = teacher_forcing_losses(reasoner, batch)
+    torch.manual_seed(3)
+    torch.rand(2, 2)  # the per-block times, drawn first
+    noise = torch.randn(2, 2, 2, 3)
+    expected = torch.stack([((noise[0, 0] - blocks[0][0]) ** 2).mean(), ((noise[0, 1] - blocks[0][1]) ** 2).mean(),
+                            ((noise[1, 0] - blocks[1][0]) ** 2).mean()]).mean()
+    assert torch.allclose(losses["fm"], expected, atol=1e-6)
+    assert set(losses) == {"fm", "spec", "ans"} and all(torch.isfinite(v) for v in losses.values())
+
+
+# ---------------------------------------------------------------------------------- stage 2
+def test_answer_loss_reaches_the_velocity_head_through_the_rollout(reasoner):
+    batch = ReasoningBatch([[1, 20, 21], [1, 22]], [[23, 24, 2], [25, 2]], [torch.randn(2, 2, 3), torch.randn(1, 2, 3)])
+    loss = rollout_answer_loss(reasoner, batch, euler_steps=3)
+    loss.backward()
+    grad = reasoner.velocity_head.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    assert reasoner.latent_in.weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------- sampling
+def test_cached_and_uncached_sampling_agree(reasoner, tokenizer):
+    question = [[tokenizer.bos_token_id, *ids(tokenizer, "Use 12 7 3 to make 57.\n")]]
+    results = []
+    for cache in (True, False):
+        torch.manual_seed(11)
+        seq = start_sequence(reasoner, question * 4, cache=cache)
+        z, present = generate_blocks(seq, FlowMatchEuler(init_noise=2.0, gamma_max=0.5), steps=4, max_blocks=3)
+        results.append((z, present, decode_answer(seq, max_tokens=8, temperature=1.0)))
+    (z_c, p_c, a_c), (z_u, p_u, a_u) = results
+    assert torch.allclose(z_c, z_u, atol=1e-5)
+    assert torch.equal(p_c, p_u) and a_c == a_u
+
+
+def test_diversity_force_matches_the_formula_and_spreads_trajectories():
+    torch.manual_seed(0)
+    z = torch.randn(6, 2, 3)
+    flat = z.reshape(6, -1)
+    distances = torch.cdist(flat, flat)
+    sigma = distances[torch.triu_indices(6, 6, 1).unbind()].median()
+    expected = torch.zeros_like(flat)
+    for i in range(6):
+        for j in range(6):
+            if i != j:
+                r = distances[i, j] ** 2 / sigma**2
+                expected[i] += 2 * (1 - r) * torch.exp(-r) * (flat[i] - flat[j])
+    assert torch.allclose(diversity_force(z).reshape(6, -1), expected, atol=1e-5)
+    assert diversity_force(z[:1]).abs().sum() == 0
+
+    # A velocity field that sends every trajectory to the same latent c (mode collapse):
+    # without guidance they all end at c; with gamma_max > 0 they end apart.
+    c = torch.ones(2, 3)
+
+    def run(gamma_max):
+        torch.manual_seed(1)
+        sampler = FlowMatchEuler(gamma_max=gamma_max)
+        sampler.set_timesteps(10)
+        sample = sampler.initial_noise((8, 2, 3))
+        for t in sampler.timesteps:
+            sample = sampler.step((sample - c) / t, t, sample)  # u = (z_t - z_0) / t with z_0 = c
+        return torch.pdist(sample.reshape(8, -1)).mean()
+
+    assert run(0.5) > run(0.0) + 1e-3
+    assert run(0.0) < 1e-5
+
+
+# ---------------------------------------------------------------------------------- VAE
+def test_a_few_vae_steps_lower_the_reconstruction_loss(tokenizer):
+    torch.manual_seed(0)
+    vae = SentenceVAE(tiny_backbone(tokenizer), tiny_backbone(tokenizer), tokenizer, latent_tokens=2, latent_dim=4,
+                      latent_noise=0.5, token_replace_prob=0.1)
+    pairs = [("Use 12 7 3 to make 57.\n", "12+7=19."), ("Use 12 7 3 to make 57.\n", "19*3=57.")]
+
+    def recon():
+        with torch.no_grad():
+            return float(vae.reconstruction_loss(vae.encode(pairs)[0], [s for _, s in pairs]))
+
+    before = recon()
+    optimizer = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(15):
+        loss, logs = vae.loss(pairs)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert {"recon", "kl"} <= set(logs)
+    assert all(p.grad is None for p in vae.decoder.parameters())  # the decoder stays frozen
+    assert recon() < 0.9 * before
+
+
+# ---------------------------------------------------------------------------------- end to end
+def test_tiny_train_resume_and_sample(tmp_path):
+    overrides = [*MICRO_SETTINGS, "method=ladir", "task=countdown3", "device=cpu", "train.steps=6",
+                 "train.checkpoint_every=2", "method_options={latent_tokens: 2, latent_dim: 4, vae_steps: 4, "
+                 "stage2_steps: 4, stage2_euler_steps: 2, stats_problems: 20, report_problems: 4}"]
+    config = load_config("tiny", None, [parse_override(o) for o in overrides])
+    ctx = RunContext(config, tmp_path / "runs" / "r", tmp_path / "runs")
+    method = get_method_class("ladir")(ctx)
+    method.train()
+    run_dir = ctx.run_dir
+    report = json.loads((run_dir / "vae" / "report.json").read_text())
+    assert 0 <= report["reconstruction"]["exact_match"] <= 1 and report["reconstruction"]["n_sentences"] > 0
+    assert len(report["latent_stats"]["mean"]) == 2 and len(report["latent_stats"]["std"][0]) == 4
+    assert [len(checkpoints(run_dir / p)) > 0 for p in ("vae", "stage1", "stage2")] == [True] * 3
+
+    # Resume stage 2 from its step-2 checkpoint: the replayed steps give the same final weights.
+    stage2 = run_dir / "stage2"
+    final = _weights(checkpoints(stage2)[-1][1])
+    (stage2 / "DONE").unlink()
+    for step, path in checkpoints(stage2):
+        if step > 2:
+            import shutil
+
+            shutil.rmtree(path)
+    get_method_class("ladir")(ctx).train()
+    resumed = _weights(checkpoints(stage2)[-1][1])
+    assert all(torch.equal(final[k], resumed[k]) for k in final)
+
+    method = get_method_class("ladir")(ctx)
+    method.load()
+    problems = ctx.task.problems("test")[:2]
+    torch.manual_seed(0)
+    samples = method.sample(problems, 3, steps=2, max_blocks=2, max_answer_tokens=12, batch_size=2)
+    torch.manual_seed(0)
+    uncached = method.sample(problems, 3, steps=2, max_blocks=2, max_answer_tokens=12, batch_size=2, cache=False)
+    assert samples == uncached
+    assert [len(s) for s in samples] == [3, 3] and all(isinstance(c, str) for s in samples for c in s)
+
+    trace = method.trace(problems[0], steps=4, seed=0, max_blocks=2)
+    blocks = [r for r in trace if r["block"] is not None]
+    assert blocks and {r["t"] for r in blocks} == {1.0, 0.75, 0.5, 0.25, 0.0}
+    assert trace[-1]["block"] is None and isinstance(trace[-1]["text"], str)
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for file in sorted(checkpoint.rglob("*.safetensors")):
+        tensors.update({f"{file.parent.name}/{k}": v for k, v in load_file(str(file)).items()})
+    return tensors

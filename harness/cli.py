@@ -232,6 +232,81 @@ def plot_command(
     err.print(f"wrote {path}")
 
 
+@app.command("trace")
+def trace_command(
+    run: Annotated[str, typer.Option(help="a trained LaDiR run")],
+    task: Annotated[Optional[str], typer.Option("--task", help="task (default: the run's task)")] = None,
+    index: Annotated[int, typer.Option(help="problem index in the split")] = 0,
+    split: Annotated[str, typer.Option(help="split")] = "test",
+    steps: Annotated[int, typer.Option(help="Euler steps per block")] = 20,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    knob: Annotated[Optional[list[str]], typer.Option("--knob", help="sampling knob, e.g. init_noise=2")] = None,
+    runs_dir: RunsDirOpt = None,
+) -> None:
+    """Decode each latent block at t = 1, 0.75, 0.5, 0.25, 0: watch the reasoning being corrected."""
+    from harness.config import parse_override
+    from harness.runs import open_run, runs_root
+
+    method, ctx = open_run(run, runs_root(runs_dir))
+    if not hasattr(method, "trace"):
+        raise BadInput(f"method {method.name!r} has no latent blocks to trace (use a LaDiR run)")
+    task_obj = ctx.task if task is None or task == ctx.config.task else _task(task, None, ctx.seed)
+    problems = task_obj.problems(split)
+    if not 0 <= index < len(problems):
+        raise BadInput(f"--index {index} out of range: {task_obj.name}/{split} has {len(problems)} problems")
+    knobs: dict = {}
+    for text in knob or []:
+        knobs.update(parse_override(text))
+    problem = problems[index]
+    records = method.trace(problem, steps=steps, seed=seed, **knobs)
+    out.print(f"[bold]{problem['task_id']}[/]  {problem['prompt'].strip()}")
+    if problem.get("reference"):
+        out.print(f"reference: {problem['reference']}")
+    table = Table(title="latent blocks decoded while denoising (predicted clean latent at each t)")
+    table.add_column("block", justify="right")
+    table.add_column("t", justify="right")
+    table.add_column("decoded text")
+    for record in records:
+        if record["block"] is None:
+            continue
+        table.add_row(str(record["block"]), f"{record['t']:.2f}", record["text"])
+    out.print(table)
+    final = records[-1]["text"] if records and records[-1]["block"] is None else ""
+    verdict = task_obj.check(problem, final)
+    out.print(f"completion: {final}")
+    out.print(f"verdict: {'correct' if verdict.passed else 'incorrect'} ({verdict.reason})")
+
+
+@app.command("ablate")
+def ablate_command(
+    grid: Annotated[Path, typer.Option(help="grid YAML (see harness/ablation.py)")],
+    runs_dir: RunsDirOpt = None,
+) -> None:
+    """Run a grid of training settings x sampling knobs (resumable), then print its table."""
+    from harness.ablation import run_grid
+    from harness.report import load_frame, render_table
+    from harness.runs import runs_root
+
+    folders = run_grid(grid, runs_root(runs_dir))
+    print(render_table(load_frame([folder / "metrics.json" for folder in folders]), "markdown"))
+
+
+@app.command("demo")
+def demo_command(
+    task: Annotated[str, typer.Option("--task", help="a Countdown task")] = "countdown3",
+    limit: Annotated[int, typer.Option(help="test problems evaluated")] = 50,
+    k: Annotated[int, typer.Option("--k", help="samples per problem")] = 10,
+    steps: Annotated[int, typer.Option(help="fine-tuning steps per method (the shared budget)")] = 300,
+    base_steps: Annotated[int, typer.Option(help="steps of the shared base LM")] = 400,
+    runs_dir: RunsDirOpt = None,
+) -> None:
+    """The embedded default: train tiny AR-SFT and LaDiR from scratch, evaluate, print the table, plot."""
+    from harness.demo import run_demo
+    from harness.runs import runs_root
+
+    run_demo(task, limit, k, steps, base_steps, runs_root(runs_dir))
+
+
 def main() -> None:
     """Entry point: BadInput -> one line on stderr and exit 2; anything else propagates (exit 1)."""
     try:

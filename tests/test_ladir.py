@@ -3,7 +3,9 @@ guidance, the VAE, and a tiny end-to-end train / resume / sample through the sha
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 from harness.backbone import ModelConfig, build_char_tokenizer, tiny_llama
 from harness.config import load_config, parse_override
+from harness.lm import encode_pairs, next_token_loss
 from harness.methods import RunContext, get_method_class
 from harness.training import checkpoints
 from ladir.method import rollout_answer_loss
@@ -87,33 +90,32 @@ def test_teacher_forcing_mask_with_noisy_copies_and_padding(reasoner, tokenizer)
     mask = block_attention_mask(meta, meta)
     row0 = [
         # QQ B1--- B2--- AAA N1--- N2---
-        "1.........................",
-        "11........................",
-        "1111111...................",  # clean block 1: question + itself
-        "1111111...................",
-        "1111111...................",
-        "1111111...................",
-        "1111111...................",
-        "111111111111..............",  # clean block 2: + block 1
-        "111111111111..............",
-        "111111111111..............",
-        "111111111111..............",
-        "111111111111..............",
-        "1111111111111.............",  # <SOA>
-        "11111111111111............",
-        "111111111111111...........",
-        "11.............11111......",  # noisy block 1: question + itself
-        "11.............11111......",
-        "11.............11111......",
-        "11.............11111......",
-        "11.............11111......",
-        "1111111.............11111.",  # noisy block 2: question, clean block 1, itself
-        "1111111.............11111.",
-        "1111111.............11111.",
-        "1111111.............11111.",
-        "1111111.............11111.",
+        "1........................",
+        "11.......................",
+        "1111111..................",  # clean block 1: question + itself
+        "1111111..................",
+        "1111111..................",
+        "1111111..................",
+        "1111111..................",
+        "111111111111.............",  # clean block 2: + block 1
+        "111111111111.............",
+        "111111111111.............",
+        "111111111111.............",
+        "111111111111.............",
+        "1111111111111............",  # <SOA>
+        "11111111111111...........",
+        "111111111111111..........",
+        "11.............11111.....",  # noisy block 1: question + itself
+        "11.............11111.....",
+        "11.............11111.....",
+        "11.............11111.....",
+        "11.............11111.....",
+        "1111111.............11111",  # noisy block 2: question, clean block 1, itself
+        "1111111.............11111",
+        "1111111.............11111",
+        "1111111.............11111",
+        "1111111.............11111",
     ]
-    row0 = [r[:25] for r in row0]
     row1 = [
         # pQ B1--- pppp AAA N1--- ppppp
         "1........................",  # left padding sees only itself
@@ -209,44 +211,58 @@ def test_diversity_force_matches_the_formula_and_spreads_trajectories():
     assert torch.allclose(diversity_force(z).reshape(6, -1), expected, atol=1e-5)
     assert diversity_force(z[:1]).abs().sum() == 0
 
-    # A velocity field that sends every trajectory to the same latent c (mode collapse):
-    # without guidance they all end at c; with gamma_max > 0 they end apart.
+    # F is the gradient of sum_j d_ij^2 exp(-d_ij^2 / sigma^2): it drives pairwise distances toward sigma,
+    # separating the closest trajectories. Under a gently contracting velocity field, guided
+    # trajectories end with their nearest neighbours further away than unguided ones.
     c = torch.ones(2, 3)
 
-    def run(gamma_max):
-        torch.manual_seed(1)
+    def nearest_neighbour_distance(gamma_max, seed):
+        torch.manual_seed(seed)
         sampler = FlowMatchEuler(gamma_max=gamma_max)
         sampler.set_timesteps(10)
         sample = sampler.initial_noise((8, 2, 3))
         for t in sampler.timesteps:
-            sample = sampler.step((sample - c) / t, t, sample)  # u = (z_t - z_0) / t with z_0 = c
-        return torch.pdist(sample.reshape(8, -1)).mean()
+            sample = sampler.step(0.5 * (sample - c), t, sample)
+        return torch.pdist(sample.reshape(8, -1)).min()
 
-    assert run(0.5) > run(0.0) + 1e-3
-    assert run(0.0) < 1e-5
+    for seed in range(3):
+        assert nearest_neighbour_distance(0.5, seed) > 1.1 * nearest_neighbour_distance(0.0, seed)
 
 
 # ---------------------------------------------------------------------------------- VAE
 def test_a_few_vae_steps_lower_the_reconstruction_loss(tokenizer):
+    # The decoder is a frozen *language model* in LaDiR; a random one barely reacts to its prefix, so
+    # first fit a tiny base LM to the sentences (it knows the format, not which sentence is meant).
     torch.manual_seed(0)
-    vae = SentenceVAE(tiny_backbone(tokenizer), tiny_backbone(tokenizer), tokenizer, latent_tokens=2, latent_dim=4,
+    sentences = [f"{a}+{b}={a + b}." for a, b in [(12, 7), (45, 67), (3, 98), (51, 9), (26, 33), (80, 14)]]
+    base = tiny_backbone(tokenizer)
+    optimizer = torch.optim.Adam(base.parameters(), lr=1e-2)
+    for _ in range(30):
+        batch = encode_pairs(tokenizer, [""] * len(sentences), sentences, 64, loss_on_prompt=True)
+        loss = next_token_loss(base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                               batch["labels"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    vae = SentenceVAE(copy.deepcopy(base), copy.deepcopy(base), tokenizer, latent_tokens=2, latent_dim=4,
                       latent_noise=0.5, token_replace_prob=0.1)
-    pairs = [("Use 12 7 3 to make 57.\n", "12+7=19."), ("Use 12 7 3 to make 57.\n", "19*3=57.")]
+    pairs = [("Use 12 7 3 to make 57.\n", s) for s in sentences]
 
     def recon():
         with torch.no_grad():
-            return float(vae.reconstruction_loss(vae.encode(pairs)[0], [s for _, s in pairs]))
+            return float(vae.reconstruction_loss(vae.encode(pairs)[0], sentences))
 
     before = recon()
-    optimizer = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=3e-3)
-    for _ in range(15):
+    optimizer = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(20):
         loss, logs = vae.loss(pairs)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     assert {"recon", "kl"} <= set(logs)
     assert all(p.grad is None for p in vae.decoder.parameters())  # the decoder stays frozen
-    assert recon() < 0.9 * before
+    assert recon() < 0.85 * before
+    assert len(vae.decode(vae.encode(pairs)[0])) == len(pairs)
 
 
 # ---------------------------------------------------------------------------------- end to end
@@ -270,8 +286,6 @@ def test_tiny_train_resume_and_sample(tmp_path):
     (stage2 / "DONE").unlink()
     for step, path in checkpoints(stage2):
         if step > 2:
-            import shutil
-
             shutil.rmtree(path)
     get_method_class("ladir")(ctx).train()
     resumed = _weights(checkpoints(stage2)[-1][1])

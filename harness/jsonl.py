@@ -66,6 +66,10 @@ class atomic_open:
     def __exit__(self, exc_type, exc, tb):
         self.handle.close()
         if exc_type is None:
+            # mkstemp creates 0600 files; results are meant to be shared like any other file.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp_name, 0o666 & ~umask)
             os.replace(self.tmp_name, self.path)
         else:
             os.unlink(self.tmp_name)

@@ -9,8 +9,9 @@ Phases (each a `harness.training.Trainer` run, so checkpoints and exact resumpti
             gradients kept through the rollout) and the answer loss is taken on top of them; L_FM and
             L_Spec on the oracle batch are kept (paper §3.3)
 
-Encoder, frozen decoder and reasoner all start from the shared base checkpoint (`ctx.base_model()`),
-as the paper initialises all three from the same LLM. stage1 + stage2 share the run's fine-tuning
+Encoder, decoder and reasoner all start from the shared base checkpoint (`ctx.base_model()`), as
+the paper initialises all three from the same LLM (the decoder stays frozen unless `vae_decoder` says
+otherwise, see LaDiROptions). stage1 + stage2 share the run's fine-tuning
 budget (`train.steps`); the VAE has its own (`vae_steps`).
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from harness.errors import BadInput
 from harness.methods import Method, register_method
 from harness.training import Trainer, checkpoints, load_modules, phase_done
 from ladir.pipeline import commit_block, decode_answer, denoise_block, generate_blocks, start_sequence
@@ -32,29 +34,18 @@ from ladir.vae import (LatentStats, SentenceVAE, encode_means, latent_statistics
 from tasks import Problem
 
 
-def rollout_answer_loss(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch, euler_steps: int) -> torch.Tensor:
-    """Stage 2's L_Ans: the answer CE given blocks the model rolled out itself from noise (as many as the
-    oracle has), with gradients kept through every Euler step into the velocity head and backbone."""
-    sampler = FlowMatchEuler()
-    seq = start_sequence(reasoner, batch.question_ids, cache=True)
-    counts = batch.num_blocks.to(reasoner.device)
-    for b in range(int(counts.max()) if len(batch) else 0):
-        active = b < counts
-        commit_block(seq, denoise_block(seq, sampler, euler_steps, active, b), active)
-    ids, valid = answer_chunk_ids(reasoner, batch)
-    return answer_loss(reasoner, seq.run(seq.token_chunk(ids, valid)), ids, valid)
-
-
 @dataclass
 class LaDiROptions:
-    # Blocks and the beta-VAE (§3.1). Paper: L_b 4-6, beta ~1e-5, k = 3, p = 0.3 at 8B scale; the tiny
-    # character-level backbone reconstructs best with milder corruption (see ladir/README or the report).
+    # Blocks and the beta-VAE (§3.1). Paper: L_b 4-6, beta ~1e-5, k = 3, p = 0.3 at 8B scale.
     latent_tokens: int = 4  # L_b latent tokens per sentence block
     latent_dim: int = 16  # d_z
     beta: float = 1e-5
     latent_noise: float = 1.0  # k: z' = z + N(0, k^2 I) during VAE training
     token_replace_prob: float = 0.1  # p: encoder input tokens replaced at random
     vae_steps: int = 600
+    # "frozen" (the paper), "trainable", or "auto": frozen for a pretrained backbone, trained with the
+    # encoder for a from-scratch tiny one, too weak a language model to be steered by L_b embeddings
+    vae_decoder: str = "auto"
     vae_lr: float = 1e-3
     vae_batch_size: int = 0  # problems per VAE step (all their sentences); 0 = train.batch_size
     max_sentence_tokens: int = 64
@@ -83,6 +74,21 @@ class LaDiRSampleKnobs:
     cache: bool = True  # KV-cache the question and finished blocks (off: recompute, same result)
 
 
+# ------------------------------------------------------------------------------------------ stage 2
+def rollout_answer_loss(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch, euler_steps: int) -> torch.Tensor:
+    """Stage 2's L_Ans: the answer CE given blocks the model rolled out itself from noise (as many as the
+    oracle has), with gradients kept through every Euler step into the velocity head and backbone."""
+    sampler = FlowMatchEuler()
+    seq = start_sequence(reasoner, batch.question_ids, cache=True)
+    counts = batch.num_blocks.to(reasoner.device)
+    for b in range(int(counts.max()) if len(batch) else 0):
+        active = b < counts
+        commit_block(seq, denoise_block(seq, sampler, euler_steps, active, b), active)
+    ids, valid = answer_chunk_ids(reasoner, batch)
+    return answer_loss(reasoner, seq.run(seq.token_chunk(ids, valid)), ids, valid)
+
+
+# ------------------------------------------------------------------------------------------ the method
 @register_method("ladir")
 class LaDiR(Method):
     Options = LaDiROptions
@@ -90,11 +96,18 @@ class LaDiR(Method):
     stages = ("vae", "stage1", "stage2")
 
     # ------------------------------------------------------------------------------- building blocks
+    @property
+    def train_decoder(self) -> bool:
+        choice = self.options.vae_decoder
+        if choice not in ("auto", "frozen", "trainable"):
+            raise BadInput(f"method_options.vae_decoder: expected auto, frozen or trainable, got {choice!r}")
+        return choice == "trainable" or (choice == "auto" and self.ctx.config.model.from_scratch)
+
     def _vae(self, encoder, decoder) -> SentenceVAE:
         o = self.options
         vae = SentenceVAE(encoder, decoder, self.ctx.tokenizer, o.latent_tokens, o.latent_dim, beta=o.beta,
                           latent_noise=o.latent_noise, token_replace_prob=o.token_replace_prob,
-                          max_sentence_tokens=o.max_sentence_tokens)
+                          max_sentence_tokens=o.max_sentence_tokens, train_decoder=self.train_decoder)
         return vae.to(self.ctx.device)
 
     def _reasoner(self, backbone) -> BlockDiffusionReasoner:
@@ -103,7 +116,8 @@ class LaDiR(Method):
 
     def _trained_vae(self) -> tuple[SentenceVAE, LatentStats]:
         """The finished VAE (frozen, eval) and its latent statistics."""
-        vae = self._vae(self.ctx.fresh_backbone(), self.ctx.base_model())
+        decoder = self.ctx.fresh_backbone() if self.train_decoder else self.ctx.base_model()  # trained: in the checkpoint
+        vae = self._vae(self.ctx.fresh_backbone(), decoder)
         load_modules(vae, self._final_checkpoint("vae"))
         vae.requires_grad_(False).eval()
         return vae, LatentStats.load(self.ctx.run_dir / "vae" / "latent_stats.safetensors")

@@ -119,7 +119,9 @@ class Trainer:
         from accelerate import Accelerator
 
         self.phase = phase
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        # The module already sits on the run's device (--device cpu on a GPU machine stays on the CPU).
+        on_cpu = next(module.parameters()).device.type == "cpu"
+        self.accelerator = accelerator or Accelerator(cpu=on_cpu)
         self.module = module
         parameters = [p for p in module.parameters() if p.requires_grad]
         decay = [p for p in parameters if p.ndim >= 2]

@@ -23,7 +23,8 @@ from ladir.sampler import FlowMatchEuler
 StepHook = Callable[[int, float, torch.Tensor, torch.Tensor], None]
 
 
-def start_sequence(reasoner: BlockDiffusionReasoner, question_ids: list[list[int]], cache: bool = True) -> LatentSequence:
+def start_sequence(reasoner: BlockDiffusionReasoner, question_ids: list[list[int]],
+                   cache: bool = True) -> LatentSequence:
     """A sequence holding the (left-padded) questions, ready for blocks."""
     seq = LatentSequence(reasoner, len(question_ids), cache=cache)
     ids, valid = pad_ids(question_ids, reasoner.pad_id, left=True, device=reasoner.device)

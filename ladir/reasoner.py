@@ -95,8 +95,8 @@ class BlockDiffusionReasoner(nn.Module):
     def transformer(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                     cache: DynamicCache | None = None) -> torch.Tensor:
         """Last hidden states of the backbone for a 4-D additive mask and explicit positions."""
-        out = self.backbone.base_model(inputs_embeds=embeds, attention_mask=mask.to(embeds.dtype), position_ids=positions,
-                                       past_key_values=cache, use_cache=cache is not None)
+        out = self.backbone.base_model(inputs_embeds=embeds, attention_mask=mask.to(embeds.dtype),
+                                       position_ids=positions, past_key_values=cache, use_cache=cache is not None)
         return out.last_hidden_state
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,7 @@ class Chunk:
     embeds: torch.Tensor | None  # (B, n, H); None once its keys/values are cached
     position: torch.Tensor  # (B, n) position ids (RoPE)
     group: torch.Tensor  # (B, n) same group <=> bidirectional
-    start: torch.Tensor  # (B, n) clean keys before this position are visible; -1 for padding
+    start: torch.Tensor  # (B, n) visible keys at positions < start are attended; -1 for padding
     visible: torch.Tensor  # (B, n) bool: may later positions attend to it
 
 
@@ -197,6 +197,7 @@ class LatentSequence:
 
     def forward(self) -> torch.Tensor:
         """Hidden states of every appended column in one pass (no cache)."""
+        assert not self.cache, "forward() runs a whole uncached sequence; use run() with the cache"
         whole = self._cat(self.chunks, ("embeds", "position", "group", "start", "visible"))
         return self.reasoner.transformer(whole["embeds"], block_attention_mask(whole, whole), whole["position"])
 
@@ -260,10 +261,12 @@ def stacked_blocks(batch: ReasoningBatch, latent_shape: tuple[int, int], device)
 
 def answer_chunk_ids(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """`<SOA> The answer is ... </s>`, right-padded."""
-    return pad_ids([[reasoner.soa_id, *a] for a in batch.answer_ids], reasoner.pad_id, left=False, device=reasoner.device)
+    rows = [[reasoner.soa_id, *answer] for answer in batch.answer_ids]
+    return pad_ids(rows, reasoner.pad_id, left=False, device=reasoner.device)
 
 
-def answer_loss(reasoner: BlockDiffusionReasoner, hidden: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def answer_loss(reasoner: BlockDiffusionReasoner, hidden: torch.Tensor, ids: torch.Tensor,
+                valid: torch.Tensor) -> torch.Tensor:
     """L_Ans = -sum_w log p(y_w | q, Z, y_<w), mean over answer tokens; column k predicts token k+1."""
     targets = ids[:, 1:].masked_fill(~valid[:, 1:], -100)
     logits = reasoner.lm_logits(hidden[:, :-1])
@@ -315,7 +318,8 @@ def teacher_forcing_sequence(reasoner: BlockDiffusionReasoner, batch: ReasoningB
     return TeacherForcing(seq, question.size(1), z0.size(1), ids, a_valid, present, target)
 
 
-def teacher_forcing_losses(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch, answer: bool = True) -> dict[str, torch.Tensor]:
+def teacher_forcing_losses(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch,
+                           answer: bool = True) -> dict[str, torch.Tensor]:
     """Stage-1 losses from one forward pass: L_FM on the noisy copies, L_Spec at clean <EOT>s, L_Ans."""
     tf = teacher_forcing_sequence(reasoner, batch)
     hidden = tf.seq.forward()

@@ -22,7 +22,10 @@ def diversity_force(z: torch.Tensor) -> torch.Tensor:
     """The paper's repulsive field over a batch of trajectories, one row each (any trailing shape).
 
     F(z_i) = sum_{j != i} 2 (1 - d_ij^2 / sigma^2) exp(-d_ij^2 / sigma^2) (z_i - z_j),
-    d_ij = ||z_i - z_j||_2, sigma = median_{i<j} d_ij. Zero for a single row or coincident rows.
+    d_ij = ||z_i - z_j||_2, sigma = median_{i<j} d_ij (torch.median: the lower middle for an even
+    count). Zero for a single row or coincident rows. F is the gradient of
+    sum_j d_ij^2 exp(-d_ij^2 / sigma^2), so it drives every pairwise distance toward sigma: it pushes
+    near-duplicate trajectories apart (d < sigma) and pulls outliers in a little (d > sigma).
     """
     n = z.size(0)
     flat = z.reshape(n, -1)
@@ -62,7 +65,7 @@ class FlowMatchEuler:
     def set_timesteps(self, num_steps: int) -> None:
         if num_steps < 1:
             raise ValueError("num_steps must be >= 1")
-        grid = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64).tolist()
+        grid = [(num_steps - k) / num_steps for k in range(num_steps + 1)]  # 1 = noise ... 0 = clean
         self.timesteps = grid[:-1]
         self._next = dict(zip(grid[:-1], grid[1:], strict=True))
 

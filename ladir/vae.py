@@ -105,7 +105,8 @@ class SentenceVAE(nn.Module):
         embeds = self.encoder.get_input_embeddings()(ids)
         query_cols = lengths[:, None] + torch.arange(self.latent_tokens, device=self.device)  # right after each row
         row_index = torch.arange(len(rows), device=self.device)[:, None].expand_as(query_cols)
-        embeds = embeds.index_put((row_index, query_cols), self.latent_queries.expand(len(rows), -1, -1).to(embeds.dtype))
+        queries = self.latent_queries.expand(len(rows), -1, -1).to(embeds.dtype)
+        embeds = embeds.index_put((row_index, query_cols), queries)
         attention = (torch.arange(width, device=self.device)[None] < (lengths + self.latent_tokens)[:, None]).long()
         hidden = self.encoder.base_model(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
         at_queries = hidden[row_index, query_cols]  # (N, L_b, H)
@@ -136,7 +137,8 @@ class SentenceVAE(nn.Module):
         logits = self.decoder(inputs_embeds=embeds, attention_mask=attention).logits
         # position prefix_len - 1 + i predicts target token i
         predicting = logits[:, prefix.size(1) - 1 : -1]
-        return F.cross_entropy(predicting.reshape(-1, predicting.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE)
+        return F.cross_entropy(predicting.reshape(-1, predicting.size(-1)).float(), labels.reshape(-1),
+                               ignore_index=IGNORE)
 
     def loss(self, pairs: Sequence[SentencePair]) -> tuple[torch.Tensor, dict[str, float]]:
         """L_beta-VAE = E_q[-log p(x|z)] + beta KL(q(z|x) || N(0, I)), with the paper's two regularisers."""
@@ -144,7 +146,8 @@ class SentenceVAE(nn.Module):
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # z = mu + sigma * eps
         z = z + self.latent_noise * torch.randn_like(z)  # z' = z + eta, eta ~ N(0, k^2 I)
         recon = self.reconstruction_loss(z, [s for _, s in pairs])
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum((1, 2)).mean()  # KL(N(mu, sigma^2) || N(0, I)) per sentence
+        # KL(N(mu, sigma^2) || N(0, I)), summed over the block's latents, mean over sentences
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum((1, 2)).mean()
         return recon + self.beta * kl, {"recon": float(recon.detach()), "kl": float(kl.detach())}
 
     @torch.no_grad()

@@ -24,6 +24,7 @@ from ladir.sampler import FlowMatchEuler, diversity_force
 from ladir.vae import SentenceVAE
 from tests.conftest import MICRO_SETTINGS
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 TEXT = "Use 12 7 3 to make 57.\n12+7=19. 19*3=57. The answer is (12+7)*3."
 
 
@@ -171,6 +172,10 @@ def test_flow_matching_target_and_loss(reasoner, tokenizer):
     assert torch.allclose(losses["fm"], expected, atol=1e-6)
     assert set(losses) == {"fm", "spec", "ans"} and all(torch.isfinite(v) for v in losses.values())
 
+    # a problem without reasoning sentences: question, then <SOA> directly
+    empty = ReasoningBatch([[1, 20], [21]], [[22, 2], [23, 2]], [torch.zeros(0, 2, 3), torch.randn(1, 2, 3)])
+    assert all(torch.isfinite(v) for v in teacher_forcing_losses(reasoner, empty).values())
+
 
 # ---------------------------------------------------------------------------------- stage 2
 def test_answer_loss_reaches_the_velocity_head_through_the_rollout(reasoner):
@@ -229,6 +234,18 @@ def test_diversity_force_matches_the_formula_and_spreads_trajectories():
         assert nearest_neighbour_distance(0.5, seed) > 1.1 * nearest_neighbour_distance(0.0, seed)
 
 
+@CUDA
+def test_cached_and_uncached_sampling_agree_on_cuda(reasoner, tokenizer):
+    reasoner = reasoner.cuda()
+    question = [[tokenizer.bos_token_id, *ids(tokenizer, "Use 12 7 3 to make 57.\n")]]
+    latents = []
+    for cache in (True, False):
+        torch.manual_seed(11)
+        seq = start_sequence(reasoner, question * 4, cache=cache)
+        latents.append(generate_blocks(seq, FlowMatchEuler(init_noise=2.0, gamma_max=0.5), steps=4, max_blocks=3)[0])
+    assert latents[0].device.type == "cuda" and torch.allclose(latents[0], latents[1], atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------- VAE
 def test_a_few_vae_steps_lower_the_reconstruction_loss(tokenizer):
     # The decoder is a frozen *language model* in LaDiR; a random one barely reacts to its prefix, so
@@ -266,8 +283,9 @@ def test_a_few_vae_steps_lower_the_reconstruction_loss(tokenizer):
 
 
 # ---------------------------------------------------------------------------------- end to end
-def test_tiny_train_resume_and_sample(tmp_path):
-    overrides = [*MICRO_SETTINGS, "method=ladir", "task=countdown3", "device=cpu", "train.steps=6",
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_tiny_train_resume_and_sample(tmp_path, device):
+    overrides = [*MICRO_SETTINGS, "method=ladir", "task=countdown3", f"device={device}", "train.steps=6",
                  "train.checkpoint_every=2", "method_options={latent_tokens: 2, latent_dim: 4, vae_steps: 4, "
                  "stage2_steps: 4, stage2_euler_steps: 2, stats_problems: 20, report_problems: 4}"]
     config = load_config("tiny", None, [parse_override(o) for o in overrides])
@@ -298,7 +316,8 @@ def test_tiny_train_resume_and_sample(tmp_path):
     samples = method.sample(problems, 3, steps=2, max_blocks=2, max_answer_tokens=12, batch_size=2)
     torch.manual_seed(0)
     uncached = method.sample(problems, 3, steps=2, max_blocks=2, max_answer_tokens=12, batch_size=2, cache=False)
-    assert samples == uncached
+    if device == "cpu":  # on GPU, kernels for different shapes may round differently
+        assert samples == uncached
     assert [len(s) for s in samples] == [3, 3] and all(isinstance(c, str) for s in samples for c in s)
 
     trace = method.trace(problems[0], steps=4, seed=0, max_blocks=2)

@@ -297,7 +297,7 @@ def demo_command(
     limit: Annotated[int, typer.Option(help="test problems evaluated")] = 50,
     k: Annotated[int, typer.Option("--k", help="samples per problem")] = 10,
     steps: Annotated[int, typer.Option(help="fine-tuning steps per method (the shared budget)")] = 300,
-    base_steps: Annotated[int, typer.Option(help="steps of the shared base LM")] = 400,
+    base_steps: Annotated[int, typer.Option(help="steps of the shared base LM (and of the LaDiR VAE)")] = 300,
     runs_dir: RunsDirOpt = None,
 ) -> None:
     """The embedded default: train tiny AR-SFT and LaDiR from scratch, evaluate, print the table, plot."""

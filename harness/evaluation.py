@@ -157,7 +157,6 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
     if done:
         console.print(f"resuming: {len(done)} problems already sampled, {len(todo)} to go")
 
-    sampling_seconds = 0.0
     with progress_bar(f"eval {task.name}", total=len(problems), completed=len(problems) - len(todo)) as bar, \
             samples_path.open("a", encoding="utf-8") as out:
         for problem in todo:
@@ -165,7 +164,6 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
             started = time.time()
             completions = method.sample([problem], k, **resolved)[0]
             elapsed = time.time() - started
-            sampling_seconds += elapsed
             if len(completions) != k:
                 raise RuntimeError(f"method {method.name} returned {len(completions)} samples, expected {k}")
             verdicts = task.check_many([(problem, c) for c in completions])
@@ -180,8 +178,10 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
     checked = [r for tid, rows in done.items() if tid in wanted for r in rows]
     metrics = {"task": task.name, "split": split, "run": ctx.run_dir.name, "method": method.name,
                "k": k, "knobs": resolved, "seed": seed, **metrics_of(checked, None)}
-    if sampling_seconds:
-        metrics["samples_per_s"] = round(len(todo) * k / sampling_seconds, 3)
+    # From the per-sample times stored in samples.jsonl, so a resumed evaluation reports all of it.
+    total_seconds = sum(r.get("seconds", 0.0) for r in checked)
+    if total_seconds:
+        metrics["samples_per_s"] = round(len(checked) / total_seconds, 3)
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_json_atomic(out_dir / "manifest.json", _manifest(ctx, {"task": task.name, "split": split, "k": k,
                                                                  "limit": limit, "knobs": resolved, "eval_seed": seed}))

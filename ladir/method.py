@@ -63,6 +63,19 @@ class LaDiROptions:
     stage2_euler_steps: int = 10
     stage2_lr: float = 0.0  # 0 = train.lr
 
+    def __post_init__(self) -> None:
+        checks = [
+            (self.vae_decoder in ("auto", "frozen", "trainable"), "vae_decoder must be auto, frozen or trainable"),
+            (self.latent_tokens >= 1 and self.latent_dim >= 1, "latent_tokens and latent_dim must be >= 1"),
+            (self.beta >= 0 and self.latent_noise >= 0, "beta and latent_noise must be >= 0"),
+            (0 <= self.token_replace_prob < 1, "token_replace_prob must be in [0, 1)"),
+            (self.stage2_steps >= 0 and self.stage2_euler_steps >= 1, "stage2_steps >= 0 and stage2_euler_steps >= 1"),
+            (self.max_blocks >= 1, "max_blocks must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BadInput(f"bad method_options value: {message}")
+
 
 @dataclass
 class LaDiRSampleKnobs:
@@ -74,6 +87,10 @@ class LaDiRSampleKnobs:
     max_answer_tokens: int = 64
     batch_size: int = 100  # trajectories per forward; guidance acts within one batch of one question
     cache: bool = True  # KV-cache the question and finished blocks (off: recompute, same result)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.init_noise <= 0 or self.gamma_max < 0 or self.temperature < 0 or self.batch_size < 1:
+            raise BadInput("bad LaDiR knob: need steps >= 1, init_noise > 0, gamma_max >= 0, temperature >= 0, batch_size >= 1")
 
 
 # ------------------------------------------------------------------------------------------ stage 2
@@ -101,8 +118,6 @@ class LaDiR(Method):
     @property
     def train_decoder(self) -> bool:
         choice = self.options.vae_decoder
-        if choice not in ("auto", "frozen", "trainable"):
-            raise BadInput(f"method_options.vae_decoder: expected auto, frozen or trainable, got {choice!r}")
         return choice == "trainable" or (choice == "auto" and self.ctx.config.model.from_scratch)
 
     def _vae(self, encoder, decoder) -> SentenceVAE:

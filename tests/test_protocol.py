@@ -154,3 +154,38 @@ def test_smollm2_gguf_loads_and_runs_a_forward_pass():
     with torch.no_grad():
         logits = model(input_ids=ids).logits
     assert logits.shape[:2] == ids.shape and torch.isfinite(logits).all()
+
+
+def test_ablate_grid_then_table_and_plot(tmp_path, runs_dir):
+    from tests.conftest import MICRO_SETTINGS
+
+    settings = {s.split("=", 1)[0]: s.split("=", 1)[1] for s in MICRO_SETTINGS}
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(json.dumps({
+        "name": "g", "method": "ar-sft", "task": "countdown3", "preset": "tiny",
+        "settings": {**settings, "train.steps": 4},
+        "train_grid": {"train.lr": [0.001, 0.003]},
+        "eval": {"k": 2, "limit": 2},
+        "eval_grid": {"temperature": [0.5, 1.0]},
+    }))  # JSON is YAML
+    result = run_cli(["ablate", "--grid", str(grid)], runs_dir)
+    metrics_files = sorted(runs_dir.rglob("metrics.json"))
+    assert len(metrics_files) == 4
+    assert "| g-lr0.001" in result.stdout and "pass@1" in result.stdout
+    again = run_cli(["ablate", "--grid", str(grid)], runs_dir)  # everything done: resumes to the same table
+    assert again.stdout == result.stdout
+
+    latex = run_cli(["table", str(runs_dir), "--format", "latex"], runs_dir).stdout
+    assert "\\begin{tabular}" in latex and "g-lr0.003" in latex
+    csv_rows = run_cli(["table", str(runs_dir), "--format", "csv"], runs_dir).stdout.strip().splitlines()
+    assert len(csv_rows) == 5
+    png = tmp_path / "pak.png"
+    run_cli(["plot", str(runs_dir), "--kind", "pass-at-k", "--out", str(png)], runs_dir)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = run_cli(["plot", str(runs_dir), "--kind", "step-scaling"], runs_dir, check=False)
+    assert bad.returncode == 2 and "step-scaling" in bad.stderr
+
+    bad_grid = tmp_path / "bad.yaml"
+    bad_grid.write_text("train_grid: {train.lr: 0.1}\n")
+    result = run_cli(["ablate", "--grid", str(bad_grid)], runs_dir, check=False)
+    assert result.returncode == 2 and "non-empty list" in result.stderr

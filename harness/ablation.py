@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from harness.config import build_dataclass, load_config, parse_override
+from harness.config import build_dataclass, load_config, parse_override, read_yaml
 from harness.errors import BadInput
 from harness.progress import console
 
@@ -61,13 +59,7 @@ def _cell_name(prefix: str, cell: dict[str, Any]) -> str:
 
 
 def load_grid(path: Path) -> Grid:
-    if not path.is_file():
-        raise BadInput(f"grid file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise BadInput(f"{path}: invalid YAML ({str(error).splitlines()[0]})") from None
-    return build_dataclass(Grid, data, path.name)
+    return build_dataclass(Grid, read_yaml(path), path.name)
 
 
 def run_grid(path: Path, runs_root: Path) -> list[Path]:

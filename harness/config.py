@@ -79,9 +79,9 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise BadInput(f"config file not found: {path}")
+        raise BadInput(f"file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
@@ -184,9 +184,9 @@ def load_config(
     preset_path = PRESET_DIR / f"{preset}.yaml"
     if not preset_path.is_file():
         raise BadInput(f"unknown preset {preset!r} (known: {', '.join(preset_names())})")
-    data = _read_yaml(preset_path)
+    data = read_yaml(preset_path)
     if config_file is not None:
-        data = _deep_merge(data, _read_yaml(Path(config_file)))
+        data = _deep_merge(data, read_yaml(Path(config_file)))
     for override in overrides or []:
         data = _deep_merge(data, override)
     data["preset"] = data.get("preset", preset)

@@ -23,7 +23,7 @@ def run_demo(task: str, limit: int, k: int, steps: int, base_steps: int, runs_ro
     shared = [f"task={task}", f"train.steps={steps}", f"train.base_steps={base_steps}"]
     plans = [
         ("ar-sft", [], [{}]),
-        ("ladir", [f"method_options.vae_steps={max(100, base_steps)}", f"method_options.stage2_steps={max(1, steps // 4)}"],
+        ("ladir", [f"method_options.vae_steps={base_steps}", f"method_options.stage2_steps={max(1, steps // 4)}"],
          [{"steps": s} for s in STEP_SCALING]),
     ]
     folders: list[Path] = []

@@ -25,43 +25,33 @@ from harness.backbone import build_char_tokenizer, load_pretrained, tiny_llama
 from harness.config import RunConfig, build_dataclass
 from harness.errors import BadInput
 from harness.lm import encode_pairs, next_token_loss
+from harness.registry import Registry
 from harness.training import Phase, Trainer, batch_indices, load_modules, phase_done
 from tasks import Problem, Task, get_task
 
 # ----------------------------------------------------------------------------------------- registry
-_METHODS: dict[str, type[Method]] = {}
-_ALIASES: dict[str, str] = {}
-
-
-def register_method(name: str, *aliases: str):
-    def decorator(cls: type[Method]) -> type[Method]:
-        if name in _METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        cls.name = name
-        _METHODS[name] = cls
-        for alias in aliases:
-            _ALIASES[alias] = name
-        return cls
-
-    return decorator
-
-
 def _load_builtin_methods() -> None:
     import baselines  # noqa: F401  (registers the baselines)
     import ladir  # noqa: F401  (registers LaDiR)
 
 
+METHODS: Registry[type[Method]] = Registry("method", _load_builtin_methods)
+
+
+def register_method(name: str, *aliases: str):
+    def decorator(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.register(name, *aliases)(cls)
+
+    return decorator
+
+
 def method_names() -> list[str]:
-    _load_builtin_methods()
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def get_method_class(name: str) -> type[Method]:
-    _load_builtin_methods()
-    resolved = _ALIASES.get(name, name)
-    if resolved not in _METHODS:
-        raise BadInput(f"unknown method {name!r} (known: {', '.join(sorted(_METHODS))})")
-    return _METHODS[resolved]
+    return METHODS.resolve(name)[1]
 
 
 # ----------------------------------------------------------------------------------------- context

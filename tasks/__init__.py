@@ -4,20 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from harness.errors import BadInput
+from harness.registry import Registry
 from tasks.base import ANSWER_MARKER, Problem, Task, Verdict, extract_after_answer_marker, split_reasoning
-
-_REGISTRY: dict[str, Callable[..., Task]] = {}
-
-
-def register_task(name: str):
-    def decorator(factory: Callable[..., Task]):
-        if name in _REGISTRY:
-            raise ValueError(f"task {name!r} registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
 
 
 def _load_builtin_tasks() -> None:
@@ -25,16 +13,16 @@ def _load_builtin_tasks() -> None:
     from tasks import code, countdown, math  # noqa: F401
 
 
+TASKS: Registry[Callable[..., Task]] = Registry("task", _load_builtin_tasks)
+register_task = TASKS.register
+
+
 def task_names() -> list[str]:
-    _load_builtin_tasks()
-    return sorted(_REGISTRY)
+    return TASKS.names()
 
 
 def get_task(name: str, seed: int = 0, **options) -> Task:
-    _load_builtin_tasks()
-    if name not in _REGISTRY:
-        raise BadInput(f"unknown task {name!r} (known: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[name](seed=seed, options=options)
+    return TASKS.resolve(name)[1](seed=seed, options=options)
 
 
 __all__ = [

@@ -189,3 +189,15 @@ def test_ablate_grid_then_table_and_plot(tmp_path, runs_dir):
     bad_grid.write_text("train_grid: {train.lr: 0.1}\n")
     result = run_cli(["ablate", "--grid", str(bad_grid)], runs_dir, check=False)
     assert result.returncode == 2 and "non-empty list" in result.stderr
+
+
+def test_demo_runs_end_to_end_on_a_small_budget(runs_dir, capsys):
+    """The embedded default, with a handful of steps: both methods train, evaluate, tabulate and plot."""
+    from harness.demo import run_demo
+
+    folders = run_demo("countdown3", limit=2, k=2, steps=4, base_steps=4, runs_root=runs_dir)
+    assert len(folders) == 4  # AR-SFT once, LaDiR at 5, 10 and 30 denoising steps
+    table = capsys.readouterr().out
+    assert "demo-ar-sft-countdown3" in table and "demo-ladir-countdown3" in table and "pass@1" in table
+    for plot_name in ("step-scaling.png", "pass-at-k.png"):
+        assert (runs_dir / "demo-countdown3" / plot_name).read_bytes()[:4] == b"\x89PNG"

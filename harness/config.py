@@ -115,15 +115,16 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return value.lower() in ("true", "1", "yes")
         raise BadInput(f"{where}: expected true/false, got {value!r}")
     if annotation in (int, float):
-        if isinstance(value, bool):
-            raise BadInput(f"{where}: expected a number, got {value!r}")
+        # YAML reads "3e-4" as a string and 600 as an int; accept both spellings, reject 2.5 for an int.
         try:
-            number = annotation(value) if not isinstance(value, str) else annotation(float(value)) if annotation is float else int(value)
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+            if annotation is int and number != int(number):
+                raise ValueError
         except (TypeError, ValueError):
             raise BadInput(f"{where}: expected {annotation.__name__}, got {value!r}") from None
-        if annotation is int and isinstance(value, float) and value != int(value):
-            raise BadInput(f"{where}: expected an integer, got {value!r}")
-        return number
+        return annotation(number) if annotation is float else int(number)
     if annotation is str:
         if isinstance(value, (dict, list)):
             raise BadInput(f"{where}: expected a string, got {value!r}")

@@ -9,11 +9,9 @@ evaluation (harness.evaluation).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -218,10 +216,3 @@ class Method(ABC):
     def sample_knobs(self, knobs: dict[str, Any]) -> Any:
         return build_dataclass(self.SampleKnobs, knobs, "knob")
 
-
-LossFn = Callable[[int], tuple[torch.Tensor, dict[str, float]]]
-
-
-def clone_module(module: torch.nn.Module) -> torch.nn.Module:
-    """An independent copy (LaDiR initialises encoder, decoder and reasoner from the same base)."""
-    return copy.deepcopy(module)

@@ -25,7 +25,6 @@ import json
 import os
 import pickle
 import resource
-import signal
 import sys
 import time
 from copy import deepcopy

@@ -213,9 +213,12 @@ def table_command(
     results: Annotated[Optional[list[Path]], typer.Argument(help="metrics.json files or folders (default: runs/)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="markdown, latex or csv")] = "markdown",
 ) -> None:
-    """A Pass@k / diversity table over evaluation results."""
-    from harness.report import load_frame, render_table
+    """A Pass@k / diversity table over evaluation results (or, given probe JSON files, a probe table)."""
+    from harness.report import is_probe_file, load_frame, load_probe_frame, render_table
 
+    if results and all(is_probe_file(path) for path in results):
+        print(render_table(load_probe_frame(results), fmt))
+        return
     print(render_table(load_frame(results or []), fmt))
 
 
@@ -275,6 +278,51 @@ def trace_command(
     verdict = task_obj.check(problem, final)
     out.print(f"completion: {final}")
     out.print(f"verdict: {'correct' if verdict.passed else 'incorrect'} ({verdict.reason})")
+
+
+@app.command("probe")
+def probe_command(
+    run: Annotated[str, typer.Option(help="a trained LaDiR run")],
+    task: Annotated[Optional[str], typer.Option("--task", help="task (default: the run's task)")] = None,
+    split: Annotated[str, typer.Option(help="split with reference reasoning")] = "val",
+    limit: Annotated[int, typer.Option(help="first N problems")] = 100,
+    steps: Annotated[int, typer.Option(help="Euler steps for the generated blocks")] = 10,
+    checkpoint: Annotated[Optional[str], typer.Option(help="stage1 or stage2 (default: the last finished)")] = None,
+    seed: Annotated[int, typer.Option(help="seed for noise blocks, sampling and the derangement")] = 0,
+    knob: Annotated[Optional[list[str]], typer.Option("--knob", help="sampling knob, e.g. cfg_scale=2")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    runs_dir: RunsDirOpt = None,
+) -> None:
+    """Do LaDiR's latent blocks carry the answer? Greedy answer accuracy after oracle, shuffled, noise,
+    generated and swapped blocks; valid generated steps; latent shift across step counts."""
+    from harness.config import parse_override
+    from harness.runs import open_run, runs_root
+    from ladir.probe import run_probe
+
+    if limit < 2 or steps < 1:
+        raise BadInput("--limit must be >= 2 (shuffled blocks come from another problem) and --steps >= 1")
+    method, ctx = open_run(run, runs_root(runs_dir))
+    if not hasattr(method, "answers_given_blocks"):
+        raise BadInput(f"method {method.name!r} has no latent blocks to probe (use a LaDiR run)")
+    task_obj = ctx.task if task is None or task == ctx.config.task else _task(task, None, ctx.seed)
+    knobs: dict = {}
+    for text in knob or []:
+        knobs.update(parse_override(text))
+    record, path = run_probe(method, ctx, task_obj, split, limit, steps, seed, checkpoint, knobs)
+    if as_json:
+        print(json.dumps(record))
+        return
+    err.print(f"probe written to {path}")
+    table = Table(title=f"probe of {run} ({record['checkpoint']['phase']}, step {record['checkpoint']['step']}), "
+                        f"{record['n_problems']} {split} problems, greedy answer")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in record.items():
+        if key.startswith(("answer_acc", "pass1", "block")):
+            table.add_row(key, f"{value:.3f}")
+    for key, value in record["latent_shift"].items():
+        table.add_row(f"latent_shift {key} steps", f"{value:.3f}")
+    out.print(table)
 
 
 @app.command("ablate")

@@ -46,8 +46,42 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
     return frame[leading + pass_columns + trailing].sort_values([c for c in ("task", "method", "run") if c in leading])
 
 
+PROBE_COLUMNS = ["answer_acc_oracle", "answer_acc_shuffled", "answer_acc_noise", "pass1_generated", "pass1_swapped",
+                 "block_valid", "blocks_generated_mean"]
+
+
+def is_probe_file(path: Path) -> bool:
+    """A `ladir-bench probe` JSON (recognised by its content, whatever its name)."""
+    if not (path.is_file() and path.suffix == ".json"):
+        return False
+    try:
+        return "answer_acc_oracle" in json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, TypeError):
+        return False
+
+
+def load_probe_frame(paths: list[str | Path]) -> pd.DataFrame:
+    """One row per `ladir-bench probe` JSON: run, checkpoint and the probe's figures."""
+    rows = []
+    for path in map(Path, paths):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise BadInput(f"{path}: not a readable probe JSON ({error})") from None
+        if "answer_acc_oracle" not in record:
+            raise BadInput(f"{path}: not a probe file (no answer_acc_oracle)")
+        row = {"run": record["run"], "checkpoint": f"{record['checkpoint']['phase']}@{record['checkpoint']['step']}",
+               "n": record["n_problems"], **{c: record.get(c) for c in PROBE_COLUMNS}}
+        row.update({f"shift {k}": v for k, v in record.get("latent_shift", {}).items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def render_table(frame: pd.DataFrame, fmt: str) -> str:
     shown = frame.copy()
+    for column in shown.columns:
+        if column in PROBE_COLUMNS or column.startswith("shift "):
+            shown[column] = shown[column].astype(float).round(3)
     for column in shown.columns:
         if column.startswith("pass@"):
             shown[column] = (100 * shown[column]).round(1)

@@ -3,6 +3,7 @@ the evaluation results. Creating a run twice with the same config resumes it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -33,21 +34,29 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def resolved_options(method_cls: type[Method], options: dict) -> dict:
+    """Every method option with its value (defaults filled in), so a run's config.yaml says exactly how
+    it was trained even after a default changes."""
+    return dataclasses.asdict(build_dataclass(method_cls.Options, options, "method_options"))
+
+
 def create_run(config: RunConfig, name: str | None, root: Path) -> tuple[Method, RunContext]:
     """A method bound to `runs/NAME`; an existing run must have the same config (then it resumes)."""
     method_cls = get_method_class(config.method)
     config.method = method_cls.name
+    config.method_options = resolved_options(method_cls, config.method_options)  # validates them, too
     name = name or default_run_name(config)
     run_dir = root / name
     config_path = run_dir / "config.yaml"
     if config_path.is_file():
         saved = yaml.safe_load(config_path.read_text())
+        saved["method_options"] = resolved_options(method_cls, saved.get("method_options") or {})
         changed = _differences(saved, config.to_dict())
         if changed:
             raise BadInput(f"run {name!r} exists with a different config (differs in: {', '.join(changed)}); "
                            f"use another --run name or the same settings to resume")
     ctx = RunContext(config, run_dir, root)
-    method = method_cls(ctx)  # validates method_options before anything is written
+    method = method_cls(ctx)
     config.save(config_path)
     return method, ctx
 

@@ -112,6 +112,7 @@ class Phase:
     seed: int
     train: TrainConfig
     tokens_per_step: Callable[[int], int] | None = None
+    schedule: str = "cosine"  # "cosine" (warm-up, then cosine to 0.1 lr) or "constant"
 
 
 class Trainer:
@@ -134,6 +135,8 @@ class Trainer:
         warmup = min(phase.train.warmup_steps, max(1, phase.steps // 10))
 
         def cosine_with_warmup(step: int) -> float:
+            if phase.schedule == "constant":
+                return 1.0
             if step < warmup:
                 return (step + 1) / warmup
             progress = (step - warmup) / max(1, phase.steps - warmup)

@@ -17,6 +17,8 @@ budget (`train.steps`); the VAE has its own (`vae_steps`).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +26,20 @@ import torch
 
 from harness.errors import BadInput
 from harness.methods import Method, register_method
-from harness.training import Trainer, checkpoints, load_modules, phase_done
-from ladir.pipeline import commit_block, decode_answer, denoise_block, generate_blocks, start_sequence
+from harness.training import Phase, Trainer, checkpoints, load_modules, phase_done
+from ladir.pipeline import (commit_block, commit_blocks, decode_answer, denoise_block, generate_blocks,
+                            start_sequence)
 from ladir.reasoner import (BlockDiffusionReasoner, ReasoningBatch, answer_chunk_ids, answer_loss,
-                            teacher_forcing_losses)
+                            flow_matching_pair, stacked_blocks, teacher_forcing_losses)
 from ladir.sampler import FlowMatchEuler
 from ladir.vae import (LatentStats, SentenceVAE, encode_means, latent_statistics, reconstruction_exact_match,
                        sentence_pairs, write_report)
 from tasks import Problem
+
+
+# answers_for(rolled-out blocks (B, N, L_b, d_z), presence (B, N)) -> per row answer ids or None
+AnswersFor = Callable[[torch.Tensor, torch.Tensor], list[list[int] | None]]
+STAGE1_FINAL_LR_FACTOR = 0.1  # harness.training's cosine schedule ends at 0.1 x lr
 
 
 @dataclass
@@ -55,13 +63,30 @@ class LaDiROptions:
     report_problems: int = 200  # held-out (val) problems whose sentences measure reconstruction
     # The reasoner (§3.2-3.3)
     max_blocks: int = 8  # blocks per problem in training (later sentences dropped)
+    # "decoder": the reasoner starts from the weights the VAE decoder ended with and reads latents
+    # through the VAE's latent-to-embedding map (latents made to be read, as in the paper where the
+    # decoder, the base and the reasoner's start are one LLM); "base": the base LM, random latent map
+    reasoner_init: str = "base"
+    answer_sees_question: bool = True  # False: the answer attends to the blocks, not the question
+    cfg_drop: float = 0.0  # question dropped (only `<s>` kept) with this probability, for CFG sampling
     lambda_fm: float = 1.0
     lambda_ans: float = 1.0
     lambda_spec: float = 1.0
+    fm_repeats: int = 1  # noisy copies per block per step (flow-matching samples per clean pass)
+    oracle_latents: str = "mean"  # oracle blocks: the posterior "mean" mu, or a "sample" mu + sigma eps
     # Stage 2 (§3.3): rollout with gradients, paper 10 Euler steps instead of 50
     stage2_steps: int = 100  # taken from train.steps; stage1 gets the rest
     stage2_euler_steps: int = 10
-    stage2_lr: float = 0.0  # 0 = train.lr
+    stage2_lr: float = 0.0  # 0 = constant at the rate stage 1 ended with (0.1 train.lr); else warm-up + cosine
+    # Rollouts start from the oracle blocks noised to t0 (1 = pure noise, the paper): below 1 the
+    # rolled-out blocks stay near the reference, so the reference answer the loss scores still follows
+    # from them
+    stage2_t0: float = 1.0
+    stage2_tf_answer: float = 0.0  # weight of the teacher-forced answer loss kept in stage 2
+    # The answer stage 2 scores after a rollout: the "reference" (the paper), or the one the rolled-out
+    # blocks "imply" (decoded by the VAE; Countdown: the expression their steps build, right or wrong;
+    # the reference where they imply none), so the answer is never taught to contradict its blocks
+    stage2_answer: str = "reference"
 
     def __post_init__(self) -> None:
         checks = [
@@ -71,6 +96,13 @@ class LaDiROptions:
             (0 <= self.token_replace_prob < 1, "token_replace_prob must be in [0, 1)"),
             (self.stage2_steps >= 0 and self.stage2_euler_steps >= 1, "stage2_steps >= 0 and stage2_euler_steps >= 1"),
             (self.max_blocks >= 1, "max_blocks must be >= 1"),
+            (self.reasoner_init in ("base", "decoder"), "reasoner_init must be base or decoder"),
+            (self.oracle_latents in ("mean", "sample"), "oracle_latents must be mean or sample"),
+            (0 <= self.cfg_drop < 1, "cfg_drop must be in [0, 1)"),
+            (self.fm_repeats >= 1, "fm_repeats must be >= 1"),
+            (0 < self.stage2_t0 <= 1, "stage2_t0 must be in (0, 1]"),
+            (self.stage2_tf_answer >= 0, "stage2_tf_answer must be >= 0"),
+            (self.stage2_answer in ("reference", "implied"), "stage2_answer must be reference or implied"),
         ]
         for ok, message in checks:
             if not ok:
@@ -87,22 +119,44 @@ class LaDiRSampleKnobs:
     max_answer_tokens: int = 64
     batch_size: int = 100  # trajectories per forward; guidance acts within one batch of one question
     cache: bool = True  # KV-cache the question and finished blocks (off: recompute, same result)
+    cfg_scale: float = 1.0  # classifier-free guidance on the question (1 = off; needs cfg_drop > 0 in training)
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.init_noise <= 0 or self.gamma_max < 0 or self.temperature < 0 or self.batch_size < 1:
-            raise BadInput("bad LaDiR knob: need steps >= 1, init_noise > 0, gamma_max >= 0, temperature >= 0, batch_size >= 1")
+        if (self.steps < 1 or self.init_noise <= 0 or self.gamma_max < 0 or self.temperature < 0 or self.batch_size < 1
+                or self.cfg_scale < 0):
+            raise BadInput("bad LaDiR knob: need steps >= 1, init_noise > 0, gamma_max >= 0, temperature >= 0, "
+                           "batch_size >= 1, cfg_scale >= 0")
 
 
 # ------------------------------------------------------------------------------------------ stage 2
-def rollout_answer_loss(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch, euler_steps: int) -> torch.Tensor:
-    """Stage 2's L_Ans: the answer CE given blocks the model rolled out itself from noise (as many as the
-    oracle has), with gradients kept through every Euler step into the velocity head and backbone."""
+def rollout_answer_loss(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch, euler_steps: int,
+                        t0: float = 1.0, answers_for: AnswersFor | None = None) -> torch.Tensor:
+    """Stage 2's L_Ans: the answer CE given blocks the model rolled out itself (as many as the oracle
+    has), with gradients kept through every Euler step into the velocity head and backbone.
+
+    Each rollout starts from noise (t0 = 1, the paper) or from its oracle block noised to t0 < 1,
+    z_t0 = (1 - t0) z_0 + t0 eps, so that the blocks stay close enough to the reference for the
+    reference answer to follow from them. `answers_for(blocks, present)` may replace a row's target
+    answer by the one its rolled-out blocks imply (None keeps the reference).
+    """
     sampler = FlowMatchEuler()
     seq = start_sequence(reasoner, batch.question_ids, cache=True)
     counts = batch.num_blocks.to(reasoner.device)
+    oracle, present = stacked_blocks(batch, (reasoner.latent_tokens, reasoner.latent_dim), reasoner.device)
+    rolled = []
     for b in range(int(counts.max()) if len(batch) else 0):
         active = b < counts
-        commit_block(seq, denoise_block(seq, sampler, euler_steps, active, b), active)
+        start = None
+        if t0 < 1.0:
+            start, _ = flow_matching_pair(oracle[:, b], torch.full((len(batch),), t0, device=reasoner.device),
+                                          torch.randn_like(oracle[:, b]))
+        z = denoise_block(seq, sampler, euler_steps, active, b, z=start, t_start=t0)
+        commit_block(seq, z, active)
+        rolled.append(z)
+    if answers_for is not None and rolled:
+        implied = answers_for(torch.stack(rolled, 1).detach(), present)
+        answers = [mine if mine is not None else ref for mine, ref in zip(implied, batch.answer_ids, strict=True)]
+        batch = ReasoningBatch(batch.question_ids, answers, batch.blocks)
     ids, valid = answer_chunk_ids(reasoner, batch)
     return answer_loss(reasoner, seq.run(seq.token_chunk(ids, valid)), ids, valid)
 
@@ -129,7 +183,16 @@ class LaDiR(Method):
 
     def _reasoner(self, backbone) -> BlockDiffusionReasoner:
         o = self.options
-        return BlockDiffusionReasoner(backbone, self.ctx.tokenizer, o.latent_tokens, o.latent_dim).to(self.ctx.device)
+        return BlockDiffusionReasoner(backbone, self.ctx.tokenizer, o.latent_tokens, o.latent_dim,
+                                      answer_sees_question=o.answer_sees_question).to(self.ctx.device)
+
+    def _initial_reasoner(self) -> BlockDiffusionReasoner:
+        """Stage 1's starting point: the base LM, or the finished VAE decoder reading latents its own way."""
+        if self.options.reasoner_init == "base":
+            return self._reasoner(self.ctx.base_model())
+        reasoner = self._reasoner(copy.deepcopy(self.vae.decoder).requires_grad_(True).train())
+        reasoner.read_latents_like(self.vae.to_prefix, self.stats.mean, self.stats.std)
+        return reasoner
 
     def _trained_vae(self) -> tuple[SentenceVAE, LatentStats]:
         """The finished VAE (frozen, eval) and its latent statistics."""
@@ -157,8 +220,21 @@ class LaDiR(Method):
             answers.append([*tok.encode(answer, add_special_tokens=False), tok.eos_token_id])
             counts.append(len(sentences))
             pairs += [(problem["prompt"], s) for s in sentences]
-        z0 = self.stats.normalize(encode_means(self.vae, pairs))  # (sum of counts, L_b, d_z)
+        sample = self.options.oracle_latents == "sample"
+        z0 = self.stats.normalize(encode_means(self.vae, pairs, sample=sample))  # (sum of counts, L_b, d_z)
         return ReasoningBatch(questions, answers, list(z0.split(counts)))
+
+    def drop_questions(self, batch: ReasoningBatch) -> ReasoningBatch:
+        """For classifier-free guidance: each question replaced by `<s>` alone with probability cfg_drop."""
+        if self.options.cfg_drop == 0:
+            return batch
+        dropped = (torch.rand(len(batch)) < self.options.cfg_drop).tolist()
+        bos = self.ctx.tokenizer.bos_token_id
+        questions = [[bos] if drop else q for q, drop in zip(batch.question_ids, dropped, strict=True)]
+        return ReasoningBatch(questions, batch.answer_ids, batch.blocks)
+
+    def training_batch(self, phase: str, step: int) -> ReasoningBatch:
+        return self.drop_questions(self.oracle_batch(self.ctx.batch(phase, step)))
 
     # ------------------------------------------------------------------------------- training
     def train(self, stage: str | None = None) -> Path:
@@ -206,52 +282,92 @@ class LaDiR(Method):
         stage2 = min(self.options.stage2_steps, total)
         return total - stage2, stage2
 
-    def stage1_losses(self, reasoner: BlockDiffusionReasoner, batch: ReasoningBatch, answer: bool = True):
-        """L = l_FM L_FM + l_Ans L_Ans + l_Spec L_Spec on the oracle blocks (teacher forcing)."""
+    def stage1_losses(self, reasoner: BlockDiffusionReasoner, batch: ReasoningBatch, answer_weight: float = 1.0):
+        """L = l_FM L_FM + l_Spec L_Spec + answer_weight l_Ans L_Ans on the oracle blocks (teacher forcing)."""
         o = self.options
-        losses = teacher_forcing_losses(reasoner, batch, answer=answer)
+        losses = teacher_forcing_losses(reasoner, batch, answer=answer_weight > 0, fm_repeats=o.fm_repeats)
         total = o.lambda_fm * losses["fm"] + o.lambda_spec * losses["spec"]
-        if answer:
-            total = total + o.lambda_ans * losses["ans"]
+        if answer_weight > 0:
+            total = total + answer_weight * o.lambda_ans * losses["ans"]
         return total, {name: float(value.detach()) for name, value in losses.items()}
 
     def train_stage1(self) -> Path:
         """Stage 1: teacher forcing on oracle blocks (one forward: clean sequence + noisy copies of each block)."""
         ctx = self.ctx
-        reasoner = self._reasoner(ctx.base_model())
+        reasoner = self._initial_reasoner()
         phase = ctx.phase("stage1", steps=self._stage_steps()[0])
 
         def loss_fn(step: int):
-            return self.stage1_losses(reasoner, self.oracle_batch(ctx.batch("stage1", step)))
+            return self.stage1_losses(reasoner, self.training_batch("stage1", step))
 
         final = Trainer(phase, reasoner).fit(loss_fn)
         self.reasoner = reasoner.eval()
         return final
 
     def train_stage2(self) -> Path:
-        """Stage 2: from the stage-1 weights, L_Ans through the model's own rollout + L_FM, L_Spec on oracle blocks."""
+        """Stage 2: from the stage-1 weights, L_Ans through the model's own rollout + L_FM, L_Spec on oracle blocks.
+
+        Its learning rate stays where stage 1's schedule ended (the cosine floor, 0.1 lr, constant, no
+        new warm-up) unless `stage2_lr` sets one (then warm-up and cosine as any phase).
+        """
         ctx, o = self.ctx, self.options
         reasoner = self._reasoner(ctx.fresh_backbone())
         load_modules(reasoner, self._final_checkpoint("stage1"))
-        phase = ctx.phase("stage2", steps=self._stage_steps()[1], lr=o.stage2_lr or None)
+        train = ctx.config.train
+        if o.stage2_lr:
+            phase = ctx.phase("stage2", steps=self._stage_steps()[1], lr=o.stage2_lr)
+        else:
+            phase = Phase("stage2", ctx.run_dir / "stage2", self._stage_steps()[1], STAGE1_FINAL_LR_FACTOR * train.lr,
+                          ctx.seed, train, schedule="constant")
 
         def loss_fn(step: int):
-            batch = self.oracle_batch(ctx.batch("stage2", step))
-            oracle, logs = self.stage1_losses(reasoner, batch, answer=False)  # L_FM, L_Spec kept
-            rollout = rollout_answer_loss(reasoner, batch, o.stage2_euler_steps)
-            return oracle + o.lambda_ans * rollout, {**logs, "ans_rollout": float(rollout.detach())}
+            problems = ctx.batch("stage2", step)
+            batch = self.drop_questions(self.oracle_batch(problems))
+            oracle, logs = self.stage1_losses(reasoner, batch, answer_weight=o.stage2_tf_answer)  # L_FM, L_Spec kept
+            stats: dict[str, float] = {}
+            answers_for = None
+            if o.stage2_answer == "implied":
+                def answers_for(z, present):
+                    return self.implied_answer_ids(problems, z, present, stats)
+            rollout = rollout_answer_loss(reasoner, batch, o.stage2_euler_steps, o.stage2_t0, answers_for)
+            return oracle + o.lambda_ans * rollout, {**logs, **stats, "ans_rollout": float(rollout.detach())}
 
         final = Trainer(phase, reasoner).fit(loss_fn)
         self.reasoner = reasoner.eval()
         return final
 
+    def implied_answer_ids(self, problems: list[Problem], z: torch.Tensor, present: torch.Tensor,
+                           stats: dict[str, float] | None = None) -> list[list[int] | None]:
+        """Per row, the answer its blocks imply (decoded by the VAE, `Task.answer_from_steps`), as ids."""
+        tok, task = self.ctx.tokenizer, self.ctx.task
+        texts = self.decode_blocks(z[present])
+        counts = present.sum(1).tolist()
+        answers, offset, correct = [], 0, 0
+        for problem, count in zip(problems, counts, strict=True):
+            answer = task.answer_from_steps(problem, texts[offset : offset + count])
+            offset += count
+            answers.append(None if answer is None else [*tok.encode(answer, add_special_tokens=False), tok.eos_token_id])
+            correct += answer is not None and task.check(problem, answer).passed
+        if stats is not None:  # how often the rollouts imply an answer, and a right one
+            stats["rollout_implied"] = sum(a is not None for a in answers) / max(1, len(answers))
+            stats["rollout_correct"] = correct / max(1, len(answers))
+        return answers
+
     # ------------------------------------------------------------------------------- sampling
-    def load(self) -> None:
+    def load(self, phase: str | None = None) -> None:
+        """The VAE and the reasoner of `phase` (stage1 or stage2; default: the last one finished)."""
         self.vae, self.stats = self._trained_vae()
+        self.load_reasoner(phase)
+
+    def load_reasoner(self, phase: str | None = None) -> None:
+        if phase not in (None, "stage1", "stage2"):
+            raise BadInput(f"LaDiR has no reasoner checkpoint {phase!r} (stage1 or stage2)")
         reasoner = self._reasoner(self.ctx.fresh_backbone())
-        last = "stage2" if phase_done(self.ctx.run_dir / "stage2") else "stage1"
-        load_modules(reasoner, self._final_checkpoint(last))
+        last = phase or ("stage2" if phase_done(self.ctx.run_dir / "stage2") else "stage1")
+        path = self._final_checkpoint(last)
+        load_modules(reasoner, path)
         self.reasoner = reasoner.requires_grad_(False).eval()
+        self.checkpoint = {"phase": last, "step": checkpoints(self.ctx.run_dir / last)[-1][0], "path": str(path)}
 
     def _question_ids(self, problem: Problem) -> list[int]:
         tok = self.ctx.tokenizer
@@ -264,7 +380,7 @@ class LaDiR(Method):
         """
         sampler = FlowMatchEuler(init_noise=knobs.init_noise, gamma_max=knobs.gamma_max)
         seq = start_sequence(self.reasoner, [self._question_ids(problem)] * n, cache=knobs.cache)
-        z, present = generate_blocks(seq, sampler, knobs.steps, knobs.max_blocks, on_step)
+        z, present = generate_blocks(seq, sampler, knobs.steps, knobs.max_blocks, on_step, knobs.cfg_scale)
         answers = decode_answer(seq, knobs.max_answer_tokens, knobs.temperature)
         texts = self.vae.decode(self.stats.denormalize(z.flatten(0, 1)))
         tok = self.ctx.tokenizer
@@ -273,6 +389,28 @@ class LaDiR(Method):
             reasoning = [texts[i * z.size(1) + b] for b in range(z.size(1)) if present[i, b]]
             completions.append(" ".join([*reasoning, tok.decode(answer, skip_special_tokens=True).strip()]).strip())
         return completions, z, present
+
+    # ------------------------------------------------------------------------------- probing (ladir.probe)
+    @torch.no_grad()
+    def answers_given_blocks(self, problems: list[Problem], blocks: list[torch.Tensor],
+                             max_answer_tokens: int = 64) -> list[str]:
+        """The greedy answer text after each problem's question and the given (normalised) blocks."""
+        seq = start_sequence(self.reasoner, [self._question_ids(p) for p in problems])
+        commit_blocks(seq, blocks)
+        tok = self.ctx.tokenizer
+        return [tok.decode(a, skip_special_tokens=True).strip() for a in decode_answer(seq, max_answer_tokens, 0.0)]
+
+    @torch.no_grad()
+    def sample_blocks(self, problems: list[Problem], **knobs) -> tuple[torch.Tensor, torch.Tensor]:
+        """One trajectory of blocks per problem (no guidance across problems): (B, N, L_b, d_z), (B, N)."""
+        settings = self.sample_knobs({**knobs, "gamma_max": 0.0})
+        sampler = FlowMatchEuler(init_noise=settings.init_noise)
+        seq = start_sequence(self.reasoner, [self._question_ids(p) for p in problems], cache=settings.cache)
+        return generate_blocks(seq, sampler, settings.steps, settings.max_blocks, cfg_scale=settings.cfg_scale)
+
+    def decode_blocks(self, z: torch.Tensor) -> list[str]:
+        """VAE-decoded text of normalised block latents (N, L_b, d_z)."""
+        return self.vae.decode(self.stats.denormalize(z)) if len(z) else []
 
     @torch.no_grad()
     def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:

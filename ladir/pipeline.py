@@ -8,6 +8,11 @@ After `<SOA>` the LM head writes the answer token by token.
 Blocks are causal, so the question and finished blocks are a fixed prefix: `LatentSequence` caches
 their keys/values and each denoising step runs only the current block's L_b + 3 tokens, cropping the
 cache back afterwards. The same loop, with gradients kept, is stage 2's rollout.
+
+Classifier-free guidance on the question (`Denoiser.uncond`): a second sequence holds the same
+blocks after `<s>` alone (the reasoner saw the question dropped with probability `cfg_drop` in
+training) and the velocity is u = u_uncond + s (u_cond - u_uncond); s = 1 is plain conditional
+sampling and skips the second pass.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from ladir.reasoner import BlockDiffusionReasoner, LatentSequence, pad_ids
+from ladir.reasoner import QUESTION, BlockDiffusionReasoner, LatentSequence, pad_ids
 from ladir.sampler import FlowMatchEuler
 
 # on_step(block, t, z_t, u): called at every denoising step (the trace uses it)
@@ -28,19 +33,41 @@ def start_sequence(reasoner: BlockDiffusionReasoner, question_ids: list[list[int
     """A sequence holding the (left-padded) questions, ready for blocks."""
     seq = LatentSequence(reasoner, len(question_ids), cache=cache)
     ids, valid = pad_ids(question_ids, reasoner.pad_id, left=True, device=reasoner.device)
-    seq.run(seq.token_chunk(ids, valid))
+    seq.run(seq.token_chunk(ids, valid, role=QUESTION))
     return seq
 
 
-def denoise_block(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, active: torch.Tensor,
-                  block: int = 0, on_step: StepHook | None = None) -> torch.Tensor:
-    """One block from noise to a clean latent (B, L_b, d_z); rows not `active` are carried along unused."""
+def unconditional_sequence(seq: LatentSequence) -> LatentSequence:
+    """The CFG branch of `seq`: the same batch with the question dropped (`<s>` alone)."""
+    return start_sequence(seq.reasoner, [[seq.reasoner.bos_id]] * seq.batch, cache=seq.cache)
+
+
+def velocity(seq: LatentSequence, z: torch.Tensor, t: float, active: torch.Tensor,
+             uncond: LatentSequence | None = None, cfg_scale: float = 1.0) -> torch.Tensor:
+    """u(z_t, t) for the current block given the committed prefix; with CFG when `uncond` is given."""
     reasoner = seq.reasoner
-    sampler.set_timesteps(steps)
-    z = sampler.initial_noise((seq.batch, reasoner.latent_tokens, reasoner.latent_dim), device=reasoner.device)
+    u = reasoner.velocity_head(seq.run(seq.block_chunk(z, t, active), commit=False)[:, reasoner.latent_columns()]).float()
+    if uncond is None or cfg_scale == 1.0:
+        return u
+    hidden = uncond.run(uncond.block_chunk(z, t, active), commit=False)
+    u_uncond = reasoner.velocity_head(hidden[:, reasoner.latent_columns()]).float()
+    return u_uncond + cfg_scale * (u - u_uncond)
+
+
+def denoise_block(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, active: torch.Tensor,
+                  block: int = 0, on_step: StepHook | None = None, uncond: LatentSequence | None = None,
+                  cfg_scale: float = 1.0, z: torch.Tensor | None = None, t_start: float = 1.0) -> torch.Tensor:
+    """One block from noise to a clean latent (B, L_b, d_z); rows not `active` are carried along unused.
+
+    `z` (with `t_start` < 1) starts from a partly noised latent instead of pure noise (stage 2's
+    rollouts from noised oracle blocks); `steps` then spans [t_start, 0].
+    """
+    reasoner = seq.reasoner
+    sampler.set_timesteps(steps, t_start)
+    if z is None:
+        z = sampler.initial_noise((seq.batch, reasoner.latent_tokens, reasoner.latent_dim), device=reasoner.device)
     for t in sampler.timesteps:
-        hidden = seq.run(seq.block_chunk(z, t, active), commit=False)
-        u = reasoner.velocity_head(hidden[:, reasoner.latent_columns()]).float()
+        u = velocity(seq, z, t, active, uncond, cfg_scale)
         if on_step is not None:
             on_step(block, t, z, u)
         if bool(active.all()):
@@ -51,22 +78,38 @@ def denoise_block(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, acti
     return z
 
 
-def commit_block(seq: LatentSequence, z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+def commit_block(seq: LatentSequence, z: torch.Tensor, active: torch.Tensor,
+                 uncond: LatentSequence | None = None) -> torch.Tensor:
     """Append the finished block as a clean block (t = 0); returns the spec logit p(next = <SOA>) at its <EOT>."""
     reasoner = seq.reasoner
     hidden = seq.run(seq.block_chunk(z, 0.0, active), commit=True)
+    if uncond is not None:
+        uncond.run(uncond.block_chunk(z, 0.0, active), commit=True)
     return reasoner.spec_head(hidden[:, reasoner.eot_column()]).squeeze(-1).float()
+
+
+def commit_blocks(seq: LatentSequence, blocks: list[torch.Tensor]) -> None:
+    """Commit given blocks (row i: (N_i, L_b, d_z), N_i may differ) as each row's finished reasoning."""
+    device = seq.reasoner.device
+    most = max((len(rows) for rows in blocks), default=0)
+    z = torch.zeros(len(blocks), most, seq.reasoner.latent_tokens, seq.reasoner.latent_dim, device=device)
+    for i, rows in enumerate(blocks):
+        z[i, : len(rows)] = rows.to(device)
+    counts = torch.tensor([len(rows) for rows in blocks], device=device)
+    for b in range(most):
+        commit_block(seq, z[:, b], b < counts)
 
 
 @torch.no_grad()
 def generate_blocks(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, max_blocks: int,
-                    on_step: StepHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    on_step: StepHook | None = None, cfg_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Blocks until each row's spec head says <SOA> (or max_blocks): latents (B, N, L_b, d_z), presence (B, N)."""
     active = torch.ones(seq.batch, dtype=torch.bool, device=seq.reasoner.device)
+    uncond = unconditional_sequence(seq) if cfg_scale != 1.0 else None
     blocks, present = [], []
     for b in range(max_blocks):
-        z = denoise_block(seq, sampler, steps, active, b, on_step)
-        spec_logit = commit_block(seq, z, active)
+        z = denoise_block(seq, sampler, steps, active, b, on_step, uncond, cfg_scale)
+        spec_logit = commit_block(seq, z, active, uncond)
         blocks.append(z)
         present.append(active.clone())
         active = active & (spec_logit <= 0)  # p(<SOA>) < 0.5: another <BOT>

@@ -16,7 +16,11 @@ bidirectional inside a block. Every position carries four numbers and the mask i
 
 `group` is shared by the tokens of one block and unique for every other position; `start` is the
 first position of i's block (its own position for a question/answer token); `visible` is false for
-padding and for the noisy block copies of teacher forcing, which nothing else may see.
+padding and for the noisy block copies of teacher forcing, which nothing else may see. `role` (question,
+block, answer) adds one optional rule: with `answer_sees_question=False` answer tokens do not attend to
+the question tokens, so whatever the answer takes from the question has to pass through the blocks'
+hidden states (which do see it). An ablation of how much the answer leans on the question directly;
+the paper's answer sees both.
 
 Teacher forcing uses the block-diffusion trick: after the clean sequence come noisy copies of every
 block, placed at their clean block's positions and seeing the question, the clean blocks before
@@ -51,14 +55,19 @@ class TimestepEmbedding(nn.Module):
         return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1).to(self.mlp[0].weight.dtype))
 
 
+QUESTION, BLOCK, ANSWER = 0, 1, 2  # Chunk.role
+
+
 class BlockDiffusionReasoner(nn.Module):
     """The backbone plus LaDiR's input maps (timestep, latents) and output heads (velocity, spec)."""
 
-    def __init__(self, backbone: nn.Module, tokenizer, latent_tokens: int, latent_dim: int):
+    def __init__(self, backbone: nn.Module, tokenizer, latent_tokens: int, latent_dim: int,
+                 answer_sees_question: bool = True):
         super().__init__()
         hidden = backbone.config.hidden_size
         self.backbone = backbone
         self.latent_tokens, self.latent_dim = latent_tokens, latent_dim
+        self.answer_sees_question = answer_sees_question
         self.time_embed = TimestepEmbedding(hidden)
         self.latent_in = nn.Linear(latent_dim, hidden)  # z -> input embedding
         self.velocity_head = nn.Linear(hidden, latent_dim)  # u_theta(z_t, t) at latent positions
@@ -102,6 +111,20 @@ class BlockDiffusionReasoner(nn.Module):
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.backbone.get_output_embeddings()(hidden)
 
+    @torch.no_grad()
+    def read_latents_like(self, to_prefix: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set `latent_in` to the VAE's latent-to-embedding map, taking normalised latents.
+
+        The diffusion model works on z = (mu - mean) / std, the decoder was trained on mu, so
+        latent_in(z) = W (z * std + mean) + b. `latent_in` is shared by the L_b slots, so the
+        per-slot statistics are averaged over slots. With the backbone started from the decoder's
+        weights, a clean block then enters the reasoner as the decoder's own prefix would.
+        """
+        std, mean = std.float().mean(0).to(self.device), mean.float().mean(0).to(self.device)
+        weight = to_prefix.weight.float().to(self.device)
+        self.latent_in.weight.copy_(weight * std[None, :])
+        self.latent_in.bias.copy_(to_prefix.bias.float().to(self.device) + weight @ mean)
+
 
 # ------------------------------------------------------------------------------------------ the mask
 @dataclass
@@ -113,14 +136,20 @@ class Chunk:
     group: torch.Tensor  # (B, n) same group <=> bidirectional
     start: torch.Tensor  # (B, n) visible keys at positions < start are attended; -1 for padding
     visible: torch.Tensor  # (B, n) bool: may later positions attend to it
+    role: torch.Tensor  # (B, n) QUESTION, BLOCK or ANSWER
 
 
-def block_attention_mask(query: Chunk | dict, key: Chunk | dict) -> torch.Tensor:
+CHUNK_FIELDS = ("position", "group", "start", "visible", "role")
+
+
+def block_attention_mask(query: Chunk | dict, key: Chunk | dict, answer_sees_question: bool = True) -> torch.Tensor:
     """Additive mask (B, 1, Q, K), 0 = attend, -inf = blocked: same block, or a visible earlier key."""
     q = query if isinstance(query, dict) else vars(query)
     k = key if isinstance(key, dict) else vars(key)
     same_group = q["group"][:, :, None] == k["group"][:, None, :]
     earlier = k["visible"][:, None, :] & (k["position"][:, None, :] < q["start"][:, :, None])
+    if not answer_sees_question:
+        earlier &= ~((q["role"][:, :, None] == ANSWER) & (k["role"][:, None, :] == QUESTION))
     allowed = same_group | earlier
     mask = torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device)
     return mask.masked_fill(~allowed, float("-inf"))[:, None]
@@ -156,12 +185,12 @@ class LatentSequence:
         return groups[None].expand(self.batch, n)
 
     # ---------------------------------------------------------------- chunks
-    def token_chunk(self, ids: torch.Tensor, valid: torch.Tensor | None = None) -> Chunk:
+    def token_chunk(self, ids: torch.Tensor, valid: torch.Tensor | None = None, role: int = ANSWER) -> Chunk:
         """Causal tokens (question, <SOA>, answer); invalid entries are padding (left or right)."""
         valid = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid
         position = self.next_position[:, None] + valid.long().cumsum(1) - 1
         return Chunk(self.reasoner.embed_tokens(ids), position.clamp_min(0), self._groups(ids.size(1)),
-                     torch.where(valid, position, -1), valid)
+                     torch.where(valid, position, -1), valid, torch.full_like(ids, role))
 
     def block_chunk(self, z: torch.Tensor, t: torch.Tensor | float, active: torch.Tensor | None = None,
                     visible: bool = True, position: torch.Tensor | None = None) -> Chunk:
@@ -176,7 +205,7 @@ class LatentSequence:
         group = torch.where(active[:, None], groups[:, :1], groups[:, 1:])  # padding: a group per column
         start = torch.where(active[:, None], position[:, :1], -1).expand(-1, n)
         vis = (active & visible)[:, None].expand(-1, n)
-        return Chunk(self.reasoner.embed_block(z, t), position, group, start, vis)
+        return Chunk(self.reasoner.embed_block(z, t), position, group, start, vis, torch.full_like(position, BLOCK))
 
     # ---------------------------------------------------------------- running
     def append(self, chunk: Chunk, advance: bool = True) -> None:
@@ -185,11 +214,14 @@ class LatentSequence:
             last = chunk.position.masked_fill(~chunk.visible, -1).amax(1)
             self.next_position = torch.maximum(self.next_position, last + 1)
         if self.cache:  # its keys/values live in the cache; keep only the mask metadata
-            chunk = Chunk(None, chunk.position, chunk.group, chunk.start, chunk.visible)
+            chunk = Chunk(None, *(getattr(chunk, name) for name in CHUNK_FIELDS))
         self.chunks.append(chunk)
 
-    def _cat(self, chunks: list[Chunk], names=("position", "group", "start", "visible")) -> dict:
+    def _cat(self, chunks: list[Chunk], names=CHUNK_FIELDS) -> dict:
         return {name: torch.cat([getattr(c, name) for c in chunks], dim=1) for name in names}
+
+    def mask(self, query: Chunk | dict, key: Chunk | dict) -> torch.Tensor:
+        return block_attention_mask(query, key, self.reasoner.answer_sees_question)
 
     def metadata(self) -> dict:
         """Position, group, start and visibility of every appended column, (B, S) each."""
@@ -198,13 +230,13 @@ class LatentSequence:
     def forward(self) -> torch.Tensor:
         """Hidden states of every appended column in one pass (no cache)."""
         assert not self.cache, "forward() runs a whole uncached sequence; use run() with the cache"
-        whole = self._cat(self.chunks, ("embeds", "position", "group", "start", "visible"))
-        return self.reasoner.transformer(whole["embeds"], block_attention_mask(whole, whole), whole["position"])
+        whole = self._cat(self.chunks, ("embeds", *CHUNK_FIELDS))
+        return self.reasoner.transformer(whole["embeds"], self.mask(whole, whole), whole["position"])
 
     def run(self, chunk: Chunk, commit: bool = True) -> torch.Tensor:
         """Hidden states of `chunk`'s columns given everything committed before it."""
         if self.cache:
-            mask = block_attention_mask(chunk, self._cat([*self.chunks, chunk]))
+            mask = self.mask(chunk, self._cat([*self.chunks, chunk]))
             hidden = self.reasoner.transformer(chunk.embeds, mask, chunk.position, self.kv)
             if commit:
                 self.append(chunk)
@@ -212,8 +244,8 @@ class LatentSequence:
                 self.kv.crop(-chunk.embeds.size(1))  # back to the committed prefix
             return hidden
         width = chunk.embeds.size(1)
-        whole = self._cat([*self.chunks, chunk], ("embeds", "position", "group", "start", "visible"))
-        hidden = self.reasoner.transformer(whole["embeds"], block_attention_mask(whole, whole), whole["position"])
+        whole = self._cat([*self.chunks, chunk], ("embeds", *CHUNK_FIELDS))
+        hidden = self.reasoner.transformer(whole["embeds"], self.mask(whole, whole), whole["position"])
         if commit:
             self.append(chunk)
         return hidden[:, -width:]
@@ -289,19 +321,22 @@ class TeacherForcing:
     answer_ids: torch.Tensor
     answer_valid: torch.Tensor
     present: torch.Tensor  # (B, blocks)
-    target: torch.Tensor  # (B, blocks, L_b, d_z): eps - z_0
+    target: torch.Tensor  # (B, repeats, blocks, L_b, d_z): eps - z_0
 
 
-def teacher_forcing_sequence(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch) -> TeacherForcing:
-    """question (left-padded) | clean blocks (t = 0) | <SOA> answer | a noisy copy of every block.
+def teacher_forcing_sequence(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch,
+                             fm_repeats: int = 1) -> TeacherForcing:
+    """question (left-padded) | clean blocks (t = 0) | <SOA> answer | noisy copies of every block.
 
     Noisy copy b sits at clean block b's positions with its own t ~ U(0, 1), sees the question, the
-    clean blocks before b and itself, and is seen by nothing.
+    clean blocks before b and itself, and is seen by nothing. `fm_repeats` copies of every block (each
+    with its own t and noise) give that many flow-matching samples per block for one pass over the
+    clean prefix (the official code draws 8).
     """
     device = reasoner.device
     seq = LatentSequence(reasoner, len(batch), cache=False)
     question, q_valid = pad_ids(batch.question_ids, reasoner.pad_id, left=True, device=device)
-    seq.append(seq.token_chunk(question, q_valid))
+    seq.append(seq.token_chunk(question, q_valid, role=QUESTION))
     z0, present = stacked_blocks(batch, (reasoner.latent_tokens, reasoner.latent_dim), device)
     clean_positions = []
     for b in range(z0.size(1)):
@@ -310,28 +345,30 @@ def teacher_forcing_sequence(reasoner: BlockDiffusionReasoner, batch: ReasoningB
         seq.append(chunk)
     ids, a_valid = answer_chunk_ids(reasoner, batch)
     seq.append(seq.token_chunk(ids, a_valid))
-    t = torch.rand(z0.shape[:2], device=device)  # one t per block
-    z_t, target = flow_matching_pair(z0, t, torch.randn_like(z0))
-    for b in range(z0.size(1)):
-        noisy = seq.block_chunk(z_t[:, b], t[:, b], present[:, b], visible=False, position=clean_positions[b])
-        seq.append(noisy, advance=False)
+    repeated = z0[:, None].expand(-1, fm_repeats, *z0.shape[1:])
+    t = torch.rand(repeated.shape[:3], device=device)  # one t per block copy
+    z_t, target = flow_matching_pair(repeated, t, torch.randn_like(repeated))
+    for r in range(fm_repeats):
+        for b in range(z0.size(1)):
+            noisy = seq.block_chunk(z_t[:, r, b], t[:, r, b], present[:, b], visible=False, position=clean_positions[b])
+            seq.append(noisy, advance=False)
     return TeacherForcing(seq, question.size(1), z0.size(1), ids, a_valid, present, target)
 
 
-def teacher_forcing_losses(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch,
-                           answer: bool = True) -> dict[str, torch.Tensor]:
+def teacher_forcing_losses(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch, answer: bool = True,
+                           fm_repeats: int = 1) -> dict[str, torch.Tensor]:
     """Stage-1 losses from one forward pass: L_FM on the noisy copies, L_Spec at clean <EOT>s, L_Ans."""
-    tf = teacher_forcing_sequence(reasoner, batch)
+    tf = teacher_forcing_sequence(reasoner, batch, fm_repeats)
     hidden = tf.seq.forward()
     rows, width, most = len(batch), reasoner.block_width, tf.blocks
     blocks_end = tf.question_width + most * width
     answer_end = blocks_end + tf.answer_ids.size(1)
     clean = hidden[:, tf.question_width : blocks_end].reshape(rows, most, width, -1)
-    noisy = hidden[:, answer_end:].reshape(rows, most, width, -1)
+    noisy = hidden[:, answer_end:].reshape(rows, fm_repeats, most, width, -1)
     present = tf.present
 
-    velocity = reasoner.velocity_head(noisy[:, :, reasoner.latent_columns()]).float()
-    fm = ((velocity - tf.target) ** 2).mean((-1, -2))  # L_FM = || u_theta(z_t, t) - (eps - z_0) ||^2
+    velocity = reasoner.velocity_head(noisy[..., reasoner.latent_columns(), :]).float()
+    fm = ((velocity - tf.target) ** 2).mean((-1, -2)).mean(1)  # L_FM = || u_theta(z_t, t) - (eps - z_0) ||^2
     losses = {"fm": fm[present].mean() if present.any() else fm.sum() * 0}
     spec_logit = reasoner.spec_head(clean[:, :, reasoner.eot_column()]).squeeze(-1).float()
     is_last = torch.arange(most, device=hidden.device)[None] == (present.sum(1, keepdim=True) - 1)  # next is <SOA>

@@ -21,9 +21,10 @@ import torch
 def diversity_force(z: torch.Tensor) -> torch.Tensor:
     """The paper's repulsive field over a batch of trajectories, one row each (any trailing shape).
 
-    F(z_i) = sum_{j != i} 2 (1 - d_ij^2 / sigma^2) exp(-d_ij^2 / sigma^2) (z_i - z_j),
+    F(z_i) = 1/(n - 1) sum_{j != i} 2 (1 - d_ij^2 / sigma^2) exp(-d_ij^2 / sigma^2) (z_i - z_j),
     d_ij = ||z_i - z_j||_2, sigma = median_{i<j} d_ij (torch.median: the lower middle for an even
-    count). Zero for a single row or coincident rows. F is the gradient of
+    count), divided by n - 1 so that a given gamma_max means the same push at k = 10 and k = 100 (the
+    raw sum grows with n). Zero for a single row or coincident rows. F is the gradient of
     sum_j d_ij^2 exp(-d_ij^2 / sigma^2), so it drives every pairwise distance toward sigma: it pushes
     near-duplicate trajectories apart (d < sigma) and pulls outliers in a little (d > sigma).
     """
@@ -39,7 +40,7 @@ def diversity_force(z: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(z)
     ratio = sq / sigma2
     weight = 2 * (1 - ratio) * torch.exp(-ratio)  # the j = i term has diff 0, so it drops out
-    return (weight[:, :, None] * diff).sum(1).reshape_as(z)
+    return (weight[:, :, None] * diff).sum(1).reshape_as(z) / (n - 1)
 
 
 class FlowMatchEuler:
@@ -62,10 +63,11 @@ class FlowMatchEuler:
         self.timesteps: list[float] = []
         self.set_timesteps(10)
 
-    def set_timesteps(self, num_steps: int) -> None:
+    def set_timesteps(self, num_steps: int, t_start: float = 1.0) -> None:
+        """`num_steps` equal steps from `t_start` (1 = pure noise) to 0."""
         if num_steps < 1:
             raise ValueError("num_steps must be >= 1")
-        grid = [(num_steps - k) / num_steps for k in range(num_steps + 1)]  # 1 = noise ... 0 = clean
+        grid = [t_start * (num_steps - k) / num_steps for k in range(num_steps + 1)]  # t_start ... 0 = clean
         self.timesteps = grid[:-1]
         self._next = dict(zip(grid[:-1], grid[1:], strict=True))
 

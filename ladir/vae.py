@@ -202,9 +202,14 @@ class LatentStats:
 
 
 @torch.no_grad()
-def encode_means(vae: SentenceVAE, pairs: Sequence[SentencePair], batch_size: int = 256) -> torch.Tensor:
-    """mu for each (question, sentence), (N, L_b, d_z): the deterministic block latent."""
-    chunks = [vae.encode(pairs[i : i + batch_size])[0] for i in range(0, len(pairs), batch_size)]
+def encode_means(vae: SentenceVAE, pairs: Sequence[SentencePair], batch_size: int = 256,
+                 sample: bool = False) -> torch.Tensor:
+    """mu for each (question, sentence), (N, L_b, d_z): the deterministic block latent; with `sample`,
+    a draw mu + sigma eps from the posterior instead."""
+    chunks = []
+    for i in range(0, len(pairs), batch_size):
+        mu, logvar = vae.encode(pairs[i : i + batch_size])
+        chunks.append(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if sample else mu)
     return torch.cat(chunks) if chunks else torch.empty(0, vae.latent_tokens, vae.latent_dim, device=vae.device)
 
 

@@ -131,3 +131,13 @@ class Task(ABC):
 
     def split_target(self, target: str) -> tuple[list[str], str]:
         return split_reasoning(target)
+
+    def steps_valid(self, problem: Problem, sentences: Sequence[str]) -> list[bool] | None:
+        """Whether each reasoning sentence is a valid step given the ones before it; None where the
+        task has no step checker (only Countdown's steps are mechanically checkable)."""
+        return None
+
+    def answer_from_steps(self, problem: Problem, sentences: Sequence[str]) -> str | None:
+        """The answer sentence (`The answer is ...`) that the given reasoning steps imply, right or
+        wrong; None when they imply none or the task cannot tell."""
+        return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import random
 import re
+from collections.abc import Sequence
 from fractions import Fraction
 
 from tasks import register_task
@@ -32,6 +33,7 @@ MAX_MAGNITUDE = 10**30
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 _AST_OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _DECIMAL_LITERAL_RE = re.compile(r"[0-9]+")
+_STEP_RE = re.compile(r"([0-9]+)\s*([-+*/])\s*([0-9]+)\s*=\s*([0-9]+)\s*\.?")
 
 # An expression tree from the generator: an int leaf, or (operator, left, right).
 Tree = int | tuple[str, "Tree", "Tree"]
@@ -282,6 +284,40 @@ class CountdownTask(Task):
                 "target": target,
             })
         return problems
+
+    def _replay(self, problem: Problem, sentences: Sequence[str]) -> tuple[list[bool], list[tuple[int, Tree]]]:
+        """Apply the steps `a op b = c.` to the pool of (value, expression tree): a step is valid when a
+        and b are still in the pool (each value usable once) and c is its exact value; a valid step
+        replaces a and b by c. Returns each step's validity and the final pool."""
+        pool: list[tuple[int, Tree]] = [(n, n) for n in problem["numbers"]]
+        verdicts = []
+        for sentence in sentences:
+            match = _STEP_RE.fullmatch(sentence.strip())
+            ok = False
+            if match:
+                a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
+                exact = {"+": Fraction(a + b), "-": Fraction(a - b), "*": Fraction(a * b),
+                         "/": Fraction(a, b) if b else None}[op]
+                # Where a value occurs twice, take the newest: a step usually uses the last result.
+                newest = list(range(len(pool) - 1, -1, -1))
+                i = next((k for k in newest if pool[k][0] == a), -1)
+                j = next((k for k in newest if pool[k][0] == b and k != i), -1)
+                ok = exact == c and i >= 0 and j >= 0
+                if ok:
+                    tree = (op, pool[i][1], pool[j][1])
+                    pool = [p for k, p in enumerate(pool) if k not in (i, j)] + [(c, tree)]
+            verdicts.append(ok)
+        return verdicts, pool
+
+    def steps_valid(self, problem: Problem, sentences: Sequence[str]) -> list[bool]:
+        return self._replay(problem, sentences)[0]
+
+    def answer_from_steps(self, problem: Problem, sentences: Sequence[str]) -> str | None:
+        """`The answer is <expression>.` built from the steps when all are valid and leave one value."""
+        verdicts, pool = self._replay(problem, sentences)
+        if not verdicts or not all(verdicts) or len(pool) != 1:
+            return None
+        return f"The answer is {render_expression(pool[0][1])}."
 
     def check(self, problem: Problem, completion: str) -> Verdict:
         return check_countdown_answer(problem["numbers"], problem["target"], completion)

@@ -212,7 +212,7 @@ def test_diversity_force_matches_the_formula_and_spreads_trajectories():
         for j in range(6):
             if i != j:
                 r = distances[i, j] ** 2 / sigma**2
-                expected[i] += 2 * (1 - r) * torch.exp(-r) * (flat[i] - flat[j])
+                expected[i] += 2 * (1 - r) * torch.exp(-r) * (flat[i] - flat[j]) / 5  # normalised by n - 1
     assert torch.allclose(diversity_force(z).reshape(6, -1), expected, atol=1e-5)
     assert diversity_force(z[:1]).abs().sum() == 0
 
@@ -231,7 +231,7 @@ def test_diversity_force_matches_the_formula_and_spreads_trajectories():
         return torch.pdist(sample.reshape(8, -1)).min()
 
     for seed in range(3):
-        assert nearest_neighbour_distance(0.5, seed) > 1.1 * nearest_neighbour_distance(0.0, seed)
+        assert nearest_neighbour_distance(3.5, seed) > 1.1 * nearest_neighbour_distance(0.0, seed)  # 0.5 x (n - 1)
 
 
 @CUDA

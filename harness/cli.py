@@ -225,10 +225,10 @@ def table_command(
 @app.command("plot")
 def plot_command(
     results: Annotated[Optional[list[Path]], typer.Argument(help="metrics.json files or folders (default: runs/)")] = None,
-    kind: Annotated[str, typer.Option(help="step-scaling or pass-at-k")] = "step-scaling",
+    kind: Annotated[str, typer.Option(help="step-scaling, gamma (accuracy and diversity vs. gamma_max) or pass-at-k")] = "step-scaling",
     out_file: Annotated[Optional[Path], typer.Option("--out", help="PNG path (default: <kind>.png)")] = None,
 ) -> None:
-    """Accuracy vs. denoising steps, or Pass@k curves, as a PNG."""
+    """Accuracy vs. denoising steps, accuracy and diversity vs. guidance strength, or Pass@k curves, as a PNG."""
     from harness.report import load_frame, plot
 
     path = plot(load_frame(results or []), kind, out_file or Path(f"{kind}.png"))

@@ -2,8 +2,8 @@
 
 One shared base LM is trained on the task's training text; AR-SFT and LaDiR fine-tune from it with
 the same step budget; both are evaluated on the same test problems with the same k; LaDiR is
-evaluated at several denoising step counts. Prints the Pass@k / diversity table and writes the
-step-scaling and Pass@k plots. Every piece resumes, so an interrupted demo continues where it was.
+evaluated at several denoising step counts, and probed (do its latent blocks carry the answer?).
+Prints the Pass@k / diversity table and the probe, and writes the step-scaling and Pass@k plots. Every piece resumes, so an interrupted demo continues where it was.
 """
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ def run_demo(task: str, limit: int, k: int, steps: int, base_steps: int, runs_ro
         for knobs in eval_cells:
             _, folder = evaluate_run(sampler, ctx, ctx.task, "test", k, limit, dict(knobs))
             folders.append(folder)
+        if method == "ladir":
+            from ladir.probe import run_probe
+
+            probe, path = run_probe(sampler, ctx, ctx.task, "val", max(2, limit), 10, ctx.seed, None)
+            console.print(f"probe ({path}): greedy answer accuracy after oracle blocks {probe['answer_acc_oracle']:.2f}, "
+                          f"another problem's {probe['answer_acc_shuffled']:.2f}, noise {probe['answer_acc_noise']:.2f}; "
+                          f"after its own blocks {probe['pass1_generated']:.2f}, another problem's {probe['pass1_swapped']:.2f}")
     frame = load_frame([folder / "metrics.json" for folder in folders])
     print(render_table(frame, "markdown"))
     out_dir = runs_root / f"demo-{task}"

@@ -97,12 +97,17 @@ def knob_defaults(method: Method, ctx: RunContext) -> dict[str, Any]:
     return {k: v for k, v in asdict(ctx.config.eval).items() if k in fields}
 
 
-def results_dir(ctx: RunContext, task: Task, split: str, k: int, knobs: dict[str, Any], seed: int) -> Path:
-    """One folder per (task, split, k, non-default sampling knobs, seed): evaluations never mix."""
+def results_dir(ctx: RunContext, task: Task, split: str, k: int, knobs: dict[str, Any], seed: int,
+                checkpoint: dict[str, Any] | None = None) -> Path:
+    """One folder per (task, split, k, non-default sampling knobs, seed, and the checkpoint for methods
+    with several, e.g. LaDiR's stage1/stage2): evaluations never mix."""
     parts = [f"k{k}"] + [f"{name}{value}" for name, value in sorted(knobs.items())]
     if seed != ctx.seed:
         parts.append(f"seed{seed}")
-    return ctx.run_dir / "results" / f"{task.name}-{split}" / "_".join(parts)
+    folder = f"{task.name}-{split}"
+    if checkpoint is not None:
+        folder += f"-{checkpoint['phase']}-step{checkpoint['step']}"
+    return ctx.run_dir / "results" / folder / "_".join(parts)
 
 
 def _manifest(ctx: RunContext, extra: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +146,9 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
     if not problems:
         raise BadInput(f"task {task.name!r} split {split!r} has no problems")
     defaults = asdict(method.SampleKnobs())
-    out_dir = results_dir(ctx, task, split, k, {n: v for n, v in resolved.items() if defaults.get(n) != v}, seed)
+    checkpoint = getattr(method, "checkpoint", None)  # which weights are sampled, where a method has several
+    out_dir = results_dir(ctx, task, split, k, {n: v for n, v in resolved.items() if defaults.get(n) != v}, seed,
+                          checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     samples_path = out_dir / "samples.jsonl"
 
@@ -177,7 +184,9 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
     wanted = {p["task_id"] for p in problems}
     checked = [r for tid, rows in done.items() if tid in wanted for r in rows]
     metrics = {"task": task.name, "split": split, "run": ctx.run_dir.name, "method": method.name,
-               "k": k, "knobs": resolved, "seed": seed, **metrics_of(checked, None)}
+               "k": k, "knobs": {**asdict(method.SampleKnobs()), **resolved}, "seed": seed, **metrics_of(checked, None)}
+    if checkpoint is not None:
+        metrics["checkpoint"] = {"phase": checkpoint["phase"], "step": checkpoint["step"]}
     # From the per-sample times stored in samples.jsonl, so a resumed evaluation reports all of it.
     total_seconds = sum(r.get("seconds", 0.0) for r in checked)
     if total_seconds:

@@ -47,7 +47,7 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
 
 
 PROBE_COLUMNS = ["answer_acc_oracle", "answer_acc_shuffled", "answer_acc_noise", "pass1_generated", "pass1_swapped",
-                 "block_valid", "blocks_generated_mean"]
+                 "block_valid", "block_arithmetic", "blocks_generated_mean"]
 
 
 def is_probe_file(path: Path) -> bool:
@@ -116,6 +116,24 @@ def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
         ax.set_xlabel("denoising (ODE) steps")
         ax.set_ylabel("accuracy (%)")
         ax.set_title("Accuracy vs. denoising steps")
+    elif kind == "gamma":
+        if "gamma_max" not in frame.columns or frame["gamma_max"].nunique() < 2:
+            raise BadInput("the gamma plot needs evaluations at several gamma_max (--knob gamma_max=...)")
+        data = frame[frame["gamma_max"].notna()]
+        pass_columns = [c for c in data.columns if c.startswith("pass@") and data[c].notna().any()]
+        right = ax.twinx()
+        for (run, task), group in data.groupby(["run", "task"]):
+            group = group.sort_values("gamma_max")
+            for column in pass_columns[:2]:
+                ax.plot(group["gamma_max"], 100 * group[column], marker="o", label=f"{run} {column}")
+            if "diversity" in group.columns and group["diversity"].notna().any():
+                right.plot(group["gamma_max"], group["diversity"], marker="s", linestyle="--", color="black",
+                           label=f"{run} diversity")
+        right.set_ylabel("distinct correct solutions per problem")
+        right.legend(fontsize=7, loc="lower right")
+        ax.set_xlabel("diversity guidance gamma_max")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title("Accuracy and diversity vs. guidance strength")
     elif kind == "pass-at-k":
         pass_columns = sorted([c for c in frame.columns if c.startswith("pass@")], key=lambda c: int(c.split("@")[1]))
         for _, row in frame.iterrows():
@@ -128,7 +146,7 @@ def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
         ax.set_ylabel("Pass@k (%)")
         ax.set_title("Pass@k")
     else:
-        raise BadInput(f"unknown plot kind {kind!r} (step-scaling, pass-at-k)")
+        raise BadInput(f"unknown plot kind {kind!r} (step-scaling, gamma, pass-at-k)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

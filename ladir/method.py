@@ -65,8 +65,9 @@ class LaDiROptions:
     max_blocks: int = 8  # blocks per problem in training (later sentences dropped)
     # "decoder": the reasoner starts from the weights the VAE decoder ended with and reads latents
     # through the VAE's latent-to-embedding map (latents made to be read, as in the paper where the
-    # decoder, the base and the reasoner's start are one LLM); "base": the base LM, random latent map
-    reasoner_init: str = "base"
+    # decoder, the base and the reasoner's start are one LLM); "base": the base LM, random latent map.
+    # Measured (countdown4, probe): base -> the answer ignores its blocks; decoder -> it reads them
+    reasoner_init: str = "decoder"
     answer_sees_question: bool = True  # False: the answer attends to the blocks, not the question
     cfg_drop: float = 0.0  # question dropped (only `<s>` kept) with this probability, for CFG sampling
     lambda_fm: float = 1.0
@@ -80,12 +81,14 @@ class LaDiROptions:
     stage2_lr: float = 0.0  # 0 = constant at the rate stage 1 ended with (0.1 train.lr); else warm-up + cosine
     # Rollouts start from the oracle blocks noised to t0 (1 = pure noise, the paper): below 1 the
     # rolled-out blocks stay near the reference, so the reference answer the loss scores still follows
-    # from them
-    stage2_t0: float = 1.0
-    stage2_tf_answer: float = 0.0  # weight of the teacher-forced answer loss kept in stage 2
+    # from them. Measured (countdown4, probe): the paper's stage 2 (t0 = 1, no teacher-forced answer)
+    # teaches the answer to ignore blocks the tiny model cannot yet generate well; t0 = 0.5 with the
+    # teacher-forced answer kept leaves it reading them. Paper setting: stage2_t0=1, stage2_tf_answer=0
+    stage2_t0: float = 0.5
+    stage2_tf_answer: float = 1.0  # weight of the teacher-forced answer loss kept in stage 2
     # The answer stage 2 scores after a rollout: the "reference" (the paper), or the one the rolled-out
     # blocks "imply" (decoded by the VAE; Countdown: the expression their steps build, right or wrong;
-    # the reference where they imply none), so the answer is never taught to contradict its blocks
+    # no answer loss where they imply none), so the answer is never taught to contradict its blocks
     stage2_answer: str = "reference"
 
     def __post_init__(self) -> None:
@@ -136,8 +139,8 @@ def rollout_answer_loss(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch,
 
     Each rollout starts from noise (t0 = 1, the paper) or from its oracle block noised to t0 < 1,
     z_t0 = (1 - t0) z_0 + t0 eps, so that the blocks stay close enough to the reference for the
-    reference answer to follow from them. `answers_for(blocks, present)` may replace a row's target
-    answer by the one its rolled-out blocks imply (None keeps the reference).
+    reference answer to follow from them. `answers_for(blocks, present)` replaces each row's target
+    by the answer its rolled-out blocks imply (None: no answer loss for that row).
     """
     sampler = FlowMatchEuler()
     seq = start_sequence(reasoner, batch.question_ids, cache=True)
@@ -154,11 +157,14 @@ def rollout_answer_loss(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch,
         commit_block(seq, z, active)
         rolled.append(z)
     if answers_for is not None and rolled:
+        # a row whose blocks imply no answer gets no answer loss: no target may contradict its blocks
         implied = answers_for(torch.stack(rolled, 1).detach(), present)
-        answers = [mine if mine is not None else ref for mine, ref in zip(implied, batch.answer_ids, strict=True)]
-        batch = ReasoningBatch(batch.question_ids, answers, batch.blocks)
+        batch = ReasoningBatch(batch.question_ids, [ids or [] for ids in implied], batch.blocks)
     ids, valid = answer_chunk_ids(reasoner, batch)
-    return answer_loss(reasoner, seq.run(seq.token_chunk(ids, valid)), ids, valid)
+    hidden = seq.run(seq.token_chunk(ids, valid))
+    if not bool(valid[:, 1:].any()):
+        return hidden.sum() * 0.0
+    return answer_loss(reasoner, hidden, ids, valid)
 
 
 # ------------------------------------------------------------------------------------------ the method

@@ -12,7 +12,7 @@ task's checker:
 If the answer reads the blocks, oracle >> shuffled and generated >> swapped; if it answers from the
 question alone, all of them are equal. `block_valid` is the fraction of generated blocks that decode
 (through the VAE) to a valid step (Countdown: operands available, arithmetic exact; omitted for tasks
-without a step checker). `latent_shift` is the RMS distance, per normalised coordinate, between the
+without a step checker), and `block_arithmetic` the fraction whose arithmetic alone is right. `latent_shift` is the RMS distance, per normalised coordinate, between the
 first block denoised with 1, 5, 10 and 30 Euler steps from the same initial noise: a flat
 step-scaling curve with a large shift means the blocks change but the answer ignores them.
 """
@@ -52,7 +52,7 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
     """The probe's figures on `problems` (a loaded LaDiR method); see the module docstring."""
     knobs = {**(knobs or {}), "steps": steps}
     perm = derangement(len(problems), seed)
-    oracle, noise, generated, valid_steps = [], [], [], []
+    oracle, noise, generated, valid_steps, arithmetic = [], [], [], [], []
     shifts = {s: [] for s in SHIFT_STEPS}
     device = method.ctx.device
     with progress_bar("probe", total=len(problems)) as bar:
@@ -93,8 +93,11 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
         offset += len(blocks)
         if verdicts is not None:
             valid_steps += verdicts
-    if valid_steps or task.steps_valid(problems[0], []) is not None:
+            arithmetic += task.steps_arithmetic(texts[offset - len(blocks) : offset]) or []
+    if task.steps_valid(problems[0], []) is not None:
         result["block_valid"] = sum(valid_steps) / max(1, len(valid_steps))
+        # a valid step needs its arithmetic right and its operands taken from the pool: which one fails?
+        result["block_arithmetic"] = sum(arithmetic) / max(1, len(arithmetic))
     result["blocks_generated_mean"] = sum(len(g) for g in generated) / max(1, len(generated))
     result["blocks_oracle_mean"] = sum(len(b) for b in oracle) / max(1, len(oracle))
     first = {s: torch.cat(v) for s, v in shifts.items()}

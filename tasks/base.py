@@ -137,6 +137,11 @@ class Task(ABC):
         task has no step checker (only Countdown's steps are mechanically checkable)."""
         return None
 
+    def steps_arithmetic(self, sentences: Sequence[str]) -> list[bool] | None:
+        """Whether each sentence's arithmetic is right on its own, whatever its operands; None where the
+        task has no step checker."""
+        return None
+
     def answer_from_steps(self, problem: Problem, sentences: Sequence[str]) -> str | None:
         """The answer sentence (`The answer is ...`) that the given reasoning steps imply, right or
         wrong; None when they imply none or the task cannot tell."""

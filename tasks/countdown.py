@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import random
 import re
+import warnings
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -122,6 +123,12 @@ def _problem_key(numbers: list[int], target: int) -> tuple[tuple[int, ...], int]
     return tuple(sorted(numbers)), target
 
 
+def _step_value(a: int, op: str, b: int) -> Fraction | None:
+    if op == "/":
+        return Fraction(a, b) if b else None
+    return Fraction({"+": a + b, "-": a - b, "*": a * b}[op])
+
+
 def format_prompt(numbers: list[int], target: int) -> str:
     # Short on purpose: character-level models spend their context on it.
     return f"Use {' '.join(map(str, numbers))} to make {target}.\n"
@@ -228,7 +235,9 @@ def check_countdown_answer(numbers: list[int], target: int, completion: str) -> 
     if len(expression) > MAX_EXPRESSION_CHARS:
         return Verdict(False, answer=expression[:MAX_EXPRESSION_CHARS], reason="answer too long")
     try:
-        tree = ast.parse(expression, mode="eval")
+        with warnings.catch_warnings():  # model text like "3and" makes the parser warn on stderr
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(expression, mode="eval")
         literals: list[int] = []
         _check_syntax(tree.body, expression, literals)
         canonical = canonical_expression(tree)
@@ -296,8 +305,7 @@ class CountdownTask(Task):
             ok = False
             if match:
                 a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
-                exact = {"+": Fraction(a + b), "-": Fraction(a - b), "*": Fraction(a * b),
-                         "/": Fraction(a, b) if b else None}[op]
+                exact = _step_value(a, op, b)
                 # Where a value occurs twice, take the newest: a step usually uses the last result.
                 newest = list(range(len(pool) - 1, -1, -1))
                 i = next((k for k in newest if pool[k][0] == a), -1)
@@ -311,6 +319,13 @@ class CountdownTask(Task):
 
     def steps_valid(self, problem: Problem, sentences: Sequence[str]) -> list[bool]:
         return self._replay(problem, sentences)[0]
+
+    def steps_arithmetic(self, sentences: Sequence[str]) -> list[bool]:
+        verdicts = []
+        for sentence in sentences:
+            match = _STEP_RE.fullmatch(sentence.strip())
+            verdicts.append(bool(match) and _step_value(int(match[1]), match[2], int(match[3])) == int(match[4]))
+        return verdicts
 
     def answer_from_steps(self, problem: Problem, sentences: Sequence[str]) -> str | None:
         """`The answer is <expression>.` built from the steps when all are valid and leave one value."""

@@ -255,7 +255,7 @@ def test_diversity_force_is_the_paper_sum_divided_by_n_minus_1():
 # ---------------------------------------------------------------------------------- `ladir-bench probe` end to end
 LADIR_OPTIONS = ("method_options={latent_tokens: 2, latent_dim: 4, vae_steps: 4, stage2_steps: 2, "
                  "stage2_euler_steps: 2, stats_problems: 20, report_problems: 4, reasoner_init: decoder, "
-                 "cfg_drop: 0.2, fm_repeats: 2, stage2_t0: 0.5, stage2_tf_answer: 1.0}")
+                 "cfg_drop: 0.2, fm_repeats: 2, stage2_t0: 0.5, stage2_tf_answer: 1.0, stage2_answer: implied}")
 
 
 def _cli_in_process(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
@@ -304,6 +304,11 @@ def test_probe_cli_on_a_micro_run(runs_dir: Path, monkeypatch, capsys):
     stage1 = json.loads(out)
     assert code == 0 and stage1["checkpoint"] == {"phase": "stage1", "step": 2}
     assert json.loads((runs_dir / "cd" / "probe" / "stage1-step2.json").read_text()) == stage1
+
+    # `table` recognises probe files by content and tabulates one row per checkpoint.
+    probes = sorted(str(p) for p in (runs_dir / "cd" / "probe").glob("*.json"))
+    code, out, _ = _cli_in_process(["table", *probes], capsys, monkeypatch)
+    assert code == 0 and "answer_acc_oracle" in out and "stage1@2" in out and "stage2@2" in out
 
     # The bad-input contract: exit 2, one line on stderr, no traceback.
     bad_option = micro_args(LADIR_OPTIONS.replace("reasoner_init: decoder", "reasoner_init: foo"))

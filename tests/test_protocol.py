@@ -199,5 +199,6 @@ def test_demo_runs_end_to_end_on_a_small_budget(runs_dir, capsys):
     assert len(folders) == 4  # AR-SFT once, LaDiR at 5, 10 and 30 denoising steps
     table = capsys.readouterr().out
     assert "demo-ar-sft-countdown3" in table and "demo-ladir-countdown3" in table and "pass@1" in table
+    assert list((runs_dir / "demo-ladir-countdown3" / "probe").glob("stage2-step*.json"))
     for plot_name in ("step-scaling.png", "pass-at-k.png"):
         assert (runs_dir / "demo-countdown3" / plot_name).read_bytes()[:4] == b"\x89PNG"

@@ -14,14 +14,15 @@ IDENTITY_COLUMNS = ["run", "method", "task", "split", "k", "steps", "init_noise"
 
 
 def find_metrics(paths: list[str | Path]) -> list[Path]:
-    """metrics.json files named directly or found under the given folders (default: runs/)."""
+    """metrics files named directly, or `metrics.json` / `*.metrics.json` under the given folders (default: runs/)."""
     found: list[Path] = []
     for raw in paths or ["runs"]:
         path = Path(raw)
         if path.is_file():
             found.append(path)
         elif path.is_dir():
-            found += sorted(p for p in path.rglob("metrics.json") if "_base" not in p.parts)
+            # `metrics.json` in run folders; `NAME.metrics.json` in committed results folders
+            found += sorted(p for p in path.rglob("*metrics.json") if "_base" not in p.parts)
         else:
             raise BadInput(f"no such results file or folder: {path}")
     if not found:
@@ -71,6 +72,7 @@ def load_probe_frame(paths: list[str | Path]) -> pd.DataFrame:
         if "answer_acc_oracle" not in record:
             raise BadInput(f"{path}: not a probe file (no answer_acc_oracle)")
         row = {"run": record["run"], "checkpoint": f"{record['checkpoint']['phase']}@{record['checkpoint']['step']}",
+               "knobs": " ".join(f"{k}={v}" for k, v in sorted((record.get("knobs") or {}).items())) or "-",
                "n": record["n_problems"], **{c: record.get(c) for c in PROBE_COLUMNS}}
         row.update({f"shift {k}": v for k, v in record.get("latent_shift", {}).items()})
         rows.append(row)

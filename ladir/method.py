@@ -18,6 +18,7 @@ budget (`train.steps`); the VAE has its own (`vae_steps`).
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,11 +331,9 @@ class LaDiR(Method):
             problems = ctx.batch("stage2", step)
             batch = self.drop_questions(self.oracle_batch(problems))
             oracle, logs = self.stage1_losses(reasoner, batch, answer_weight=o.stage2_tf_answer)  # L_FM, L_Spec kept
-            stats: dict[str, float] = {}
-            answers_for = None
-            if o.stage2_answer == "implied":
-                def answers_for(z, present):
-                    return self.implied_answer_ids(problems, z, present, stats)
+            stats: dict[str, float] = {}  # filled by implied_answer_ids: how often rollouts imply an answer
+            answers_for = (functools.partial(self.implied_answer_ids, problems, stats=stats)
+                           if o.stage2_answer == "implied" else None)
             rollout = rollout_answer_loss(reasoner, batch, o.stage2_euler_steps, o.stage2_t0, answers_for)
             return oracle + o.lambda_ans * rollout, {**logs, **stats, "ans_rollout": float(rollout.detach())}
 

@@ -3,7 +3,8 @@
 One shared base LM is trained on the task's training text; AR-SFT and LaDiR fine-tune from it with
 the same step budget; both are evaluated on the same test problems with the same k; LaDiR is
 evaluated at several denoising step counts, and probed (do its latent blocks carry the answer?).
-Prints the Pass@k / diversity table and the probe, and writes the step-scaling and Pass@k plots. Every piece resumes, so an interrupted demo continues where it was.
+Prints the Pass@k / diversity table and the probe, and writes the step-scaling and Pass@k plots.
+Every piece resumes, so an interrupted demo continues where it was.
 """
 
 from __future__ import annotations

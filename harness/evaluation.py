@@ -184,7 +184,7 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
     wanted = {p["task_id"] for p in problems}
     checked = [r for tid, rows in done.items() if tid in wanted for r in rows]
     metrics = {"task": task.name, "split": split, "run": ctx.run_dir.name, "method": method.name,
-               "k": k, "knobs": {**asdict(method.SampleKnobs()), **resolved}, "seed": seed, **metrics_of(checked, None)}
+               "k": k, "knobs": {**defaults, **resolved}, "seed": seed, **metrics_of(checked, None)}
     if checkpoint is not None:
         metrics["checkpoint"] = {"phase": checkpoint["phase"], "step": checkpoint["step"]}
     # From the per-sample times stored in samples.jsonl, so a resumed evaluation reports all of it.

@@ -163,9 +163,9 @@ class RunContext:
     def tokens_in(self, problems: list[Problem]) -> int:
         return sum(len(self.task.training_text(p)) + 2 for p in problems) if self.config.model.from_scratch else 0
 
-    def phase(self, name: str, steps: int | None = None, lr: float | None = None) -> Phase:
+    def phase(self, name: str, steps: int | None = None, lr: float | None = None, schedule: str = "cosine") -> Phase:
         return Phase(name, self.run_dir / name, self.config.train.steps if steps is None else steps,
-                     self.config.train.lr if lr is None else lr, self.seed, self.config.train)
+                     self.config.train.lr if lr is None else lr, self.seed, self.config.train, schedule=schedule)
 
     def method_options(self, options_cls: type) -> Any:
         return build_dataclass(options_cls, self.config.method_options, "method_options")

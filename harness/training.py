@@ -31,6 +31,7 @@ from harness.config import TrainConfig
 from harness.progress import progress_bar
 
 CHECKPOINT_PREFIX = "step-"
+COSINE_FLOOR = 0.1  # the cosine schedule ends at this fraction of the phase's learning rate
 DONE_MARKER = "DONE"
 
 
@@ -112,7 +113,7 @@ class Phase:
     seed: int
     train: TrainConfig
     tokens_per_step: Callable[[int], int] | None = None
-    schedule: str = "cosine"  # "cosine" (warm-up, then cosine to 0.1 lr) or "constant"
+    schedule: str = "cosine"  # "cosine" (warm-up, then cosine to COSINE_FLOOR x lr) or "constant"
 
 
 class Trainer:
@@ -134,15 +135,15 @@ class Trainer:
         )
         warmup = min(phase.train.warmup_steps, max(1, phase.steps // 10))
 
-        def cosine_with_warmup(step: int) -> float:
+        def lr_factor(step: int) -> float:
             if phase.schedule == "constant":
                 return 1.0
             if step < warmup:
                 return (step + 1) / warmup
             progress = (step - warmup) / max(1, phase.steps - warmup)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            return COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_with_warmup)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
         self.prepared, self.optimizer, self.scheduler = self.accelerator.prepare(module, self.optimizer, self.scheduler)
         self.step = 0
 

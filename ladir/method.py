@@ -27,7 +27,7 @@ import torch
 
 from harness.errors import BadInput
 from harness.methods import Method, register_method
-from harness.training import Phase, Trainer, checkpoints, load_modules, phase_done
+from harness.training import COSINE_FLOOR, Trainer, checkpoints, load_modules, phase_done
 from ladir.pipeline import (commit_block, commit_blocks, decode_answer, denoise_block, generate_blocks,
                             start_sequence)
 from ladir.reasoner import (BlockDiffusionReasoner, ReasoningBatch, answer_chunk_ids, answer_loss,
@@ -40,7 +40,6 @@ from tasks import Problem
 
 # answers_for(rolled-out blocks (B, N, L_b, d_z), presence (B, N)) -> per row answer ids or None
 AnswersFor = Callable[[torch.Tensor, torch.Tensor], list[list[int] | None]]
-STAGE1_FINAL_LR_FACTOR = 0.1  # harness.training's cosine schedule ends at 0.1 x lr
 
 
 @dataclass
@@ -146,7 +145,7 @@ def rollout_answer_loss(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch,
     sampler = FlowMatchEuler()
     seq = start_sequence(reasoner, batch.question_ids, cache=True)
     counts = batch.num_blocks.to(reasoner.device)
-    oracle, present = stacked_blocks(batch, (reasoner.latent_tokens, reasoner.latent_dim), reasoner.device)
+    oracle, present = stacked_blocks(batch.blocks, (reasoner.latent_tokens, reasoner.latent_dim), reasoner.device)
     rolled = []
     for b in range(int(counts.max()) if len(batch) else 0):
         active = b < counts
@@ -206,15 +205,16 @@ class LaDiR(Method):
         # a trained decoder's weights are in the VAE checkpoint; a frozen one is the base
         decoder = self.ctx.fresh_backbone() if self.train_decoder else self.ctx.base_model()
         vae = self._vae(self.ctx.fresh_backbone(), decoder)
-        load_modules(vae, self._final_checkpoint("vae"))
+        load_modules(vae, self._final_checkpoint("vae")[1])
         vae.requires_grad_(False).eval()
         return vae, LatentStats.load(self.ctx.run_dir / "vae" / "latent_stats.safetensors")
 
-    def _final_checkpoint(self, phase: str) -> Path:
+    def _final_checkpoint(self, phase: str) -> tuple[int, Path]:
+        """(step, directory) of the phase's latest checkpoint."""
         found = checkpoints(self.ctx.run_dir / phase)
         if not found:
             raise FileNotFoundError(f"no {phase} checkpoint in {self.ctx.run_dir}")
-        return found[-1][1]
+        return found[-1]
 
     def oracle_batch(self, problems: list[Problem]) -> ReasoningBatch:
         """Questions, answers and the oracle blocks: each reasoning sentence -> normalised VAE mean mu."""
@@ -239,9 +239,6 @@ class LaDiR(Method):
         bos = self.ctx.tokenizer.bos_token_id
         questions = [[bos] if drop else q for q, drop in zip(batch.question_ids, dropped, strict=True)]
         return ReasoningBatch(questions, batch.answer_ids, batch.blocks)
-
-    def training_batch(self, phase: str, step: int) -> ReasoningBatch:
-        return self.drop_questions(self.oracle_batch(self.ctx.batch(phase, step)))
 
     # ------------------------------------------------------------------------------- training
     def train(self, stage: str | None = None) -> Path:
@@ -305,7 +302,7 @@ class LaDiR(Method):
         phase = ctx.phase("stage1", steps=self._stage_steps()[0])
 
         def loss_fn(step: int):
-            return self.stage1_losses(reasoner, self.training_batch("stage1", step))
+            return self.stage1_losses(reasoner, self.drop_questions(self.oracle_batch(ctx.batch("stage1", step))))
 
         final = Trainer(phase, reasoner).fit(loss_fn)
         self.reasoner = reasoner.eval()
@@ -319,13 +316,10 @@ class LaDiR(Method):
         """
         ctx, o = self.ctx, self.options
         reasoner = self._reasoner(ctx.fresh_backbone())
-        load_modules(reasoner, self._final_checkpoint("stage1"))
-        train = ctx.config.train
-        if o.stage2_lr:
-            phase = ctx.phase("stage2", steps=self._stage_steps()[1], lr=o.stage2_lr)
-        else:
-            phase = Phase("stage2", ctx.run_dir / "stage2", self._stage_steps()[1], STAGE1_FINAL_LR_FACTOR * train.lr,
-                          ctx.seed, train, schedule="constant")
+        load_modules(reasoner, self._final_checkpoint("stage1")[1])
+        phase = ctx.phase("stage2", steps=self._stage_steps()[1],
+                          lr=o.stage2_lr or COSINE_FLOOR * ctx.config.train.lr,
+                          schedule="cosine" if o.stage2_lr else "constant")
 
         def loss_fn(step: int):
             problems = ctx.batch("stage2", step)
@@ -369,10 +363,10 @@ class LaDiR(Method):
             raise BadInput(f"LaDiR has no reasoner checkpoint {phase!r} (stage1 or stage2)")
         reasoner = self._reasoner(self.ctx.fresh_backbone())
         last = phase or ("stage2" if phase_done(self.ctx.run_dir / "stage2") else "stage1")
-        path = self._final_checkpoint(last)
+        step, path = self._final_checkpoint(last)
         load_modules(reasoner, path)
         self.reasoner = reasoner.requires_grad_(False).eval()
-        self.checkpoint = {"phase": last, "step": checkpoints(self.ctx.run_dir / last)[-1][0], "path": str(path)}
+        self.checkpoint = {"phase": last, "step": step, "path": str(path)}
 
     def _question_ids(self, problem: Problem) -> list[int]:
         tok = self.ctx.tokenizer
@@ -387,7 +381,7 @@ class LaDiR(Method):
         seq = start_sequence(self.reasoner, [self._question_ids(problem)] * n, cache=knobs.cache)
         z, present = generate_blocks(seq, sampler, knobs.steps, knobs.max_blocks, on_step, knobs.cfg_scale)
         answers = decode_answer(seq, knobs.max_answer_tokens, knobs.temperature)
-        texts = self.vae.decode(self.stats.denormalize(z.flatten(0, 1)))
+        texts = self.decode_blocks(z.flatten(0, 1))
         tok = self.ctx.tokenizer
         completions = []
         for i, answer in enumerate(answers):
@@ -455,6 +449,6 @@ class LaDiR(Method):
         if 0.0 in wanted:
             records += [(b, 0.0, z[0, b]) for b in range(z.size(1))]
         records.sort(key=lambda r: (r[0], -r[1]))
-        texts = self.vae.decode(self.stats.denormalize(torch.stack([r[2] for r in records]))) if records else []
+        texts = self.decode_blocks(torch.stack([r[2] for r in records])) if records else []
         traced = [{"block": b, "t": t, "text": text} for (b, t, _), text in zip(records, texts, strict=True)]
         return traced + [{"block": None, "t": None, "text": completion}]

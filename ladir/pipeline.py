@@ -9,7 +9,7 @@ Blocks are causal, so the question and finished blocks are a fixed prefix: `Late
 their keys/values and each denoising step runs only the current block's L_b + 3 tokens, cropping the
 cache back afterwards. The same loop, with gradients kept, is stage 2's rollout.
 
-Classifier-free guidance on the question (`Denoiser.uncond`): a second sequence holds the same
+Classifier-free guidance on the question (`uncond` below): a second sequence holds the same
 blocks after `<s>` alone (the reasoner saw the question dropped with probability `cfg_drop` in
 training) and the velocity is u = u_uncond + s (u_cond - u_uncond); s = 1 is plain conditional
 sampling and skips the second pass.
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from ladir.reasoner import QUESTION, BlockDiffusionReasoner, LatentSequence, pad_ids
+from ladir.reasoner import QUESTION, BlockDiffusionReasoner, LatentSequence, pad_ids, stacked_blocks
 from ladir.sampler import FlowMatchEuler
 
 # on_step(block, t, z_t, u): called at every denoising step (the trace uses it)
@@ -46,11 +46,15 @@ def velocity(seq: LatentSequence, z: torch.Tensor, t: float, active: torch.Tenso
              uncond: LatentSequence | None = None, cfg_scale: float = 1.0) -> torch.Tensor:
     """u(z_t, t) for the current block given the committed prefix; with CFG when `uncond` is given."""
     reasoner = seq.reasoner
-    u = reasoner.velocity_head(seq.run(seq.block_chunk(z, t, active), commit=False)[:, reasoner.latent_columns()]).float()
+
+    def predicted(branch: LatentSequence) -> torch.Tensor:
+        hidden = branch.run(branch.block_chunk(z, t, active), commit=False)
+        return reasoner.velocity_head(hidden[:, reasoner.latent_columns()]).float()
+
+    u = predicted(seq)
     if uncond is None or cfg_scale == 1.0:
         return u
-    hidden = uncond.run(uncond.block_chunk(z, t, active), commit=False)
-    u_uncond = reasoner.velocity_head(hidden[:, reasoner.latent_columns()]).float()
+    u_uncond = predicted(uncond)
     return u_uncond + cfg_scale * (u - u_uncond)
 
 
@@ -90,14 +94,10 @@ def commit_block(seq: LatentSequence, z: torch.Tensor, active: torch.Tensor,
 
 def commit_blocks(seq: LatentSequence, blocks: list[torch.Tensor]) -> None:
     """Commit given blocks (row i: (N_i, L_b, d_z), N_i may differ) as each row's finished reasoning."""
-    device = seq.reasoner.device
-    most = max((len(rows) for rows in blocks), default=0)
-    z = torch.zeros(len(blocks), most, seq.reasoner.latent_tokens, seq.reasoner.latent_dim, device=device)
-    for i, rows in enumerate(blocks):
-        z[i, : len(rows)] = rows.to(device)
-    counts = torch.tensor([len(rows) for rows in blocks], device=device)
-    for b in range(most):
-        commit_block(seq, z[:, b], b < counts)
+    reasoner = seq.reasoner
+    z, present = stacked_blocks(blocks, (reasoner.latent_tokens, reasoner.latent_dim), reasoner.device)
+    for b in range(max((len(rows) for rows in blocks), default=0)):
+        commit_block(seq, z[:, b], present[:, b])
 
 
 @torch.no_grad()

@@ -12,9 +12,10 @@ task's checker:
 If the answer reads the blocks, oracle >> shuffled and generated >> swapped; if it answers from the
 question alone, all of them are equal. `block_valid` is the fraction of generated blocks that decode
 (through the VAE) to a valid step (Countdown: operands available, arithmetic exact; omitted for tasks
-without a step checker), and `block_arithmetic` the fraction whose arithmetic alone is right. `latent_shift` is the RMS distance, per normalised coordinate, between the
-first block denoised with 1, 5, 10 and 30 Euler steps from the same initial noise: a flat
-step-scaling curve with a large shift means the blocks change but the answer ignores them.
+without a step checker), and `block_arithmetic` the fraction whose arithmetic alone is right.
+`latent_shift` is the RMS distance, per normalised coordinate, between the first block denoised
+with 1, 5, 10 and 30 Euler steps from the same initial noise: a flat step-scaling curve with a
+large shift means the blocks change but the answer ignores them.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
     """The probe's figures on `problems` (a loaded LaDiR method); see the module docstring."""
     knobs = {**(knobs or {}), "steps": steps}
     perm = derangement(len(problems), seed)
-    oracle, noise, generated, valid_steps, arithmetic = [], [], [], [], []
+    oracle, noise, generated = [], [], []
     shifts = {s: [] for s in SHIFT_STEPS}
     device = method.ctx.device
     with progress_bar("probe", total=len(problems)) as bar:
@@ -85,17 +86,18 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
         "pass1_generated": acc(generated),
         "pass1_swapped": acc(swapped),
     }
-    flat = torch.cat([g for g in generated if len(g)]) if any(len(g) for g in generated) else None
-    texts = method.decode_blocks(flat) if flat is not None else []
-    offset = 0
-    for problem, blocks in zip(problems, generated, strict=True):
-        verdicts = task.steps_valid(problem, texts[offset : offset + len(blocks)])
+    # every generated block decoded in one batched call, then handed back to its problem
+    flat = [block for blocks in generated for block in blocks]
+    texts = method.decode_blocks(torch.stack(flat)) if flat else []
+    per_problem, offset = [], 0
+    for blocks in generated:
+        per_problem.append(texts[offset : offset + len(blocks)])
         offset += len(blocks)
-        if verdicts is not None:
-            valid_steps += verdicts
-            arithmetic += task.steps_arithmetic(texts[offset - len(blocks) : offset]) or []
-    if task.steps_valid(problems[0], []) is not None:
-        result["block_valid"] = sum(valid_steps) / max(1, len(valid_steps))
+    checks = [task.steps_valid(problem, steps) for problem, steps in zip(problems, per_problem, strict=True)]
+    if checks[0] is not None:  # the task can check steps
+        valid = [ok for verdicts in checks for ok in verdicts]
+        arithmetic = [ok for steps in per_problem for ok in task.steps_arithmetic(steps)]
+        result["block_valid"] = sum(valid) / max(1, len(valid))
         # a valid step needs its arithmetic right and its operands taken from the pool: which one fails?
         result["block_arithmetic"] = sum(arithmetic) / max(1, len(arithmetic))
     result["blocks_generated_mean"] = sum(len(g) for g in generated) / max(1, len(generated))
@@ -103,11 +105,8 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
     first = {s: torch.cat(v) for s, v in shifts.items()}
     result["latent_shift"] = {f"{a}-{b}": float((first[a] - first[b]).pow(2).mean(-1).mean(-1).sqrt().mean())
                               for a, b in zip(SHIFT_STEPS, SHIFT_STEPS[1:])}
-    examples = []
-    for i in range(min(3, len(problems))):
-        examples.append({"task_id": problems[i]["task_id"], "reference": problems[i].get("reference"),
-                         "generated_blocks": method.decode_blocks(generated[i])})
-    result["examples"] = examples
+    result["examples"] = [{"task_id": problem["task_id"], "reference": problem.get("reference"), "generated_blocks": steps}
+                          for problem, steps in zip(problems[:3], per_problem)]
     return result
 
 

@@ -280,12 +280,13 @@ def pad_ids(rows: list[list[int]], pad: int, left: bool, device) -> tuple[torch.
     return ids.to(device), valid.to(device)
 
 
-def stacked_blocks(batch: ReasoningBatch, latent_shape: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, B_max, L_b, d_z) oracle latents (zeros where a row has fewer blocks) and (B, B_max) presence."""
-    most = max(1, int(batch.num_blocks.max())) if len(batch) else 1
-    z0 = torch.zeros(len(batch), most, *latent_shape, device=device)
-    present = torch.zeros(len(batch), most, dtype=torch.bool, device=device)
-    for i, blocks in enumerate(batch.blocks):
+def stacked_blocks(rows: list[torch.Tensor], latent_shape: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row blocks (N_i, L_b, d_z) as (B, B_max, L_b, d_z) latents (zeros where a row has fewer
+    blocks; at least one slot) and (B, B_max) presence."""
+    most = max(1, *(len(blocks) for blocks in rows)) if rows else 1
+    z0 = torch.zeros(len(rows), most, *latent_shape, device=device)
+    present = torch.zeros(len(rows), most, dtype=torch.bool, device=device)
+    for i, blocks in enumerate(rows):
         z0[i, : len(blocks)] = blocks.to(device)
         present[i, : len(blocks)] = True
     return z0, present
@@ -337,7 +338,7 @@ def teacher_forcing_sequence(reasoner: BlockDiffusionReasoner, batch: ReasoningB
     seq = LatentSequence(reasoner, len(batch), cache=False)
     question, q_valid = pad_ids(batch.question_ids, reasoner.pad_id, left=True, device=device)
     seq.append(seq.token_chunk(question, q_valid, role=QUESTION))
-    z0, present = stacked_blocks(batch, (reasoner.latent_tokens, reasoner.latent_dim), device)
+    z0, present = stacked_blocks(batch.blocks, (reasoner.latent_tokens, reasoner.latent_dim), device)
     clean_positions = []
     for b in range(z0.size(1)):
         chunk = seq.block_chunk(z0[:, b], 0.0, present[:, b])  # clean blocks carry t = 0

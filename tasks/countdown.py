@@ -123,12 +123,6 @@ def _problem_key(numbers: list[int], target: int) -> tuple[tuple[int, ...], int]
     return tuple(sorted(numbers)), target
 
 
-def _step_value(a: int, op: str, b: int) -> Fraction | None:
-    if op == "/":
-        return Fraction(a, b) if b else None
-    return Fraction({"+": a + b, "-": a - b, "*": a * b}[op])
-
-
 def format_prompt(numbers: list[int], target: int) -> str:
     # Short on purpose: character-level models spend their context on it.
     return f"Use {' '.join(map(str, numbers))} to make {target}.\n"
@@ -172,26 +166,41 @@ def _check_syntax(node: ast.AST, source: str, literals: list[int]) -> None:
         raise _Rejected(f"{type(node).__name__} not allowed")
 
 
+def _apply(op: str, left: Fraction, right: Fraction) -> Fraction:
+    """One exact operation; division by zero is rejected."""
+    if op == "+":
+        return left + right
+    if op == "-":
+        return left - right
+    if op == "*":
+        return left * right
+    if right == 0:
+        raise _Rejected("division by zero")
+    return left / right
+
+
 def _evaluate(node: ast.AST) -> Fraction:
     """Exact value of a whitelisted expression."""
     if isinstance(node, ast.Constant):
         return Fraction(node.value)
     assert isinstance(node, ast.BinOp)
-    left, right = _evaluate(node.left), _evaluate(node.right)
-    op = _AST_OPERATORS[type(node.op)]
-    if op == "+":
-        value = left + right
-    elif op == "-":
-        value = left - right
-    elif op == "*":
-        value = left * right
-    else:
-        if right == 0:
-            raise _Rejected("division by zero")
-        value = left / right
+    value = _apply(_AST_OPERATORS[type(node.op)], _evaluate(node.left), _evaluate(node.right))
     if abs(value.numerator) > MAX_MAGNITUDE or value.denominator > MAX_MAGNITUDE:
         raise _Rejected("intermediate value too large")
     return value
+
+
+def _parse_step(sentence: str) -> tuple[int, str, int, int, bool] | None:
+    """A reasoning step `a op b = c.` as (a, op, b, c, whether c is exactly a op b); None if it is not one."""
+    match = _STEP_RE.fullmatch(sentence.strip())
+    if not match:
+        return None
+    a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
+    try:
+        exact = _apply(op, Fraction(a), Fraction(b)) == c
+    except _Rejected:
+        exact = False
+    return a, op, b, c, exact
 
 
 def canonical_expression(node: ast.AST) -> str:
@@ -301,16 +310,15 @@ class CountdownTask(Task):
         pool: list[tuple[int, Tree]] = [(n, n) for n in problem["numbers"]]
         verdicts = []
         for sentence in sentences:
-            match = _STEP_RE.fullmatch(sentence.strip())
+            step = _parse_step(sentence)
             ok = False
-            if match:
-                a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
-                exact = _step_value(a, op, b)
+            if step is not None and step[4]:
+                a, op, b, c, _ = step
                 # Where a value occurs twice, take the newest: a step usually uses the last result.
                 newest = list(range(len(pool) - 1, -1, -1))
                 i = next((k for k in newest if pool[k][0] == a), -1)
                 j = next((k for k in newest if pool[k][0] == b and k != i), -1)
-                ok = exact == c and i >= 0 and j >= 0
+                ok = i >= 0 and j >= 0
                 if ok:
                     tree = (op, pool[i][1], pool[j][1])
                     pool = [p for k, p in enumerate(pool) if k not in (i, j)] + [(c, tree)]
@@ -321,11 +329,7 @@ class CountdownTask(Task):
         return self._replay(problem, sentences)[0]
 
     def steps_arithmetic(self, sentences: Sequence[str]) -> list[bool]:
-        verdicts = []
-        for sentence in sentences:
-            match = _STEP_RE.fullmatch(sentence.strip())
-            verdicts.append(bool(match) and _step_value(int(match[1]), match[2], int(match[3])) == int(match[4]))
-        return verdicts
+        return [step is not None and step[4] for step in map(_parse_step, sentences)]
 
     def answer_from_steps(self, problem: Problem, sentences: Sequence[str]) -> str | None:
         """`The answer is <expression>.` built from the steps when all are valid and leave one value."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness.lm import lm_loss, sample_completions
 from harness.methods import Method
+from harness.sampling import RowNoise, Trajectory
 from harness.training import Trainer, final_checkpoint, load_modules
 from tasks import Problem
 
@@ -52,13 +53,13 @@ class ArSft(Method):
 
     def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
         settings = self.sample_knobs(knobs)
-        completions = []
-        for problem in problems:
-            with self.seeded(problem):
-                completions.append(sample_completions(self.model, self.ctx.tokenizer, problem["prompt"], n,
-                                                      settings.temperature, settings.top_p, settings.max_new_tokens,
-                                                      settings.batch_size))
-        return completions
+
+        def run_batch(rows: list[Trajectory]) -> list[str]:
+            return sample_completions(self.model, self.ctx.tokenizer, [problems[r.problem]["prompt"] for r in rows],
+                                      RowNoise.of(rows), settings.temperature, settings.top_p,
+                                      settings.max_new_tokens)
+
+        return self.sample_batched(problems, n, settings.batch_size, run_batch)
 
 
 def load_final_model(ctx, phase_name: str):

@@ -24,20 +24,19 @@ the thoughts and its ratio to the mean norm of the token embeddings.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import DynamicCache
 
 from baselines.ar_sft import load_final_model
 from harness.backbone import BOT, EOT
 from harness.errors import BadInput
 from harness.jsonl import write_json_atomic
-from harness.lm import IGNORE, next_token_loss
+from harness.lm import IGNORE, CachedSequence, left_padded, next_token_loss, write_tokens
 from harness.methods import Method
+from harness.sampling import RowNoise, Trajectory
 from harness.progress import console
 from harness.training import Trainer, final_checkpoint, phase_done
 from tasks import Problem
@@ -99,13 +98,7 @@ def encode_prefixes(tokenizer, prompts: list[str],
     """`<s> prompt <BOT>` rows, left-padded so that every row's thoughts fall in the same columns: (ids, mask)."""
     rows = [[tokenizer.bos_token_id, *tokenizer.encode(p, add_special_tokens=False),
              tokenizer.convert_tokens_to_ids(BOT)] for p in prompts]
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row)
-        mask[i, width - len(row):] = 1
-    return ids.to(device), mask.to(device)
+    return left_padded(rows, tokenizer.pad_token_id, device)
 
 
 def encode_thought_batch(tokenizer, prompts: list[str], texts: list[str], thoughts: int, max_length: int,
@@ -129,58 +122,37 @@ def encode_thought_batch(tokenizer, prompts: list[str], texts: list[str], though
 
 
 # ------------------------------------------------------------------------------------------ the chain
-class ThoughtChain:
-    """A batch of sequences grown chunk by chunk through the model's KV cache.
+class ThoughtChain(CachedSequence):
+    """A batch grown through the KV cache (`harness.lm.CachedSequence`) that keeps the post-norm last
+    hidden state of its last column: the next continuous thought."""
 
-    Every call passes the whole 2-D attention mask so far and explicit position ids (each row counts
-    only its unpadded tokens), so a left-padded row computes what it would alone.
-    """
+    last_hidden: torch.Tensor | None = None  # (B, 1, d)
 
-    def __init__(self, model, rows: int, device: torch.device):
-        self.model = model
-        self.cache = DynamicCache()
-        self.mask = torch.zeros((rows, 0), dtype=torch.long, device=device)
-        self.length = torch.zeros(rows, dtype=torch.long, device=device)  # unpadded tokens per row
-        self.last_hidden: torch.Tensor | None = None  # (B, 1, d): post-norm last hidden state, last column
-
-    def append(self, embeds: torch.Tensor, mask: torch.Tensor | None = None, all_logits: bool = True):
-        """Run `embeds` (B, L, d) after the sequence so far; `mask` (B, L) marks padding (default: none)."""
-        if mask is None:
-            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        positions = (self.length[:, None] + mask.cumsum(-1) - 1).clamp(min=0)
-        self.mask = torch.cat([self.mask, mask], dim=1)
-        out = self.model(inputs_embeds=embeds, attention_mask=self.mask, position_ids=positions,
-                         past_key_values=self.cache, use_cache=True, output_hidden_states=True,
-                         logits_to_keep=0 if all_logits else 1)
-        self.length = self.length + mask.sum(-1)
+    def append(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None, all_logits: bool = True, hidden_states: bool = True):
+        out = super().append(input_ids, inputs_embeds, mask, all_logits, hidden_states=True)
         # HF Llama's last hidden state is taken after the final norm, as the paper feeds back
         self.last_hidden = out.hidden_states[-1][:, -1:]
         return out
+
+    def select(self, rows: torch.Tensor) -> None:
+        super().select(rows)
+        self.last_hidden = self.last_hidden[rows]
 
     def think(self, count: int) -> torch.Tensor:
         """`count` continuous thoughts (B, count, d): each the last hidden state fed back as the next input."""
         thoughts = []
         for _ in range(count):
             thoughts.append(self.last_hidden)
-            self.append(self.last_hidden, all_logits=False)
+            self.append(inputs_embeds=self.last_hidden, all_logits=False)
         return torch.cat(thoughts, dim=1) if thoughts else self.last_hidden[:, :0]
-
-    def repeat(self, count: int) -> ThoughtChain:
-        """A copy with every row repeated `count` times (one problem's thoughts, shared by its samples)."""
-        chain = ThoughtChain(self.model, 0, self.mask.device)
-        chain.cache = copy.deepcopy(self.cache)
-        chain.cache.batch_repeat_interleave(count)
-        chain.mask = self.mask.repeat_interleave(count, dim=0)
-        chain.length = self.length.repeat_interleave(count, dim=0)
-        chain.last_hidden = self.last_hidden.repeat_interleave(count, dim=0)
-        return chain
 
 
 def start_thoughts(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor,
                    count: int) -> tuple[ThoughtChain, torch.Tensor]:
     """One forward over the (left-padded) `<s> prompt <BOT>`, then `count` thoughts: the chain and the thoughts."""
     chain = ThoughtChain(model, len(prefix_ids), prefix_ids.device)
-    chain.append(model.get_input_embeddings()(prefix_ids), prefix_mask, all_logits=False)
+    chain.append(inputs_embeds=model.get_input_embeddings()(prefix_ids), mask=prefix_mask, all_logits=False)
     return chain, chain.think(count)
 
 
@@ -189,10 +161,10 @@ def coconut_loss(model, batch: ThoughtBatch) -> tuple[torch.Tensor, dict[str, fl
     embed = model.get_input_embeddings()
     chain = ThoughtChain(model, len(batch.prefix_ids), batch.prefix_ids.device)
     prefix = embed(batch.prefix_ids)
-    chain.append(prefix, batch.prefix_mask, all_logits=False)
+    chain.append(inputs_embeds=prefix, mask=batch.prefix_mask, all_logits=False)
     thoughts = chain.think(batch.thoughts)
     suffix = embed(batch.suffix_ids)
-    loss = next_token_loss(chain.append(suffix, batch.suffix_mask).logits, batch.labels)
+    loss = next_token_loss(chain.append(inputs_embeds=suffix, mask=batch.suffix_mask).logits, batch.labels)
     if not batch.thoughts:
         return loss, {}
     with torch.no_grad():
@@ -202,41 +174,14 @@ def coconut_loss(model, batch: ThoughtBatch) -> tuple[torch.Tensor, dict[str, fl
     return loss, {"thought_norm": float(thought_norm), "thought_norm_ratio": float(ratio)}
 
 
-def pick_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """Next tokens (B,) from logits (B, V): greedy at temperature 0, else nucleus sampling."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # keep the smallest prefix of the sorted tokens whose mass reaches top_p
-        sorted_probs[(sorted_probs.cumsum(-1) - sorted_probs) >= top_p] = 0
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1).squeeze(-1)
-
-
 @torch.no_grad()
-def decode_after_thoughts(chain: ThoughtChain, tokenizer, max_new_tokens: int, temperature: float,
-                          top_p: float) -> list[str]:
-    """Feed `<EOT>`, then write each row's text token by token until `</s>`."""
-    embed = chain.model.get_input_embeddings()
-    rows = len(chain.mask)
-    tokens = torch.full((rows,), tokenizer.convert_tokens_to_ids(EOT), dtype=torch.long, device=chain.mask.device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=tokens.device)
-    written = []
-    for _ in range(max_new_tokens):
-        logits = chain.append(embed(tokens[:, None]), all_logits=False).logits[:, -1]
-        tokens = pick_tokens(logits, temperature, top_p).masked_fill(finished, tokenizer.pad_token_id)
-        written.append(tokens)
-        finished |= tokens == tokenizer.eos_token_id
-        if bool(finished.all()):
-            break
-    texts = []
-    for row in torch.stack(written, dim=1).tolist():
-        if tokenizer.eos_token_id in row:
-            row = row[: row.index(tokenizer.eos_token_id)]
-        texts.append(tokenizer.decode(row, skip_special_tokens=True))
-    return texts
+def decode_after_thoughts(chain: ThoughtChain, tokenizer, max_new_tokens: int, temperature: float, top_p: float,
+                          noise: RowNoise | None = None) -> list[str]:
+    """Feed `<EOT>`, then write each row's text token by token until `</s>` (row i drawing with `noise`'s stream i)."""
+    eot = torch.full((len(chain), 1), tokenizer.convert_tokens_to_ids(EOT), dtype=torch.long, device=chain.mask.device)
+    logits = chain.append(input_ids=eot, all_logits=False).logits[:, -1]
+    written = write_tokens(chain, logits, noise, temperature, top_p, max_new_tokens, [tokenizer.eos_token_id])
+    return [tokenizer.decode(row, skip_special_tokens=True) for row in written]
 
 
 # ------------------------------------------------------------------------------------------ the method
@@ -338,15 +283,14 @@ class Coconut(Method):
     def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
         settings = self.sample_knobs(knobs)
         tok, thoughts = self.ctx.tokenizer, self.options.max_stage * self.options.thoughts_per_step
-        results = []
-        for problem in problems:
-            # the thoughts are deterministic: computed once, shared by all n samples
-            chain, _ = start_thoughts(self.model, *encode_prefixes(tok, [problem["prompt"]], self.ctx.device), thoughts)
-            completions: list[str] = []
-            with self.seeded(problem):
-                while len(completions) < n:
-                    count = min(settings.batch_size, n - len(completions))
-                    completions += decode_after_thoughts(chain.repeat(count), tok, settings.max_new_tokens,
-                                                         settings.temperature, settings.top_p)
-            results.append(completions)
-        return results
+
+        def run_batch(rows: list[Trajectory]) -> list[str]:
+            # the thoughts are deterministic: computed once per problem of the batch, shared by its samples
+            present = list(dict.fromkeys(r.problem for r in rows))
+            chain, _ = start_thoughts(self.model, *encode_prefixes(tok, [problems[p]["prompt"] for p in present],
+                                                                   self.ctx.device), thoughts)
+            chain.select(torch.tensor([present.index(r.problem) for r in rows], device=self.ctx.device))
+            return decode_after_thoughts(chain, tok, settings.max_new_tokens, settings.temperature, settings.top_p,
+                                         RowNoise.of(rows))
+
+        return self.sample_batched(problems, n, settings.batch_size, run_batch)

@@ -26,6 +26,7 @@ import torch
 
 from harness.errors import BadInput
 from harness.methods import Method
+from harness.sampling import RowNoise, Trajectory
 from harness.training import Trainer, final_checkpoint, load_modules
 from ladir.pipeline import denoise_block, start_sequence
 from ladir.reasoner import BlockDiffusionReasoner, ReasoningBatch, teacher_forcing_losses
@@ -151,21 +152,24 @@ class LD4LG(Method):
         load_modules(denoiser, final_checkpoint(self.ctx.run_dir / "diffusion")[1])
         self.denoiser = denoiser.requires_grad_(False).eval()
 
+    def load_untrained(self) -> None:
+        fresh = self.ctx.backbone.fresh_model
+        self.vae = self._vae(fresh(), fresh()).requires_grad_(False).eval()
+        shape = (self.options.latent_tokens, self.options.latent_dim)
+        self.stats = LatentStats(torch.zeros(shape), torch.ones(shape))
+        self.denoiser = self._denoiser(fresh()).requires_grad_(False).eval()
+
     @torch.no_grad()
     def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
         settings = self.sample_knobs(knobs)
         tok = self.ctx.tokenizer
-        results = []
-        for problem in problems:
-            question = [tok.bos_token_id, *tok.encode(problem["prompt"], add_special_tokens=False)]
-            completions: list[str] = []
-            with self.seeded(problem):
-                while len(completions) < n:
-                    rows = min(settings.batch_size, n - len(completions))
-                    seq = start_sequence(self.denoiser, [question] * rows)
-                    active = torch.ones(rows, dtype=torch.bool, device=self.denoiser.device)
-                    z = denoise_block(seq, FlowMatchEuler(init_noise=settings.init_noise), settings.steps, active)
-                    completions += self.vae.decode(self.stats.denormalize(z))
-            results.append(completions)
-        return results
+        questions = [[tok.bos_token_id, *tok.encode(p["prompt"], add_special_tokens=False)] for p in problems]
 
+        def run_batch(rows: list[Trajectory]) -> list[str]:
+            seq = start_sequence(self.denoiser, [questions[r.problem] for r in rows])
+            active = torch.ones(len(rows), dtype=torch.bool, device=self.denoiser.device)
+            z = denoise_block(seq, FlowMatchEuler(init_noise=settings.init_noise), settings.steps, active,
+                              noise=RowNoise.of(rows, self.denoiser.device))
+            return self.vae.decode(self.stats.denormalize(z))
+
+        return self.sample_batched(problems, n, settings.batch_size, run_batch)

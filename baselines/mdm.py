@@ -40,9 +40,10 @@ import torch.nn.functional as F
 from baselines.ar_sft import load_final_model
 from harness.backbone import MASK
 from harness.errors import BadInput
-from harness.lm import IGNORE
+from harness.lm import IGNORE, left_padded
 from harness.methods import Method
 from harness.progress import console
+from harness.sampling import RowNoise, Trajectory, draw_tokens
 from harness.training import Trainer
 from tasks import Problem
 
@@ -94,13 +95,8 @@ def encode_targets(tokenizer, references: Sequence[str], gen_length: int) -> tup
 
 def join_rows(tokenizer, prompts: Sequence[list[int]], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`<s> prompt target` rows, prompts left-padded so every target fills the last columns; (ids, valid)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
-    valid = torch.zeros((len(prompts), width), dtype=torch.bool)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(prompt)
-        valid[row, width - len(prompt):] = True
-    return torch.cat([ids, targets], 1), torch.cat([valid, torch.ones_like(targets, dtype=torch.bool)], 1)
+    ids, mask = left_padded(prompts, tokenizer.pad_token_id, targets.device)
+    return torch.cat([ids, targets], 1), torch.cat([mask.bool(), torch.ones_like(targets, dtype=torch.bool)], 1)
 
 
 def bidirectional_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -167,27 +163,24 @@ def block_plan(gen_length: int, block_length: int, steps: int) -> list[tuple[int
             for b, start in enumerate(starts)]
 
 
-def draw_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """A token per row of (M, V) logits: Gumbel-max at `temperature` (= softmax sampling), argmax at 0."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    gumbel = -torch.empty_like(logits, dtype=torch.float32).exponential_().log()
-    return (logits.float() / temperature + gumbel).argmax(-1)
-
-
 @torch.no_grad()
-def unmasking_steps(model, prompt: list[int], count: int, gen_length: int, mask_id: int, steps: int,
-                    temperature: float = 1.0, block_length: int = 0) -> Iterator[torch.Tensor]:
-    """LLaDA's low-confidence remasking for `count` rows of one prompt; yields the targets after each step.
+def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_id: int, steps: int,
+                    temperature: float = 1.0, block_length: int = 0,
+                    noise: RowNoise | None = None) -> Iterator[torch.Tensor]:
+    """LLaDA's low-confidence remasking for one row per prompt; yields the targets after each step.
 
     The confidence of a drawn token is the model's probability of it (untempered, as LLaDA). Every
     row starts fully masked and commits the same count each step, so the rows stay in lock step.
-    The yielded tensors are copies: keep any of them to trace the unmasking.
+    Row i draws its tokens with `noise`'s stream i: one uniform per (step, position), whatever the
+    batch. The yielded tensors are copies: keep any of them to trace the unmasking.
     """
     device = next(model.parameters()).device
-    question = torch.tensor(prompt, device=device).expand(count, -1)
-    target = torch.full((count, gen_length), mask_id, dtype=torch.long, device=device)
-    valid = torch.ones(count, len(prompt) + gen_length, dtype=torch.bool, device=device)
+    rows = len(prompts)
+    target = torch.full((rows, gen_length), mask_id, dtype=torch.long, device=device)
+    question, question_mask = left_padded(prompts, mask_id, device)  # the padding value is never attended to
+    valid = torch.cat([question_mask.bool(), torch.ones_like(target, dtype=torch.bool)], 1)
+    uniforms = noise.uniform(steps, gen_length) if temperature > 0 else None  # (B, steps, G)
+    step = 0
     for start, end, block_steps in block_plan(gen_length, block_length, steps):
         for commit in unmasking_schedule(end - start, block_steps):
             if commit:  # more steps than tokens leaves some steps with nothing to commit: skip their forward
@@ -196,13 +189,14 @@ def unmasking_steps(model, prompt: list[int], count: int, gen_length: int, mask_
                 logits = last_logits(model, torch.cat([question, target], 1), valid, gen_length + 1)[:, :-1]
                 logits = logits[candidates]
                 logits[:, mask_id] = float("-inf")  # never a training target; drawing it would leave a hole
-                drawn = draw_tokens(logits, temperature)
+                drawn = draw_tokens(logits, temperature, None if uniforms is None else uniforms[:, step][candidates])
                 confidence = torch.full(target.shape, float("-inf"), device=device)
                 confidence[candidates] = logits.float().softmax(-1).gather(1, drawn[:, None]).squeeze(1)
                 proposal = target.clone()
                 proposal[candidates] = drawn
                 keep = confidence.topk(commit, dim=1).indices
                 target.scatter_(1, keep, proposal.gather(1, keep))
+            step += 1
             yield target.clone()
 
 
@@ -270,15 +264,12 @@ class MaskedDiffusion(Method):
     def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
         settings = self.sample_knobs(knobs)
         tokenizer = self.ctx.tokenizer
-        results = []
-        for problem in problems:
-            prompt = prompt_ids(tokenizer, problem["prompt"])
-            completions: list[str] = []
-            with self.seeded(problem):
-                while len(completions) < n:
-                    count = min(settings.batch_size, n - len(completions))
-                    *_, targets = unmasking_steps(self.model, prompt, count, self.options.gen_length, self.mask_id,
-                                                  settings.steps, settings.temperature, settings.block_length)
-                    completions += [decode_target(tokenizer, row) for row in targets]
-            results.append(completions)
-        return results
+        prompts = [prompt_ids(tokenizer, problem["prompt"]) for problem in problems]
+
+        def run_batch(rows: list[Trajectory]) -> list[str]:
+            *_, targets = unmasking_steps(self.model, [prompts[r.problem] for r in rows], self.options.gen_length,
+                                          self.mask_id, settings.steps, settings.temperature, settings.block_length,
+                                          RowNoise.of(rows))
+            return [decode_target(tokenizer, row) for row in targets]
+
+        return self.sample_batched(problems, n, settings.batch_size, run_batch)

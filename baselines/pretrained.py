@@ -18,6 +18,7 @@ from baselines.ar_sft import ArSampleKnobs
 from harness.errors import BadInput
 from harness.lm import sample_completions
 from harness.methods import Method
+from harness.sampling import RowNoise, Trajectory
 from tasks import ANSWER_MARKER, Problem
 
 
@@ -61,6 +62,9 @@ class Pretrained(Method):
     def load(self) -> None:
         self.model = self.ctx.backbone.fresh_model().to(self.ctx.device).eval()
 
+    def load_untrained(self) -> None:
+        self.load()  # the pretrained weights are the method's only weights
+
     @property
     def uses_chat_template(self) -> bool:
         return self.options.chat_template == "auto" and bool(getattr(self.ctx.tokenizer, "chat_template", None))
@@ -79,11 +83,12 @@ class Pretrained(Method):
 
     def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
         settings = self.sample_knobs(knobs)
-        completions = []
-        for problem in problems:
-            with self.seeded(problem):
-                texts = sample_completions(self.model, self.ctx.tokenizer, self.prompt(problem), n,
-                                           settings.temperature, settings.top_p, settings.max_new_tokens,
-                                           settings.batch_size, add_bos=not self.uses_chat_template)
-            completions.append([cut_at_answer(text) for text in texts])
-        return completions
+        prompts = [self.prompt(problem) for problem in problems]
+
+        def run_batch(rows: list[Trajectory]) -> list[str]:
+            texts = sample_completions(self.model, self.ctx.tokenizer, [prompts[r.problem] for r in rows],
+                                       RowNoise.of(rows), settings.temperature, settings.top_p,
+                                       settings.max_new_tokens, add_bos=not self.uses_chat_template)
+            return [cut_at_answer(text) for text in texts]
+
+        return self.sample_batched(problems, n, settings.batch_size, run_batch)

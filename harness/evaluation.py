@@ -217,8 +217,9 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
     if done:
         console.print(f"resuming: {len(done)} problems already sampled, {len(todo)} to go")
 
-    # Problems go to the method in groups that fill about one sampling batch; each problem's samples
-    # still depend only on (seed, task_id) (Method.seeded), and each group is written once finished.
+    # Problems go to the method in groups that fill about one sampling batch (the method fills its
+    # batches across the group's problems); sample i of a problem still depends only on (seed, task_id,
+    # i) (harness.sampling), and each group is written once finished.
     group_size = max(1, int(resolved.get("batch_size", ctx.config.eval.batch_size)) // k)
     method.eval_seed = seed
     with progress_bar(f"eval {task.name}", total=len(problems), completed=len(problems) - len(todo)) as bar, \

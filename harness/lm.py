@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
+
+from harness.sampling import RowNoise, draw_tokens
 
 IGNORE = -100
 
@@ -52,33 +55,111 @@ def lm_loss(model, tokenizer, problems: Sequence[dict], max_length: int, loss_on
     return loss
 
 
+class CachedSequence:
+    """A batch of sequences grown chunk by chunk through the model's KV cache.
+
+    Every call passes the whole 2-D attention mask so far and explicit position ids (each row counts
+    only its unpadded tokens), so a left-padded row computes what it would alone, whatever it is
+    batched with.
+    """
+
+    def __init__(self, model, rows: int, device: torch.device | str):
+        self.model = model
+        self.cache = DynamicCache()
+        self.mask = torch.zeros((rows, 0), dtype=torch.long, device=device)
+        self.length = torch.zeros(rows, dtype=torch.long, device=device)  # unpadded tokens per row
+
+    def __len__(self) -> int:
+        return len(self.mask)
+
+    def append(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None, all_logits: bool = True, hidden_states: bool = False):
+        """Run ids or embeddings (B, L[, d]) after the sequence so far; `mask` (B, L) marks padding (default: none)."""
+        chunk = input_ids if input_ids is not None else inputs_embeds
+        if mask is None:
+            mask = torch.ones(chunk.shape[:2], dtype=torch.long, device=chunk.device)
+        positions = (self.length[:, None] + mask.cumsum(-1) - 1).clamp(min=0)
+        self.mask = torch.cat([self.mask, mask.long()], dim=1)
+        out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=self.mask,
+                         position_ids=positions, past_key_values=self.cache, use_cache=True,
+                         output_hidden_states=hidden_states, logits_to_keep=0 if all_logits else 1)
+        self.length = self.length + mask.long().sum(-1)
+        return out
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (indices), e.g. the ones still writing."""
+        self.cache.batch_select_indices(rows)
+        self.mask, self.length = self.mask[rows], self.length[rows]
+
+    def repeat_interleave(self, count: int) -> None:
+        """Every row repeated `count` times in place (a prefix shared by several samples)."""
+        self.cache.batch_repeat_interleave(count)
+        self.mask = self.mask.repeat_interleave(count, dim=0)
+        self.length = self.length.repeat_interleave(count, dim=0)
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of token rows right-aligned with `pad_id` on the left."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def stop_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's end of sequence and the model's own end-of-turn tokens (chat models)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    return sorted({tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None})
+
+
 @torch.no_grad()
-def sample_completions(model, tokenizer, prompt: str, n: int, temperature: float, top_p: float,
-                       max_new_tokens: int, batch_size: int, add_bos: bool = True) -> list[str]:
-    """n completions of one prompt, batch_size at a time, with the model's KV cache (HF generate).
+def write_tokens(seq: CachedSequence, logits: torch.Tensor, noise: RowNoise, temperature: float, top_p: float,
+                 max_new_tokens: int, stops: Sequence[int]) -> list[list[int]]:
+    """Continue every row of `seq` token by token from its next-token `logits` (B, V) until a stop token
+    (not returned) or `max_new_tokens`; row i draws with `noise`'s stream i.
+
+    Rows that finish are dropped from the batch once a quarter of it has, so short answers stop
+    costing compute.
+    """
+    rows = len(seq)
+    uniforms = noise.uniform(max_new_tokens) if temperature > 0 else None  # (B, T): one per token
+    stop = torch.tensor(list(stops), dtype=torch.long, device=logits.device)
+    alive = torch.arange(rows, device=logits.device)  # the original row of each row still in `seq`
+    finished = torch.zeros(rows, dtype=torch.bool, device=logits.device)
+    written: list[list[int]] = [[] for _ in range(rows)]
+    for step in range(max_new_tokens):
+        tokens = draw_tokens(logits, temperature, None if uniforms is None else uniforms[alive, step], top_p)
+        for row, token, done in zip(alive.tolist(), tokens.tolist(), finished[alive].tolist(), strict=True):
+            if not done:
+                written[row].append(token)
+        finished[alive] |= torch.isin(tokens, stop)
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            break
+        still = ~finished[alive]
+        if (~still).sum() * 4 >= len(alive):
+            keep = still.nonzero().squeeze(1)
+            seq.select(keep)
+            alive, tokens = alive[keep], tokens[keep]
+        logits = seq.append(input_ids=tokens[:, None], all_logits=False).logits[:, -1]
+    stop_set = set(stops)
+    return [row[: next((i for i, t in enumerate(row) if t in stop_set), len(row))] for row in written]
+
+
+@torch.no_grad()
+def sample_completions(model, tokenizer, prompts: Sequence[str], noise: RowNoise, temperature: float, top_p: float,
+                       max_new_tokens: int, add_bos: bool = True) -> list[str]:
+    """One completion per prompt (a batch: prompts may repeat or differ), row i drawn with `noise`'s
+    stream i, with the model's KV cache.
 
     `add_bos=False` for prompts that carry their own special tokens (a rendered chat template)."""
     device = next(model.parameters()).device
     bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
-    prompt_ids = torch.tensor([[*bos, *tokenizer.encode(prompt, add_special_tokens=False)]], device=device)
-    # the tokenizer's end of sequence and the model's own end-of-turn tokens (chat models) all stop it
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    stops = sorted({tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None})
-    outputs: list[str] = []
-    while len(outputs) < n:
-        count = min(batch_size, n - len(outputs))
-        batch = prompt_ids.expand(count, -1)
-        generated = model.generate(
-            input_ids=batch,
-            attention_mask=torch.ones_like(batch),
-            do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else None,
-            top_p=top_p if temperature > 0 else None,
-            top_k=0 if temperature > 0 else None,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=stops,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        for row in generated[:, prompt_ids.size(1):]:
-            outputs.append(tokenizer.decode(row, skip_special_tokens=True))
-    return outputs
+    ids, mask = left_padded([[*bos, *tokenizer.encode(p, add_special_tokens=False)] for p in prompts],
+                            tokenizer.pad_token_id, device)
+    seq = CachedSequence(model, len(prompts), device)
+    logits = seq.append(input_ids=ids, mask=mask, all_logits=False).logits[:, -1]
+    written = write_tokens(seq, logits, noise, temperature, top_p, max_new_tokens, stop_ids(model, tokenizer))
+    return [tokenizer.decode(row, skip_special_tokens=True) for row in written]

@@ -17,10 +17,8 @@ reverse). A method in another package plugs in through the `ladir_bench.methods`
 from __future__ import annotations
 
 import importlib
-import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +29,7 @@ from harness.errors import BadInput
 
 if TYPE_CHECKING:
     from harness.context import RunContext
+    from harness.sampling import Trajectory
     from tasks import Problem
 
 ENTRY_POINT_GROUP = "ladir_bench.methods"
@@ -120,11 +119,6 @@ class NoOptions:
     """For methods without knobs of their own."""
 
 
-def sample_seed(seed: int, task_id: str) -> int:
-    """Each problem's samples depend only on (seed, task_id): batching and resumption never change them."""
-    return (seed * 2_654_435_761 + zlib.crc32(task_id.encode())) % (2**63 - 1)
-
-
 class Method(ABC):
     """A training method under the shared protocol.
 
@@ -158,9 +152,15 @@ class Method(ABC):
     def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
         """n completions per problem, full text: reasoning, then `The answer is ...`.
 
-        A problem's completions must depend only on (`eval_seed`, its task_id), never on which
-        other problems share the call: draw them inside `with self.seeded(problem):`.
+        Sample i of a problem must depend only on (`eval_seed`, its task_id, i), never on the batch
+        size or on which other problems share the call: `self.sample_batched` fills batches across
+        problems and hands each trajectory its own random stream (harness.sampling).
         """
+
+    def load_untrained(self) -> None:
+        """Freshly initialised weights where `load` puts trained ones, so the method samples without a
+        run (throughput benchmarks and sampling tests). Methods with other parts override it."""
+        self.model = self.ctx.backbone.fresh_model().to(self.ctx.device).eval()
 
     def sample_knobs(self, knobs: dict[str, Any]) -> Any:
         return build_dataclass(self.SampleKnobs, knobs, "knob")
@@ -179,9 +179,11 @@ class Method(ABC):
         directory = self.ctx.run_dir / phase
         return final_checkpoint(directory)[1] if phase_done(directory) else None
 
-    @contextmanager
-    def seeded(self, problem: Problem) -> Iterator[None]:
-        import torch
+    def sample_batched(self, problems: list[Problem], n: int, batch_size: int,
+                       run_batch: Callable[[list[Trajectory]], list[str]], whole_problems: bool = False) -> list[list[str]]:
+        """`harness.sampling.sample_batched` under this evaluation's seed: `run_batch` gets up to
+        `batch_size` trajectories (any mix of problems; `whole_problems` keeps each problem's samples
+        together) and returns one completion each, drawn with `RowNoise.of(trajectories)`."""
+        from harness.sampling import sample_batched
 
-        torch.manual_seed(sample_seed(self.eval_seed, problem["task_id"]))
-        yield
+        return sample_batched(problems, n, self.eval_seed, batch_size, run_batch, whole_problems)

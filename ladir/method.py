@@ -27,6 +27,7 @@ import torch
 
 from harness.errors import BadInput
 from harness.methods import Method
+from harness.sampling import RowNoise, Trajectory
 from harness.training import COSINE_FLOOR, Trainer, final_checkpoint, load_modules, phase_done
 from ladir.pipeline import (commit_block, commit_blocks, decode_answer, denoise_block, generate_blocks,
                             start_sequence)
@@ -120,7 +121,7 @@ class LaDiRSampleKnobs:
     temperature: float = 1.0  # answer decoding; 0 = greedy
     max_blocks: int = 8
     max_answer_tokens: int = 64
-    batch_size: int = 100  # trajectories per forward; guidance acts within one batch of one question
+    batch_size: int = 100  # trajectories per forward, across problems (guidance on: whole problems per batch)
     cache: bool = True  # KV-cache the question and finished blocks (off: recompute, same result)
     cfg_scale: float = 1.0  # classifier-free guidance on the question (1 = off; needs cfg_drop > 0 in training)
 
@@ -346,6 +347,13 @@ class LaDiR(Method):
         self.vae, self.stats = self._trained_vae()
         self.load_reasoner(phase)
 
+    def load_untrained(self) -> None:
+        fresh = self.ctx.backbone.fresh_model
+        self.vae = self._vae(fresh(), fresh()).requires_grad_(False).eval()
+        shape = (self.options.latent_tokens, self.options.latent_dim)
+        self.stats = LatentStats(torch.zeros(shape), torch.ones(shape))
+        self.reasoner = self._reasoner(fresh()).requires_grad_(False).eval()
+
     def load_reasoner(self, phase: str | None = None) -> None:
         if phase not in (None, "stage1", "stage2"):
             raise BadInput(f"LaDiR has no reasoner checkpoint {phase!r} (stage1 or stage2)")
@@ -360,20 +368,24 @@ class LaDiR(Method):
         tok = self.ctx.tokenizer
         return [tok.bos_token_id, *tok.encode(problem["prompt"], add_special_tokens=False)]
 
-    def _generate(self, problem: Problem, n: int, knobs: LaDiRSampleKnobs, on_step=None):
-        """n completions of one problem: denoised blocks decoded by the VAE, then the reasoner's answer.
+    def _generate(self, problems: list[Problem], noise: RowNoise, groups: torch.Tensor | None,
+                  knobs: LaDiRSampleKnobs, on_step=None):
+        """A completion per row (row i answers `problems[i]`, drawing with `noise`'s stream i): denoised
+        blocks, all decoded by the VAE in one batched call, then the reasoner's answer (KV-cached).
+        Guidance acts within `groups` (B,): one question's trajectories.
 
-        Returns (completions, block latents (n, N, L_b, d_z) normalised, presence (n, N)).
+        Returns (completions, block latents (B, N, L_b, d_z) normalised, presence (B, N)).
         """
         sampler = FlowMatchEuler(init_noise=knobs.init_noise, gamma_max=knobs.gamma_max)
-        seq = start_sequence(self.reasoner, [self._question_ids(problem)] * n, cache=knobs.cache)
-        z, present = generate_blocks(seq, sampler, knobs.steps, knobs.max_blocks, on_step, knobs.cfg_scale)
-        answers = decode_answer(seq, knobs.max_answer_tokens, knobs.temperature)
-        texts = self.decode_blocks(z.flatten(0, 1))
+        seq = start_sequence(self.reasoner, [self._question_ids(p) for p in problems], cache=knobs.cache)
+        z, present = generate_blocks(seq, sampler, knobs.steps, knobs.max_blocks, on_step, knobs.cfg_scale,
+                                     noise=noise.stream("blocks"), groups=groups)
+        answers = decode_answer(seq, knobs.max_answer_tokens, knobs.temperature, noise.stream("answer"))
+        texts = iter(self.decode_blocks(z[present]))  # row-major: row i's blocks in order
         tok = self.ctx.tokenizer
         completions = []
-        for i, answer in enumerate(answers):
-            reasoning = [texts[i * z.size(1) + b] for b in range(z.size(1)) if present[i, b]]
+        for row, answer in zip(present.tolist(), answers, strict=True):
+            reasoning = [next(texts) for kept in row if kept]
             completions.append(" ".join([*reasoning, tok.decode(answer, skip_special_tokens=True).strip()]).strip())
         return completions, z, present
 
@@ -401,15 +413,17 @@ class LaDiR(Method):
 
     @torch.no_grad()
     def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
+        """Batches of `batch_size` trajectories across problems; with diversity guidance on, a problem's
+        n trajectories always share one batch (the guidance acts among them), so such a batch holds
+        whole problems and at least one."""
         settings = self.sample_knobs(knobs)
-        results = []
-        for problem in problems:
-            completions: list[str] = []
-            with self.seeded(problem):
-                while len(completions) < n:
-                    completions += self._generate(problem, min(settings.batch_size, n - len(completions)), settings)[0]
-            results.append(completions)
-        return results
+
+        def run_batch(rows: list[Trajectory]) -> list[str]:
+            groups = torch.tensor([r.problem for r in rows], device=self.ctx.device)
+            return self._generate([problems[r.problem] for r in rows], RowNoise.of(rows, self.ctx.device), groups,
+                                  settings)[0]
+
+        return self.sample_batched(problems, n, settings.batch_size, run_batch, whole_problems=settings.gamma_max > 0)
 
     @torch.no_grad()
     def trace(self, problem: Problem, times=(1.0, 0.75, 0.5, 0.25, 0.0), steps: int = 20, seed: int = 0,
@@ -432,9 +446,7 @@ class LaDiR(Method):
             if t in wanted:
                 records.append((block, t, FlowMatchEuler.predicted_clean(u, t, z)[0]))
 
-        with torch.random.fork_rng(devices=[self.ctx.device] if self.ctx.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            (completion,), z, _ = self._generate(problem, 1, settings, on_step)
+        (completion,), z, _ = self._generate([problem], RowNoise([seed], self.ctx.device), None, settings, on_step)
         if 0.0 in wanted:
             records += [(b, 0.0, z[0, b]) for b in range(z.size(1))]
         records.sort(key=lambda r: (r[0], -r[1]))

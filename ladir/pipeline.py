@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from harness.sampling import RowNoise, draw_tokens
 from ladir.reasoner import QUESTION, BlockDiffusionReasoner, LatentSequence, pad_ids, stacked_blocks
 from ladir.sampler import FlowMatchEuler
 
@@ -60,25 +61,29 @@ def velocity(seq: LatentSequence, z: torch.Tensor, t: float, active: torch.Tenso
 
 def denoise_block(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, active: torch.Tensor,
                   block: int = 0, on_step: StepHook | None = None, uncond: LatentSequence | None = None,
-                  cfg_scale: float = 1.0, z: torch.Tensor | None = None, t_start: float = 1.0) -> torch.Tensor:
+                  cfg_scale: float = 1.0, z: torch.Tensor | None = None, t_start: float = 1.0,
+                  noise: RowNoise | None = None, groups: torch.Tensor | None = None) -> torch.Tensor:
     """One block from noise to a clean latent (B, L_b, d_z); rows not `active` are carried along unused.
 
-    `z` (with `t_start` < 1) starts from a partly noised latent instead of pure noise (stage 2's
-    rollouts from noised oracle blocks); `steps` then spans [t_start, 0].
+    The initial noise is row i's next draw from `noise` (default: the global generator). `z` (with
+    `t_start` < 1) starts from a partly noised latent instead (stage 2's rollouts from noised oracle
+    blocks); `steps` then spans [t_start, 0]. `groups` (B,) names each row's question for guidance.
     """
     reasoner = seq.reasoner
     sampler.set_timesteps(steps, t_start)
     if z is None:
-        z = sampler.initial_noise((seq.batch, reasoner.latent_tokens, reasoner.latent_dim), device=reasoner.device)
+        shape = (reasoner.latent_tokens, reasoner.latent_dim)
+        z = (sampler.initial_noise((seq.batch, *shape), device=reasoner.device) if noise is None
+             else sampler.init_noise * noise.normal(*shape))
     for t in sampler.timesteps:
         u = velocity(seq, z, t, active, uncond, cfg_scale)
         if on_step is not None:
             on_step(block, t, z, u)
         if bool(active.all()):
-            z = sampler.step(u, t, z)
+            z = sampler.step(u, t, z, groups)
         else:  # guidance only among the trajectories still reasoning
             z = z.clone()
-            z[active] = sampler.step(u[active], t, z[active])
+            z[active] = sampler.step(u[active], t, z[active], None if groups is None else groups[active])
     return z
 
 
@@ -102,13 +107,17 @@ def commit_blocks(seq: LatentSequence, blocks: list[torch.Tensor]) -> None:
 
 @torch.no_grad()
 def generate_blocks(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, max_blocks: int,
-                    on_step: StepHook | None = None, cfg_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blocks until each row's spec head says <SOA> (or max_blocks): latents (B, N, L_b, d_z), presence (B, N)."""
+                    on_step: StepHook | None = None, cfg_scale: float = 1.0, noise: RowNoise | None = None,
+                    groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blocks until each row's spec head says <SOA> (or max_blocks): latents (B, N, L_b, d_z), presence (B, N).
+
+    Row i's initial noises are its stream's draws from `noise` (default: the global generator);
+    guidance acts within `groups` (default: the whole batch is one question)."""
     active = torch.ones(seq.batch, dtype=torch.bool, device=seq.reasoner.device)
     uncond = unconditional_sequence(seq) if cfg_scale != 1.0 else None
     blocks, present = [], []
     for b in range(max_blocks):
-        z = denoise_block(seq, sampler, steps, active, b, on_step, uncond, cfg_scale)
+        z = denoise_block(seq, sampler, steps, active, b, on_step, uncond, cfg_scale, noise=noise, groups=groups)
         spec_logit = commit_block(seq, z, active, uncond)
         blocks.append(z)
         present.append(active.clone())
@@ -119,18 +128,22 @@ def generate_blocks(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, ma
 
 
 @torch.no_grad()
-def decode_answer(seq: LatentSequence, max_tokens: int, temperature: float) -> list[list[int]]:
-    """`<SOA>`, then the answer autoregressively (cached), until `</s>`; returns the answer token ids."""
+def decode_answer(seq: LatentSequence, max_tokens: int, temperature: float,
+                  noise: RowNoise | None = None) -> list[list[int]]:
+    """`<SOA>`, then the answer autoregressively (cached), until `</s>`; returns the answer token ids.
+
+    Row i draws its tokens with `noise`'s stream i (default: the global generator)."""
     reasoner = seq.reasoner
     ids = torch.full((seq.batch, 1), reasoner.soa_id, dtype=torch.long, device=reasoner.device)
     done = torch.zeros(seq.batch, dtype=torch.bool, device=reasoner.device)
     answers: list[torch.Tensor] = []
-    for _ in range(max_tokens):
+    if temperature > 0 and noise is None:
+        uniforms = torch.rand(seq.batch, max_tokens).to(reasoner.device)
+    else:
+        uniforms = noise.uniform(max_tokens) if temperature > 0 else None
+    for step in range(max_tokens):
         logits = reasoner.lm_logits(seq.run(seq.token_chunk(ids))[:, -1]).float()
-        if temperature > 0:
-            token = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(1)
-        else:
-            token = logits.argmax(-1)
+        token = draw_tokens(logits, temperature, None if uniforms is None else uniforms[:, step])
         token = torch.where(done, reasoner.eos_id, token)
         answers.append(token)
         done |= token == reasoner.eos_id

@@ -8,9 +8,9 @@ different solver (Heun, a non-uniform grid) can be swapped in without touching t
     for t in sampler.timesteps:                      # 1 = noise ... 0 = clean
         z = sampler.step(reasoner_velocity(z, t), t, z)
 
-Diversity guidance acts across the rows of one `step` call, which the pipeline makes the n
-trajectories of one question: each is pushed away from the others, strongly at first and not at all
-at t = 0.
+Diversity guidance acts among the rows of one `step` call that share a group (the trajectories of
+one question; a batch may hold several questions): each is pushed away from the others of its
+group, strongly at first and not at all at t = 0.
 """
 
 from __future__ import annotations
@@ -41,6 +41,17 @@ def diversity_force(z: torch.Tensor) -> torch.Tensor:
     ratio = sq / sigma2
     weight = 2 * (1 - ratio) * torch.exp(-ratio)  # the j = i term has diff 0, so it drops out
     return (weight[:, :, None] * diff).sum(1).reshape_as(z) / (n - 1)
+
+
+def grouped_diversity_force(z: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+    """`diversity_force` within each group of rows (one question's trajectories), zero across groups."""
+    if groups is None:
+        return diversity_force(z)
+    force = torch.zeros_like(z)
+    for group in groups.unique():
+        rows = (groups == group).nonzero().squeeze(1)
+        force[rows] = diversity_force(z[rows])
+    return force
 
 
 class FlowMatchEuler:
@@ -74,12 +85,14 @@ class FlowMatchEuler:
     def initial_noise(self, shape: tuple[int, ...], device=None, dtype=None) -> torch.Tensor:
         return self.init_noise * torch.randn(shape, device=device, dtype=dtype)
 
-    def step(self, velocity: torch.Tensor, t: float, sample: torch.Tensor) -> torch.Tensor:
+    def step(self, velocity: torch.Tensor, t: float, sample: torch.Tensor,
+             groups: torch.Tensor | None = None) -> torch.Tensor:
+        """One Euler step; `groups` (B,) names each row's question (default: all one question)."""
         dt = t - self._next[t]
         update = sample - dt * velocity  # z_{t-dt} = z_t - dt u(z_t, t)
         gamma_t = self.gamma_max * t  # gamma_t = gamma_max * t: strong early, fading to 0
         if gamma_t > 0 and sample.size(0) > 1:
-            update = update + dt * gamma_t * diversity_force(sample)
+            update = update + dt * gamma_t * grouped_diversity_force(sample, groups)
         return update
 
     @staticmethod

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from baselines.coconut import (Coconut, ThoughtChain, coconut_loss, decode_after_thoughts, encode_prefixes,
-                               encode_thought_batch, pick_tokens, stage_layout, start_thoughts)
+                               encode_thought_batch, stage_layout, start_thoughts)
 from harness.backbone import EOT, build_char_tokenizer, tiny_llama
 from harness.config import ModelConfig, load_config, parse_override
 from harness.context import RunContext
 from harness.errors import BadInput
 from harness.lm import IGNORE, next_token_loss
+from harness.sampling import draw_tokens
 from tests.conftest import micro_args, run_cli
 
 PROMPTS = ["Use 12 7 3 to make 57.\n", "Use 2 7 to make 9.\n", "Use 41 36 47 to make 30.\n"]
@@ -53,7 +54,7 @@ def test_each_thought_is_the_post_norm_hidden_state_of_the_previous_position(mod
     batch = encode_thought_batch(tokenizer, PROMPTS[:1], TEXTS[:1], 3, 256)
     with torch.no_grad():
         chain, cached = start_thoughts(model, batch.prefix_ids, batch.prefix_mask, 3)
-        cached_logits = chain.append(embed(batch.suffix_ids)).logits
+        cached_logits = chain.append(inputs_embeds=embed(batch.suffix_ids)).logits
         sequence = embed(batch.prefix_ids)
         for _ in range(3):
             hidden = model(inputs_embeds=sequence, output_hidden_states=True).hidden_states[-1]
@@ -67,14 +68,14 @@ def test_the_loss_backpropagates_through_the_whole_chain(model, tokenizer):
     batch = encode_thought_batch(tokenizer, PROMPTS, TEXTS, 3, 256)
     embed = model.get_input_embeddings()
     chain = ThoughtChain(model, len(PROMPTS), batch.prefix_ids.device)
-    chain.append(embed(batch.prefix_ids), batch.prefix_mask)
+    chain.append(inputs_embeds=embed(batch.prefix_ids), mask=batch.prefix_mask)
     # a leaf reachable only through the thoughts: added to the first thought's source
     source = torch.zeros_like(chain.last_hidden, requires_grad=True)
     chain.last_hidden = chain.last_hidden + source
     thoughts = chain.think(3)
     (last_grad,) = torch.autograd.grad(thoughts[:, -1].sum(), source, retain_graph=True)
     assert last_grad.abs().sum() > 0  # the third thought depends on the first: no detach in between
-    logits = chain.append(embed(batch.suffix_ids), batch.suffix_mask).logits
+    logits = chain.append(inputs_embeds=embed(batch.suffix_ids), mask=batch.suffix_mask).logits
     next_token_loss(logits, batch.labels).backward()
     assert source.grad.abs().sum() > 0
 
@@ -119,12 +120,12 @@ def test_left_padded_batch_equals_each_row_alone(model, tokenizer):
     with torch.no_grad():
         loss, _ = coconut_loss(model, batch)
         chain, thoughts = start_thoughts(model, batch.prefix_ids, batch.prefix_mask, 2)
-        logits = chain.append(embed(batch.suffix_ids), batch.suffix_mask).logits
+        logits = chain.append(inputs_embeds=embed(batch.suffix_ids), mask=batch.suffix_mask).logits
         total, tokens = 0.0, 0
         for row in range(len(PROMPTS)):
             alone = encode_thought_batch(tokenizer, PROMPTS[row : row + 1], TEXTS[row : row + 1], 2, 256)
             row_chain, row_thoughts = start_thoughts(model, alone.prefix_ids, alone.prefix_mask, 2)
-            row_logits = row_chain.append(embed(alone.suffix_ids)).logits
+            row_logits = row_chain.append(inputs_embeds=embed(alone.suffix_ids)).logits
             assert torch.allclose(row_thoughts, thoughts[row : row + 1], atol=1e-5)
             assert torch.allclose(row_logits, logits[row : row + 1, : alone.suffix_ids.size(1)], atol=1e-5)
             row_loss, _ = coconut_loss(model, alone)
@@ -136,12 +137,14 @@ def test_left_padded_batch_equals_each_row_alone(model, tokenizer):
 def test_decoding_shares_one_problems_thoughts_and_top_p(model, tokenizer):
     with torch.no_grad():
         chain, _ = start_thoughts(model, *encode_prefixes(tokenizer, PROMPTS[:1]), 2)
-        greedy = decode_after_thoughts(chain.repeat(3), tokenizer, 12, 0.0, 1.0)
+        chain.select(torch.tensor([0, 0, 0]))
+        greedy = decode_after_thoughts(chain, tokenizer, 12, 0.0, 1.0)
         alone, _ = start_thoughts(model, *encode_prefixes(tokenizer, PROMPTS[:1]), 2)
         assert greedy == decode_after_thoughts(alone, tokenizer, 12, 0.0, 1.0) * 3
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.9]])
-    assert {int(pick_tokens(logits, 1.0, 0.01)) for _ in range(20)} == {1}  # the nucleus is the top token
-    assert int(pick_tokens(logits, 0.0, 1.0)) == 1
+    uniforms = torch.linspace(0, 0.999, 20)
+    assert set(draw_tokens(logits.expand(20, -1), 1.0, uniforms, top_p=0.01).tolist()) == {1}  # the nucleus: top token
+    assert int(draw_tokens(logits, 0.0)) == 1
 
 
 def test_options_and_stages_are_validated(tmp_path):

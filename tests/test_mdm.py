@@ -15,6 +15,7 @@ from harness.backbone import MASK, build_char_tokenizer, tiny_llama
 from harness.config import ModelConfig, build_dataclass
 from harness.errors import BadInput
 from harness.lm import IGNORE
+from harness.sampling import RowNoise
 from tests.conftest import micro_args, run_cli
 
 TEXT = "Use 12 7 3 to make 57.\n12+7=19. 19*3=57. The answer is (12+7)*3."
@@ -151,8 +152,7 @@ def test_schedule_is_linear_and_blocks_split_the_steps():
 
 def test_unmasking_commits_by_schedule_and_ends_with_no_mask(tokenizer, model):
     prompt, gen_length, steps, mask = prompt_ids(tokenizer, "Use 12 7 3"), 12, 5, mask_id(tokenizer)
-    torch.manual_seed(0)
-    states = list(unmasking_steps(model, prompt, 3, gen_length, mask, steps))
+    states = list(unmasking_steps(model, [prompt] * 3, gen_length, mask, steps, noise=RowNoise([0, 1, 2])))
     assert len(states) == steps
     masked = [(s == mask).sum(1) for s in states]
     remaining = gen_length
@@ -165,7 +165,7 @@ def test_unmasking_commits_by_schedule_and_ends_with_no_mask(tokenizer, model):
         assert torch.equal(before[kept], after[kept])
 
     # Semi-autoregressive blocks: a block is finished before the next one is touched.
-    blocked = list(unmasking_steps(model, prompt, 2, gen_length, mask, 6, block_length=4))
+    blocked = list(unmasking_steps(model, [prompt] * 2, gen_length, mask, 6, block_length=4, noise=RowNoise([0, 1])))
     assert not bool((blocked[1][:, :4] == mask).any()) and bool((blocked[1][:, 4:] == mask).all())
     assert not bool((blocked[3][:, :8] == mask).any()) and bool((blocked[3][:, 8:] == mask).all())
     assert not bool((blocked[-1] == mask).any())
@@ -174,15 +174,18 @@ def test_unmasking_commits_by_schedule_and_ends_with_no_mask(tokenizer, model):
 def test_sampling_is_reproducible(tokenizer, model):
     prompt, mask = prompt_ids(tokenizer, "Use 12 7 3"), mask_id(tokenizer)
 
-    def final(seed, temperature):
-        torch.manual_seed(seed)
-        *_, last = unmasking_steps(model, prompt, 4, 10, mask, 4, temperature)
+    def final(seed, temperature, prompts=(prompt,) * 4):
+        *_, last = unmasking_steps(model, list(prompts), 10, mask, 4, temperature,
+                                   noise=RowNoise([seed + i for i in range(len(prompts))]))
         return last
 
     assert torch.equal(final(0, 0.0), final(1, 0.0))  # argmax: no randomness at all
     assert torch.equal(final(0, 0.0)[0], final(0, 0.0)[3])
     assert torch.equal(final(3, 1.0), final(3, 1.0))
     assert not torch.equal(final(3, 1.0), final(4, 1.0))
+    # a row's sample is its own stream's: the same alone as beside another (left-padded) question
+    other = prompt_ids(tokenizer, "Use 100 25 4 9 and more")
+    assert torch.equal(final(3, 1.0, [prompt])[0], final(3, 1.0, [prompt, other])[0])
 
 
 # -------------------------------------------------------------------------------------- end to end

@@ -199,7 +199,8 @@ class SharedBackbone:
         model = self.fresh_model()
         train = self.config.train
         if self.model_config.from_scratch and train.base_steps > 0:
-            phase = Phase("base", self.directory / "base", train.base_steps, train.base_lr, self.config.seed, train)
+            phase = Phase("base", self.directory / "base", train.base_steps, train.base_lr, self.config.seed, train,
+                          shared=True)
             if phase_done(phase.directory):
                 load_modules(model, final_checkpoint(phase.directory)[1])
             else:

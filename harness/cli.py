@@ -5,6 +5,7 @@ Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 interna
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -367,6 +368,32 @@ def demo_command(
     run_demo(task, limit, k, steps, base_steps, runs_root(runs_dir))
 
 
+@app.command("bench")
+def bench_command(
+    preset: Annotated[str, typer.Option(help="model preset the figures are measured at")] = "tiny",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
+    repeats: Annotated[int, typer.Option(min=1, help="timed runs per figure (median), after one warm-up")] = 3,
+    scale: Annotated[float, typer.Option(min=0.01, help="workload scale (CI: a small fraction)")] = 1.0,
+    out: Annotated[Optional[Path], typer.Option(help="JSON report (default: results/bench/DEVICE-PRESET.json)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON object")] = False,
+) -> None:
+    """Throughput figures against their targets: LaDiR vs AR sampling and training, KV cache, MFU,
+    cross-problem batching, the three checkers."""
+    from harness.bench import figures_table, run_bench
+    from harness.jsonl import write_json_atomic
+
+    report = run_bench(preset, device, repeats, scale)
+    name = f"{report['environment']['device'].split(':')[0]}-{preset}" + ("" if scale == 1.0 else f"-scale{scale:g}")
+    path = out or Path("results") / "bench" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, report)
+    if as_json:
+        print(json.dumps(report["figures"]))
+    else:
+        out.print(figures_table(report))
+    err.print(f"saved {path}")
+
+
 def main() -> None:
     """Entry point: BadInput -> one line on stderr and exit 2; anything else propagates (exit 1)."""
     try:
@@ -380,6 +407,14 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # every file is written atomically or as an append log, so what was there before is intact
+        where = f" writing {error.filename}" if error.filename else ""
+        err.print(f"[red]error:[/] no space left on the device{where}; free some and re-run to resume",
+                  highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as error:
         usage, abort = _click_exception_types()
         if isinstance(error, usage):  # an unknown command or option, a value of the wrong type, ...

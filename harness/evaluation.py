@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import time
@@ -19,7 +20,8 @@ from typing import Any
 
 from harness.context import RunContext
 from harness.errors import BadInput
-from harness.jsonl import iter_jsonl, write_json_atomic, write_jsonl_atomic
+from harness.jsonl import iter_jsonl, read_append_log, write_json_atomic, write_jsonl_atomic
+from harness.locks import exclusive
 from harness.methods import Method
 from harness.metrics import SampleResult, summarize
 from harness.progress import console, progress_bar
@@ -184,33 +186,21 @@ def training_minutes(run_dir: Path) -> float | None:
     return round(sum(seconds) / 60, 2)
 
 
-def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int, limit: int | None,
-                 knobs: dict[str, Any], seed: int | None = None) -> tuple[dict[str, Any], Path]:
-    """Draw k samples per problem, check them, write samples.jsonl / metrics.json / manifest.json.
+def _sample_missing(method: Method, ctx: RunContext, task: Task, problems: list[Problem], k: int,
+                    resolved: dict[str, Any], seed: int, samples_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Sample and check the problems samples.jsonl does not hold all k samples of; task_id -> its k rows.
 
-    samples.jsonl is appended one finished problem at a time; a re-run keeps the problems that have
-    all k samples, drops any partial one, and continues, so an interruption loses nothing and
-    duplicates nothing.
-    """
-    seed = ctx.seed if seed is None else seed
-    resolved = {**knob_defaults(method, ctx), **knobs}
-    method.sample_knobs(resolved)  # validate before any work
-    problems = task.problems(split)[: limit if limit is not None else None]
-    if not problems:
-        raise BadInput(f"task {task.name!r} split {split!r} has no problems")
-    defaults = asdict(method.SampleKnobs())
-    checkpoint = getattr(method, "checkpoint", None)  # which weights are sampled, where a method has several
-    out_dir = results_dir(ctx, task, split, k, {n: v for n, v in resolved.items() if defaults.get(n) != v}, seed,
-                          checkpoint)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    samples_path = out_dir / "samples.jsonl"
-
+    The file is an append log: a re-run keeps the problems that have all k samples, drops any partial
+    one and a line torn by a kill (rewriting the file atomically), and continues."""
     done: dict[str, list[dict[str, Any]]] = {}
     if samples_path.is_file():
-        for record in iter_jsonl(samples_path):
+        records, torn = read_append_log(samples_path)
+        for line_number, record in enumerate(records, start=1):
+            if not isinstance(record.get("task_id"), str):
+                raise BadInput(f"{samples_path}: sample {line_number} has no task_id; move the file away to resample")
             done.setdefault(record["task_id"], []).append(record)
         complete = {tid: rows for tid, rows in done.items() if len(rows) == k}
-        if len(complete) != len(done):
+        if torn or len(complete) != len(done):
             write_jsonl_atomic(samples_path, [r for rows in complete.values() for r in rows])
         done = complete
     todo = [p for p in problems if p["task_id"] not in done]
@@ -238,27 +228,52 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
                     for (p, c), v in zip(pairs, verdicts, strict=True)]
             out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
             out.flush()
+            os.fsync(out.fileno())
             for problem, first in zip(group, range(0, len(rows), k)):
                 done[problem["task_id"]] = rows[first:first + k]
             bar.update(len(group), info=f"{sum(r['passed'] for r in rows)}/{len(rows)} correct")
 
-    wanted = {p["task_id"] for p in problems}
-    checked = [r for tid, rows in done.items() if tid in wanted for r in rows]
-    metrics = {"task": task.name, "split": split, "run": ctx.run_dir.name, "method": method.name,
-               "k": k, "knobs": {**defaults, **resolved}, "seed": seed, **metrics_of(checked, None)}
-    evaluated = evaluated_checkpoint(method, ctx)
-    if evaluated is not None:
-        metrics["checkpoint"] = evaluated
-    training = training_minutes(ctx.run_dir)
-    if training is not None:
-        metrics["train_minutes"] = training
-    # From the per-sample times stored in samples.jsonl, so a resumed evaluation reports all of it.
-    total_seconds = sum(r.get("seconds", 0.0) for r in checked)
-    if total_seconds:
-        metrics["samples_per_s"] = round(len(checked) / total_seconds, 3)
-    write_json_atomic(out_dir / "metrics.json", metrics)
-    write_json_atomic(out_dir / "manifest.json", _manifest(ctx, {"task": task.name, "split": split, "k": k,
-                                                                 "limit": limit, "knobs": resolved, "eval_seed": seed,
-                                                                 "checkpoint": evaluated,
-                                                                 "problems_sha256": problems_sha256(problems)}))
+    return done
+
+
+def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int, limit: int | None,
+                 knobs: dict[str, Any], seed: int | None = None) -> tuple[dict[str, Any], Path]:
+    """Draw k samples per problem, check them, write samples.jsonl / metrics.json / manifest.json.
+
+    samples.jsonl is appended one finished problem at a time; a re-run keeps the problems that have
+    all k samples, drops any partial one, and continues, so an interruption loses nothing and
+    duplicates nothing.
+    """
+    seed = ctx.seed if seed is None else seed
+    resolved = {**knob_defaults(method, ctx), **knobs}
+    method.sample_knobs(resolved)  # validate before any work
+    problems = task.problems(split)[: limit if limit is not None else None]
+    if not problems:
+        raise BadInput(f"task {task.name!r} split {split!r} has no problems")
+    defaults = asdict(method.SampleKnobs())
+    checkpoint = getattr(method, "checkpoint", None)  # which weights are sampled, where a method has several
+    out_dir = results_dir(ctx, task, split, k, {n: v for n, v in resolved.items() if defaults.get(n) != v}, seed,
+                          checkpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(out_dir, "results folder"):
+        done = _sample_missing(method, ctx, task, problems, k, resolved, seed, out_dir / "samples.jsonl")
+        wanted = {p["task_id"] for p in problems}
+        checked = [r for tid, rows in done.items() if tid in wanted for r in rows]
+        metrics = {"task": task.name, "split": split, "run": ctx.run_dir.name, "method": method.name,
+                   "k": k, "knobs": {**defaults, **resolved}, "seed": seed, **metrics_of(checked, None)}
+        evaluated = evaluated_checkpoint(method, ctx)
+        if evaluated is not None:
+            metrics["checkpoint"] = evaluated
+        training = training_minutes(ctx.run_dir)
+        if training is not None:
+            metrics["train_minutes"] = training
+        # From the per-sample times stored in samples.jsonl, so a resumed evaluation reports all of it.
+        total_seconds = sum(r.get("seconds", 0.0) for r in checked)
+        if total_seconds:
+            metrics["samples_per_s"] = round(len(checked) / total_seconds, 3)
+        write_json_atomic(out_dir / "metrics.json", metrics)
+        write_json_atomic(out_dir / "manifest.json", _manifest(ctx, {"task": task.name, "split": split, "k": k,
+                                                                     "limit": limit, "knobs": resolved, "eval_seed": seed,
+                                                                     "checkpoint": evaluated,
+                                                                     "problems_sha256": problems_sha256(problems)}))
     return metrics, out_dir

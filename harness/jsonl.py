@@ -34,6 +34,42 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return list(iter_jsonl(path))
 
 
+def read_append_log(path: str | Path) -> tuple[list[dict[str, Any]], bool]:
+    """The records of a JSONL file this harness appends to (samples, training logs), and whether its
+    last line was torn: a process killed mid-append leaves a final line without its newline, which is
+    dropped (its record is redone on resumption). Any other malformed line is a BadInput."""
+    path = Path(path)
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    torn = bool(lines[-1])  # text after the last newline: an append that did not finish
+    records = []
+    for line_number, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise BadInput(f"{path}:{line_number}: malformed JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise BadInput(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+    return records, torn
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename inside `directory` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Write to a temporary file beside the target and rename, so readers never see half a file."""
     path = Path(path)
@@ -52,7 +88,8 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 
 class atomic_open:
-    """Context manager: a text handle whose content replaces `path` only if the block succeeds."""
+    """Context manager: a text handle whose content replaces `path` only if the block succeeds
+    (temporary file beside it, fsync, rename, fsync of the folder)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -64,6 +101,9 @@ class atomic_open:
         return self.handle
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:  # the content reaches the disk before the rename makes it visible
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
         self.handle.close()
         if exc_type is None:
             # mkstemp creates 0600 files; results are meant to be shared like any other file.
@@ -71,6 +111,7 @@ class atomic_open:
             os.umask(umask)
             os.chmod(self.tmp_name, 0o666 & ~umask)
             os.replace(self.tmp_name, self.path)
+            fsync_directory(self.path.parent)
         else:
             os.unlink(self.tmp_name)
         return False

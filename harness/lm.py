@@ -150,16 +150,23 @@ def write_tokens(seq: CachedSequence, logits: torch.Tensor, noise: RowNoise, tem
 
 @torch.no_grad()
 def sample_completions(model, tokenizer, prompts: Sequence[str], noise: RowNoise, temperature: float, top_p: float,
-                       max_new_tokens: int, add_bos: bool = True) -> list[str]:
+                       max_new_tokens: int, add_bos: bool = True, stops: Sequence[int] | None = None) -> list[str]:
     """One completion per prompt (a batch: prompts may repeat or differ), row i drawn with `noise`'s
     stream i, with the model's KV cache.
 
-    `add_bos=False` for prompts that carry their own special tokens (a rendered chat template)."""
+    `add_bos=False` for prompts that carry their own special tokens (a rendered chat template);
+    `stops` defaults to the model's end tokens (`[]`: always write `max_new_tokens`, as benchmarks do)."""
     device = next(model.parameters()).device
     bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
-    ids, mask = left_padded([[*bos, *tokenizer.encode(p, add_special_tokens=False)] for p in prompts],
+    distinct = list(dict.fromkeys(prompts))  # each prompt is run once, its samples share its cache
+    ids, mask = left_padded([[*bos, *tokenizer.encode(p, add_special_tokens=False)] for p in distinct],
                             tokenizer.pad_token_id, device)
-    seq = CachedSequence(model, len(prompts), device)
+    seq = CachedSequence(model, len(distinct), device)
     logits = seq.append(input_ids=ids, mask=mask, all_logits=False).logits[:, -1]
-    written = write_tokens(seq, logits, noise, temperature, top_p, max_new_tokens, stop_ids(model, tokenizer))
+    if len(distinct) < len(prompts):
+        rows = torch.tensor([distinct.index(p) for p in prompts], device=device)
+        seq.select(rows)
+        logits = logits[rows]
+    written = write_tokens(seq, logits, noise, temperature, top_p, max_new_tokens,
+                           stop_ids(model, tokenizer) if stops is None else stops)
     return [tokenizer.decode(row, skip_special_tokens=True) for row in written]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -25,10 +26,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
 from harness.config import TrainConfig
+from harness.errors import BadInput
+from harness.jsonl import fsync_directory, read_append_log, write_json_atomic, write_jsonl_atomic
+from harness.locks import exclusive
 from harness.progress import progress_bar
 
 CHECKPOINT_PREFIX = "step-"
@@ -80,7 +85,15 @@ def _load_hf_weights(model: PreTrainedModel, directory: Path) -> None:
 
 
 def load_modules(module: torch.nn.Module, directory: Path) -> None:
-    """Inverse of `save_modules`, in place."""
+    """Inverse of `save_modules`, in place; a corrupt or truncated checkpoint is a BadInput naming it."""
+    try:
+        _load_modules(module, directory)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise BadInput(f"checkpoint {directory} is corrupt or truncated ({type(error).__name__}: {error}); "
+                       "delete it to resume from the previous checkpoint") from None
+
+
+def _load_modules(module: torch.nn.Module, directory: Path) -> None:
     if isinstance(module, PreTrainedModel):
         _load_hf_weights(module, directory / "model")
         return
@@ -131,6 +144,8 @@ class Phase:
     # saved beside every Hugging Face model folder of a checkpoint, so `from_pretrained(folder)` (and
     # vLLM, `lm_eval --model hf`) loads a trained run's model and tokenizer from one path
     tokenizer: Any = None
+    # Another process training the same phase: wait for it (a base checkpoint runs share) or refuse
+    shared: bool = False
 
 
 class Trainer:
@@ -192,8 +207,10 @@ class Trainer:
             },
             staging / "trainer_state.pt",
         )
+        _fsync_tree(staging)  # on disk before the rename declares the checkpoint complete
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
+        fsync_directory(root)
         for _, old in checkpoints(self.phase.directory)[: -self.phase.train.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
         return final
@@ -204,7 +221,11 @@ class Trainer:
             return False
         step, path = found[-1]
         load_modules(self.accelerator.unwrap_model(self.prepared), path)
-        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        try:
+            state = torch.load(path / "trainer_state.pt", weights_only=False)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+            raise BadInput(f"checkpoint {path} has a corrupt trainer_state.pt ({type(error).__name__}: {error}); "
+                           "delete it to resume from the previous checkpoint") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -218,7 +239,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def fit(self, loss_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]]) -> Path:
-        """Run the phase to `phase.steps`, resuming if a checkpoint exists; returns the final checkpoint."""
+        """Run the phase to `phase.steps`, resuming if a checkpoint exists; returns the final checkpoint.
+
+        One process per phase: the phase folder is locked while it trains (harness.locks)."""
+        with exclusive(self.phase.directory, f"training phase {self.phase.name!r}", wait=self.phase.shared):
+            return self._fit(loss_fn)
+
+    def _fit(self, loss_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]]) -> Path:
         phase = self.phase
         phase.directory.mkdir(parents=True, exist_ok=True)
         if phase_done(phase.directory):
@@ -266,15 +293,22 @@ class Trainer:
             self.save_checkpoint()
         if writer is not None:
             writer.close()
-        (phase.directory / DONE_MARKER).write_text(json.dumps({"steps": phase.steps, "last": last}) + "\n")
+        write_json_atomic(phase.directory / DONE_MARKER, {"steps": phase.steps, "last": last})
         return checkpoints(phase.directory)[-1][1]
 
     def _truncate_log(self, log_path: Path) -> None:
         """Drop log lines past the checkpoint we resumed from, so the log never repeats a step."""
         if not log_path.is_file():
             return
-        kept = [line for line in log_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= self.step]
-        log_path.write_text("".join(line + "\n" for line in kept))
+        records, _ = read_append_log(log_path)  # a line torn by a kill is dropped
+        write_jsonl_atomic(log_path, [r for r in records if r.get("step", 0) <= self.step])
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
 
 
 def _short(record: dict) -> str:

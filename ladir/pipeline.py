@@ -31,10 +31,15 @@ StepHook = Callable[[int, float, torch.Tensor, torch.Tensor], None]
 
 def start_sequence(reasoner: BlockDiffusionReasoner, question_ids: list[list[int]],
                    cache: bool = True) -> LatentSequence:
-    """A sequence holding the (left-padded) questions, ready for blocks."""
-    seq = LatentSequence(reasoner, len(question_ids), cache=cache)
-    ids, valid = pad_ids(question_ids, reasoner.pad_id, left=True, device=reasoner.device)
+    """A sequence holding the (left-padded) questions, ready for blocks. Each distinct question is run
+    once and its rows share the result (the k samples of a problem)."""
+    distinct = list(dict.fromkeys(map(tuple, question_ids)))
+    seq = LatentSequence(reasoner, len(distinct), cache=cache)
+    ids, valid = pad_ids([list(q) for q in distinct], reasoner.pad_id, left=True, device=reasoner.device)
     seq.run(seq.token_chunk(ids, valid, role=QUESTION))
+    if len(distinct) < len(question_ids):
+        row_of = {q: i for i, q in enumerate(distinct)}
+        seq.select(torch.tensor([row_of[tuple(q)] for q in question_ids], device=reasoner.device))
     return seq
 
 

@@ -217,6 +217,15 @@ class LatentSequence:
             chunk = Chunk(None, *(getattr(chunk, name) for name in CHUNK_FIELDS))
         self.chunks.append(chunk)
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (or repeat) the given rows: one question's prefix run once, shared by its samples."""
+        if self.kv is not None:
+            self.kv.batch_select_indices(rows)
+        self.chunks = [Chunk(None if c.embeds is None else c.embeds[rows], *(getattr(c, f)[rows] for f in CHUNK_FIELDS))
+                       for c in self.chunks]
+        self.next_position = self.next_position[rows]
+        self.batch = len(rows)
+
     def _cat(self, chunks: list[Chunk], names=CHUNK_FIELDS) -> dict:
         return {name: torch.cat([getattr(c, name) for c in chunks], dim=1) for name in names}
 

@@ -1,0 +1,46 @@
+"""One process at a time per run phase and per results folder.
+
+Two `ladir-bench` processes writing the same checkpoints or appending to the same samples.jsonl
+would interleave their writes. An advisory `flock` on a `.lock` file in the folder prevents it: the
+kernel releases it when its holder dies, even by SIGKILL, so a crashed run never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.errors import BadInput
+from harness.progress import console
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def exclusive(directory: Path, what: str, wait: bool = False) -> Iterator[None]:
+    """Hold `directory`'s lock for the block. Taken by another process: BadInput naming it and its pid,
+    or with `wait` (a shared base checkpoint another run is training), block until it is free."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            if not wait:
+                raise BadInput(f"{what} {directory} is in use by another process (pid {holder}); "
+                               "wait for it to finish or stop it") from None
+            console.print(f"waiting for process {holder}, which holds {what} {directory}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,147 @@
+"""Faults survived with nothing lost: evaluations SIGKILLed at random points (mid-append included)
+resume to exactly the uninterrupted samples and metrics, a second process on the same run or results
+folder is refused, corrupt checkpoints and torn logs are named or repaired, a full disk is one line."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.locks import exclusive
+from tests.conftest import micro_args, run_cli
+
+TIMING = {"samples_per_s", "scoring_seconds"}  # wall-clock figures: the only ones a resumption may change
+
+
+def _train(runs_dir, run="f", steps="6"):
+    run_cli(["train", "--method", "ar-sft", "--task", "countdown3", "--run", run, "--steps", steps, *micro_args()],
+            runs_dir)
+
+
+def _results(runs_dir, run="f"):
+    (out_dir,) = (runs_dir / run / "results" / "countdown3-test").iterdir()
+    samples = [json.loads(line) for line in (out_dir / "samples.jsonl").read_text().splitlines()]
+    metrics = {k: v for k, v in json.loads((out_dir / "metrics.json").read_text()).items() if k not in TIMING}
+    return out_dir, samples, metrics
+
+
+@pytest.mark.slow
+def test_eval_sigkilled_at_random_points_resumes_to_the_uninterrupted_result(tmp_path):
+    straight = tmp_path / "straight"
+    _train(straight)
+    killed = tmp_path / "killed"
+    shutil.copytree(straight, killed)
+    # one problem per group (k = 2, batch 2): samples.jsonl grows by an append per problem
+    evaluate = ["eval", "--run", "f", "--k", "2", "--limit", "16", "--knob", "batch_size=2", "--json"]
+    run_cli(evaluate, straight)
+    _, expected_samples, expected_metrics = _results(straight)
+
+    env = {**os.environ, "LADIR_RUNS": str(killed), "LADIR_NO_PROGRESS": "1"}
+    chance = random.Random(7)
+    kills = 0
+    for _ in range(3):
+        out_dirs = list((killed / "f" / "results").glob("*/*"))
+        before = len((out_dirs[0] / "samples.jsonl").read_text().splitlines()) if out_dirs else 0
+        wanted = before + chance.randint(1, 6)  # a random point: after this many more lines
+        process = subprocess.Popen([sys.executable, "-m", "harness.cli", *evaluate], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while process.poll() is None and time.time() < deadline:
+            found = list((killed / "f" / "results").glob("*/*/samples.jsonl"))
+            if found and len(found[0].read_text().splitlines()) >= wanted:
+                break
+            time.sleep(0.01)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        (samples_path,) = (killed / "f" / "results").glob("*/*/samples.jsonl")
+        # a kill in the middle of an append: half a record, no newline
+        with samples_path.open("a") as handle:
+            handle.write('{"task_id": "countdown3/test/')
+    assert kills >= 2, "the evaluation finished before it could be killed"
+
+    resumed = run_cli(evaluate, killed)
+    assert "resuming" in resumed.stderr
+    _, samples, metrics = _results(killed)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(samples) == strip(expected_samples)  # every sample once, in order, the same completions
+    assert metrics == expected_metrics
+
+
+def test_a_second_process_on_a_run_or_results_folder_is_refused(tmp_path):
+    runs_dir = tmp_path / "runs"
+    _train(runs_dir)
+    with exclusive(runs_dir / "f" / "sft", "training phase"):  # as if another `train` held it
+        # the finished phase still answers `train` without touching it: reopen it unfinished
+        (runs_dir / "f" / "sft" / "DONE").unlink()
+        refused = run_cli(["train", "--method", "ar-sft", "--task", "countdown3", "--run", "f", "--steps", "6",
+                           *micro_args()], runs_dir, check=False)
+    assert refused.returncode == 2 and "in use by another process" in refused.stderr
+    assert f"pid {os.getpid()}" in refused.stderr and "Traceback" not in refused.stderr
+    _train(runs_dir)  # the lock died with its holder: training goes on
+
+    evaluate = ["eval", "--run", "f", "--k", "1", "--limit", "2", "--json"]
+    run_cli(evaluate, runs_dir)
+    out_dir, samples, _ = _results(runs_dir)
+    with exclusive(out_dir, "results folder"):
+        busy = run_cli(evaluate, runs_dir, check=False)
+    assert busy.returncode == 2 and "results folder" in busy.stderr and "in use" in busy.stderr
+    assert _results(runs_dir)[1] == samples  # untouched
+
+
+def test_corrupt_checkpoints_are_named_and_torn_logs_repaired(tmp_path):
+    runs_dir = tmp_path / "runs"
+    _train(runs_dir, steps="8")  # checkpoints at steps 4 and 8 (checkpoint_every=4)
+    phase = runs_dir / "f" / "sft"
+    final = phase / "checkpoints" / "step-0000008" / "model" / "model.safetensors"
+    original = final.read_bytes()
+    final.write_bytes(original[: len(original) // 2])
+    broken = run_cli(["eval", "--run", "f", "--k", "1", "--limit", "1"], runs_dir, check=False)
+    assert broken.returncode == 2 and "corrupt or truncated" in broken.stderr and "step-0000008" in broken.stderr
+    assert "Traceback" not in broken.stderr
+    final.write_bytes(original)
+
+    # An unfinished phase whose last checkpoint's trainer state is cut short, and whose log ends in a
+    # torn line: resuming names the checkpoint; once it is removed, training resumes from the one before.
+    (phase / "DONE").unlink()
+    state = phase / "checkpoints" / "step-0000008" / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    with (phase / "log.jsonl").open("a") as log:
+        log.write('{"step": 9, "lo')
+    train = ["train", "--method", "ar-sft", "--task", "countdown3", "--run", "f", "--steps", "8", *micro_args()]
+    refused = run_cli(train, runs_dir, check=False)
+    assert refused.returncode == 2 and "trainer_state.pt" in refused.stderr and "step-0000008" in refused.stderr
+    shutil.rmtree(phase / "checkpoints" / "step-0000008")
+    resumed = run_cli(train, runs_dir)
+    assert "resumed from step 4" in resumed.stderr
+    steps = [json.loads(line)["step"] for line in (phase / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+    assert json.loads((phase / "DONE").read_text())["steps"] == 8
+
+
+def test_a_full_disk_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    import harness.jsonl
+    from harness import cli
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "p.jsonl"))
+
+    monkeypatch.setattr(harness.jsonl, "write_jsonl_atomic", full)
+    monkeypatch.setattr(sys, "argv", ["ladir-bench", "data", "--task", "countdown3", "--limit", "2",
+                                      "--out", str(tmp_path / "p.jsonl")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert "no space left" in message and "p.jsonl" in message and len(message.splitlines()) == 1
+    assert not (tmp_path / "p.jsonl").exists()

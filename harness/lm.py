@@ -125,7 +125,7 @@ def write_tokens(seq: CachedSequence, logits: torch.Tensor, noise: RowNoise, tem
     costing compute.
     """
     rows = len(seq)
-    uniforms = noise.uniform(max_new_tokens) if temperature > 0 else None  # (B, T): one per token
+    uniforms = noise.uniform(max_new_tokens).to(logits.device) if temperature > 0 else None  # (B, T): one per token
     stop = torch.tensor(list(stops), dtype=torch.long, device=logits.device)
     alive = torch.arange(rows, device=logits.device)  # the original row of each row still in `seq`
     finished = torch.zeros(rows, dtype=torch.bool, device=logits.device)

@@ -79,7 +79,7 @@ def denoise_block(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, acti
     if z is None:
         shape = (reasoner.latent_tokens, reasoner.latent_dim)
         z = (sampler.initial_noise((seq.batch, *shape), device=reasoner.device) if noise is None
-             else sampler.init_noise * noise.normal(*shape))
+             else sampler.init_noise * noise.normal(*shape).to(reasoner.device))
     for t in sampler.timesteps:
         u = velocity(seq, z, t, active, uncond, cfg_scale)
         if on_step is not None:
@@ -145,7 +145,7 @@ def decode_answer(seq: LatentSequence, max_tokens: int, temperature: float,
     if temperature > 0 and noise is None:
         uniforms = torch.rand(seq.batch, max_tokens).to(reasoner.device)
     else:
-        uniforms = noise.uniform(max_tokens) if temperature > 0 else None
+        uniforms = noise.uniform(max_tokens).to(reasoner.device) if temperature > 0 else None
     for step in range(max_tokens):
         logits = reasoner.lm_logits(seq.run(seq.token_chunk(ids))[:, -1]).float()
         token = draw_tokens(logits, temperature, None if uniforms is None else uniforms[:, step])

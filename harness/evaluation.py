@@ -275,5 +275,6 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
         write_json_atomic(out_dir / "manifest.json", _manifest(ctx, {"task": task.name, "split": split, "k": k,
                                                                      "limit": limit, "knobs": resolved, "eval_seed": seed,
                                                                      "checkpoint": evaluated,
-                                                                     "problems_sha256": problems_sha256(problems)}))
+                                                                     "problems_sha256": problems_sha256(problems),
+                                                                     "checker": task.checker_settings()}))
     return metrics, out_dir

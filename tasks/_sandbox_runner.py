@@ -23,9 +23,21 @@ runs untrusted code; what is saved is the interpreter start-up and imports, most
 The launcher reaps a monitor only when the harness asks, after it has killed the monitor's process
 group, so that group id cannot be reused while the harness may still signal it.
 
+With `isolate` in the job (the harness's probe found namespaces working; see code.sandbox_isolation),
+the monitor first unshares mount, network, PID, IPC and UTS namespaces (and a user namespace when
+not root): every mount read-only, nosuid, nodev, /tmp, /run and friends under an empty read-only
+tmpfs, only the sample's temporary directory writable, no network interface but a loopback that is
+down. The worker is then the first process of its own PID namespace: its own read-only /proc, at
+most 300 processes where the kernel bounds a PID namespace (Linux 6.14+), every process in it killed
+when it ends, so detached or setsid() children cannot outlive the sample; it drops every capability
+(bounding set too, no new privileges) before any sample code runs. A failure there is reported to
+the harness on a pipe the sample never sees, and the sample is not run. Without `isolate`, the guard
+(extended to the `posix` module and exec/spawn) and the limits are all there is.
+
 Modes: "test" (HumanEval: program + test + `check(entry_point)`), "io" (HumanEval+/MBPP+: call
-the entry point on base then plus inputs and compare with expected outputs the evalplus way), and
-"oracle" (trusted canonical solution, no guard: returns its outputs and timings, pickled).
+the entry point on base then plus inputs and compare with expected outputs the evalplus way),
+"oracle" (trusted canonical solution, no guard: returns its outputs and timings, pickled), and
+"probe" (no program: reports what a sample would find inside the namespaces).
 """
 
 import importlib.util
@@ -287,7 +299,7 @@ def _enter_namespaces(root, workdir):
     ctypes, libc = _libc()
     uid, gid = os.geteuid(), os.getegid()
     flags = _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWUTS
-    if uid != 0:  # an unprivileged user needs a user namespace for the others; root keeps its uid, loses its capabilities
+    if uid != 0:  # an unprivileged user needs a user namespace; root keeps its uid and loses its capabilities
         flags |= _CLONE_NEWUSER
     _call(ctypes, libc.unshare(flags), "unshare")
     if uid != 0:
@@ -320,8 +332,11 @@ def _enter_namespaces(root, workdir):
             import errno
 
             # A mount point this process cannot reach (under a directory it may not search, or
-            # shadowed by the tmpfs above) cannot be reached by the sample either.
-            if point == "/" or error.errno not in (errno.ENOENT, errno.EACCES, errno.ENOTDIR, errno.ESTALE):
+            # covered by a tmpfs above, where the path may now name a plain directory) cannot be
+            # reached by the sample either.
+            covered = any(point.startswith(directory + "/") for directory in _HIDDEN_DIRS)
+            unreachable = (errno.ENOENT, errno.EACCES, errno.ENOTDIR, errno.ESTALE) + (errno.EINVAL,) * covered
+            if point in ("/", root) or error.errno not in unreachable:
                 raise
     os.chdir(workdir)  # the bind mount, not the directory it now covers
 
@@ -451,8 +466,10 @@ def _worker(job, payload, report_fd=None):
         os._exit(0)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if job.get("cpu_seconds"):
-        # SIGXCPU at the soft limit (reported as a timeout), SIGKILL a second later.
-        resource.setrlimit(resource.RLIMIT_CPU, (job["cpu_seconds"], job["cpu_seconds"] + 1))
+        # SIGXCPU at the soft limit (reported as a timeout), SIGKILL a second later. The first process
+        # of a PID namespace ignores SIGXCPU: there the SIGKILL comes at once (the monitor reports it).
+        hard = job["cpu_seconds"] + (0 if job.get("isolate") else 1)
+        resource.setrlimit(resource.RLIMIT_CPU, (job["cpu_seconds"], hard))
     if job.get("file_bytes"):
         resource.setrlimit(resource.RLIMIT_FSIZE, (job["file_bytes"], job["file_bytes"]))
 
@@ -546,9 +563,10 @@ def _monitor():
             os.write(1, b"isolation error: " + report[7:] + b"\n")
             os._exit(0)
     if (job.get("isolate") and job.get("cpu_seconds") and os.WIFSIGNALED(status)
-            and os.WTERMSIG(status) == signal.SIGKILL and usage.ru_utime + usage.ru_stime >= job["cpu_seconds"]):
-        # A PID namespace's first process ignores SIGXCPU at the soft CPU limit; the hard limit's
-        # SIGKILL then ends it. Reported as the CPU-time limit it is.
+            and os.WTERMSIG(status) == signal.SIGKILL and usage.ru_utime + usage.ru_stime >= job["cpu_seconds"] - 0.5):
+        # A PID namespace's first process ignores SIGXCPU: the CPU limit's SIGKILL ends it (nothing
+        # inside may kill it; the harness kills this monitor too). Reported as the CPU limit it is;
+        # the rusage sums can fall a little short of the scheduler's own count.
         status = signal.SIGXCPU
     os.write(1, b"%d\n" % status)
     os._exit(0)

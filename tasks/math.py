@@ -347,6 +347,9 @@ class MathTask(Task):
     def check(self, problem: Problem, completion: str) -> Verdict:
         return self.check_many([(problem, completion)], workers=1)[0]
 
+    def checker_settings(self) -> dict[str, Any]:
+        return {**super().checker_settings(), "check_timeout_s": self.check_timeout_s, "workers": os.cpu_count()}
+
     def check_many(self, items: Sequence[tuple[Problem, str]], workers: int | None = None) -> list[Verdict]:
         verdicts: list[Verdict | None] = [None] * len(items)
         # k samples of one problem repeat the same few answers: each distinct (gold, answer) pair is

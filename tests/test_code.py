@@ -140,13 +140,17 @@ def test_killing_the_parent_leaves_the_harness_alive(humaneval, problems, kill):
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to see the child die")
-def test_forked_children_are_killed(humaneval, problems, tmp_path):
+def test_forked_children_are_killed(humaneval, problems, tmp_path, monkeypatch):
     problem = problems["HumanEval/0"]
     assert not humaneval.check(problem, "import os\nos.fork()\n" + full(problem)).passed  # guarded
+    # The process-group kill, as without namespaces: with them the pid file could not be written
+    # outside the sandbox, and the child's pid would be its PID namespace's (tests/test_sandbox_hostile.py
+    # covers children under namespaces).
+    monkeypatch.setattr(code, "_ISOLATION", code._no_namespaces("test: the process-group kill alone"))
     pid_file = tmp_path / "child.pid"
     program = textwrap.dedent(f"""\
-        import os, posix
-        pid = posix.fork()  # bypasses the guard
+        import ctypes, os
+        pid = ctypes.CDLL(None).fork()  # bypasses the guard (posix.fork is disabled too)
         if pid == 0:
             while True:
                 pass
@@ -304,3 +308,9 @@ def test_missing_plus_data_is_bad_input_with_a_clear_line(tmp_path, monkeypatch)
         with pytest.raises(BadInput, match="does not exist"):
             get_task(name, data_file=str(tmp_path / "nope.jsonl")).problems("test")
     assert not any(tmp_path.iterdir())  # nothing was downloaded
+
+
+def test_checker_settings_record_the_limits_and_the_sandbox(humaneval):
+    settings = humaneval.checker_settings()
+    assert settings["timeout_s"] == humaneval.timeout_s and settings["memory_bytes"] == humaneval.memory_bytes
+    assert settings["workers"] >= 1 and "namespaces" in settings["sandbox"]

@@ -118,6 +118,7 @@ def test_eval_writes_results_and_resumes_without_duplicates(runs_dir):
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["versions"]["torch"] and manifest["config"]["method"] == "ar-sft"
     assert len(manifest["problems_sha256"]) == 64 and manifest["checkpoint"]["phase"] == "sft"
+    assert manifest["checker"]["checker"].startswith("ast whitelist") and "options" in manifest["checker"]
     assert manifest["checkpoint"]["step"] == 8 and len(manifest["checkpoint"]["sha256"]) == 64
     assert manifest["git_revision"] is None or len(manifest["git_revision"]) == 40
     assert metrics["checkpoint"] == manifest["checkpoint"] and metrics["train_minutes"] >= 0

@@ -216,6 +216,10 @@ class Trainer:
         return final
 
     def resume(self) -> bool:
+        # checkpoints a killed process was still writing (never renamed into place): garbage, and only
+        # this process (it holds the phase's lock) could be writing one now
+        for staging in (self.phase.directory / "checkpoints").glob(f".tmp-{CHECKPOINT_PREFIX}*"):
+            shutil.rmtree(staging, ignore_errors=True)
         found = checkpoints(self.phase.directory)
         if not found:
             return False

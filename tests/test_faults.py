@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from harness.locks import exclusive
 from tests.conftest import micro_args, run_cli
@@ -76,6 +77,45 @@ def test_eval_sigkilled_at_random_points_resumes_to_the_uninterrupted_result(tmp
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(samples) == strip(expected_samples)  # every sample once, in order, the same completions
     assert metrics == expected_metrics
+
+
+@pytest.mark.slow
+def test_train_sigkilled_at_random_points_resumes_to_the_same_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["train", "--method", "ar-sft", "--task", "countdown3", "--run", "r", "--steps", "24",
+            *micro_args("train.checkpoint_every=3")]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_cli(args, straight)
+    env = {**os.environ, "LADIR_RUNS": str(killed), "LADIR_NO_PROGRESS": "1"}
+    log = killed / "r" / "sft" / "log.jsonl"
+    chance = random.Random(3)
+    kills = 0
+    for attempt in range(3):
+        before = len(log.read_text().splitlines()) if log.is_file() else 0
+        wanted = before + chance.randint(1, 5)
+        process = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while process.poll() is None and time.time() < deadline:
+            staging = list((killed / "r" / "sft" / "checkpoints").glob(".tmp-*")) if attempt == 2 else []
+            if staging or (log.is_file() and len(log.read_text().splitlines()) >= wanted):
+                break  # mid-step, or (last attempt) mid-checkpoint write
+            time.sleep(0.005)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 2, "training finished before it could be killed"
+    run_cli(args, killed)
+    final = lambda root: sorted((root / "r" / "sft" / "checkpoints").glob("step-*"))[-1]  # noqa: E731
+    assert final(killed).name == final(straight).name == "step-0000024"
+    expected = load_file(str(final(straight) / "model" / "model.safetensors"))
+    got = load_file(str(final(killed) / "model" / "model.safetensors"))
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+    assert not list((killed / "r" / "sft" / "checkpoints").glob(".tmp-*")), "a killed write's staging folder stayed"
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, 25))
 
 
 def test_a_second_process_on_a_run_or_results_folder_is_refused(tmp_path):

@@ -23,15 +23,19 @@ def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise BadInput(f"{path}:{line_number}: not UTF-8 text (a binary file?)") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise BadInput(f"{path}:{line_number}: malformed JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise BadInput(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-            yield record
+            if line.strip():
+                yield _record(path, line_number, line)
+
+
+def _record(path: Path, line_number: int, line: str) -> dict[str, Any]:
+    """One line's object; anything but a JSON object is a BadInput naming file and line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise BadInput(f"{path}:{line_number}: malformed JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise BadInput(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -46,17 +50,7 @@ def read_append_log(path: str | Path) -> tuple[list[dict[str, Any]], bool]:
     text = path.read_bytes().decode("utf-8", errors="replace")
     lines = text.split("\n")
     torn = bool(lines[-1])  # text after the last newline: an append that did not finish
-    records = []
-    for line_number, line in enumerate(lines[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise BadInput(f"{path}:{line_number}: malformed JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise BadInput(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
+    records = [_record(path, number, line) for number, line in enumerate(lines[:-1], start=1) if line.strip()]
     return records, torn
 
 

@@ -291,6 +291,38 @@ def _mount_table():
     return table
 
 
+def _needed_paths():
+    """Directories the sample's interpreter reads from: its executable, prefixes, import path and this
+    runner. Minimal set (none inside another)."""
+    paths = set()
+    for path in (os.path.dirname(sys.executable), sys.prefix, sys.base_prefix,
+                 os.path.dirname(os.path.abspath(__file__)), *sys.path):
+        if path and os.path.exists(path):
+            real = os.path.realpath(path)
+            paths.add(real if os.path.isdir(real) else os.path.dirname(real))
+    return sorted(p for p in paths if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in paths))
+
+
+def _hide_scratch_dirs():
+    """Cover _HIDDEN_DIRS with an empty tmpfs, binding back (to be made read-only with every other
+    mount) the directories of the interpreter and this runner that lie inside one: a venv or a
+    checkout under /tmp, as CI makes, keeps working while other samples' directories stay hidden."""
+    for directory in _HIDDEN_DIRS:
+        if not os.path.isdir(directory) or os.path.islink(directory):
+            continue
+        real = os.path.realpath(directory)
+        inside = [path for path in _needed_paths() if path.startswith(real + "/")]
+        handles = [os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in inside]
+        try:
+            _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=64k,mode=755")
+            for path, fd in zip(inside, handles):
+                os.makedirs(path, exist_ok=True)
+                _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+        finally:
+            for fd in handles:
+                os.close(fd)
+
+
 def _enter_namespaces(root, workdir):
     """In the monitor, before it forks the worker: new user (unless root), mount, network, PID, IPC
     and UTS namespaces; every mount read-only, nosuid and (but for a few harmless devices) nodev;
@@ -309,9 +341,7 @@ def _enter_namespaces(root, workdir):
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for directory in _HIDDEN_DIRS:
-            if os.path.isdir(directory) and not os.path.islink(directory):
-                _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=64k,mode=755")
+        _hide_scratch_dirs()
         os.makedirs(root, exist_ok=True)  # again, where a tmpfs now covers it
         _mount(f"/proc/self/fd/{root_fd}", root, None, _MS_BIND)
     finally:

@@ -206,7 +206,8 @@ def _probe_isolation() -> dict[str, Any]:
     return {
         "namespaces": True,
         "network": "none (own network namespace, loopback down)",
-        "filesystem": "read-only outside the sample's temp dir; /tmp, /var/tmp, /run, /dev/shm hidden; nodev",
+        "filesystem": "read-only outside the sample's temp dir; /tmp, /var/tmp, /run, /dev/shm hidden (but the "
+                      "interpreter's and the harness's own directories there); nodev",
         "processes": f"own PID namespace (all killed with the sample), at most {limit}" if limit
                      else "own PID namespace (all killed with the sample), count unbounded (kernel < 6.14)",
         "privileges": "no capabilities" + (" (uid 0, in the initial user namespace)" if os.geteuid() == 0

@@ -20,7 +20,7 @@ import torch
 from harness.locks import exclusive
 from tests.conftest import micro_args, run_cli
 
-TIMING = {"samples_per_s", "scoring_seconds"}  # wall-clock figures: the only ones a resumption may change
+TIMING = {"samples_per_s", "scoring_seconds", "train_minutes"}  # wall-clock figures: all a resumption may change
 
 
 def _train(runs_dir, run="f", steps="6"):
@@ -116,6 +116,49 @@ def test_train_sigkilled_at_random_points_resumes_to_the_same_weights(tmp_path):
     assert not list((killed / "r" / "sft" / "checkpoints").glob(".tmp-*")), "a killed write's staging folder stayed"
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps == list(range(1, 25))
+
+
+@pytest.mark.slow
+def test_ablate_sigkilled_twice_resumes_to_the_uninterrupted_grid(tmp_path):
+    from tests.conftest import MICRO_SETTINGS
+
+    settings = {s.split("=", 1)[0]: s.split("=", 1)[1] for s in MICRO_SETTINGS}
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(json.dumps({"name": "g", "method": "ar-sft", "task": "countdown3",
+                                "settings": {**settings, "train.steps": 8, "train.checkpoint_every": 2},
+                                "train_grid": {"train.lr": [0.001, 0.003]},
+                                "eval": {"k": 2, "limit": 6}, "eval_grid": {"batch_size": [2]}}))
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_cli(["ablate", "--grid", str(grid)], straight)
+
+    env = {**os.environ, "LADIR_RUNS": str(killed), "LADIR_NO_PROGRESS": "1"}
+    kills = 0
+    # first mid-training of the first cell, then mid-evaluation of the second
+    for ready in (lambda: any(killed.glob("g-lr0.001/sft/checkpoints/step-*")),
+                  lambda: any(p.read_text() for p in killed.glob("g-lr0.003/results/*/*/samples.jsonl"))):
+        process = subprocess.Popen([sys.executable, "-m", "harness.cli", "ablate", "--grid", str(grid)], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 180
+        while process.poll() is None and time.time() < deadline and not ready():
+            time.sleep(0.01)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills == 2, "the grid finished before it could be killed"
+    run_cli(["ablate", "--grid", str(grid)], killed)
+
+    def outcome(root):
+        found = {}
+        for path in sorted(root.glob("g-*/results/*/*/metrics.json")):
+            metrics = {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING}
+            samples = [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                       for line in path.with_name("samples.jsonl").read_text().splitlines()]
+            found[str(path.relative_to(root))] = (metrics, samples)
+        return found
+
+    expected = outcome(straight)
+    assert len(expected) == 2 and outcome(killed) == expected
 
 
 def test_a_second_process_on_a_run_or_results_folder_is_refused(tmp_path):

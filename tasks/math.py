@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from harness.errors import BadInput
+from harness.hub import hub_access
 from tasks import register_task
 from tasks.base import ANSWER_MARKER, SPLIT_SIZE_OPTIONS, Problem, Task, Verdict, read_local_rows
 
@@ -505,40 +506,6 @@ class Arith(MathTask):
 _HUB_ROWS: dict[tuple[str, str | None, str], list[dict] | str] = {}
 
 
-def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether the hub endpoint accepts a connection at all.
-
-    Without a network, `datasets` retries for ~25 s before falling back to its cache; probing first
-    lets an offline machine go straight to the cache (`ladir-bench tasks` asks for every split).
-    """
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    endpoint = urlparse(constants.ENDPOINT)
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        with socket.create_connection((endpoint.hostname, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def _hub_offline_mode():
-    """Cache-only hub access for the duration: the libraries read these flags at call time."""
-    import datasets
-    from huggingface_hub import constants
-
-    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
-    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
-
-
 def _load_hub_rows(hub_id: str, hub_config: str | None, hub_split: str) -> list[dict]:
     """Rows of a hub dataset (or its local cache), remembered per process, failures included."""
     import datasets
@@ -546,11 +513,8 @@ def _load_hub_rows(hub_id: str, hub_config: str | None, hub_split: str) -> list[
     key = (hub_id, hub_config, hub_split)
     if key not in _HUB_ROWS:
         try:
-            if _hub_reachable():
+            with hub_access():
                 _HUB_ROWS[key] = list(datasets.load_dataset(hub_id, hub_config, split=hub_split))
-            else:
-                with _hub_offline_mode():
-                    _HUB_ROWS[key] = list(datasets.load_dataset(hub_id, hub_config, split=hub_split))
         except Exception as error:  # noqa: BLE001 - offline, missing from cache, auth: all the same to the user
             _HUB_ROWS[key] = (
                 f"could not load {hub_id} from the Hugging Face hub or cache ({type(error).__name__}); "

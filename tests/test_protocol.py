@@ -185,6 +185,14 @@ def test_bad_input_gets_one_line_and_exit_2(runs_dir, tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (runs_dir / "ar-sft-countdown3-tiny-seed0").exists(), "a rejected config left a run directory behind"
 
+    # Offline (as CI may be, forced here): a hub model that is not cached fails at once, before any run exists
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    started = time.time()
+    missing = run_cli(["train", "--method", "pretrained", "--model", "someorg/not-cached-model", "--task", "countdown3",
+                       "--run", "offline"], runs_dir, check=False, env=offline)
+    assert missing.returncode == 2 and "not in the Hugging Face cache" in missing.stderr and "--model" in missing.stderr
+    assert time.time() - started < 60 and not (runs_dir / "offline").exists()
+
 
 def test_data_then_score_round_trip(tmp_path, runs_dir):
     problems_file = tmp_path / "problems.jsonl"

@@ -125,7 +125,7 @@ def data_command(
 @app.command("score")
 def score_command(
     task: TaskOpt,
-    samples: Annotated[Path, typer.Option(help="evalplus-style samples JSONL: task_id + completion (or solution)")],
+    samples: Annotated[Path, typer.Option(help="samples: JSONL or .jsonl.gz (task_id + completion or solution), or an evalplus samples folder (<task_id as a_b>/<n>.py)")],
     k: Annotated[Optional[str], typer.Option("--k", help="comma-separated k values (default 1,10,100 up to n)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     seed: Annotated[int, typer.Option(help="split seed the problems were exported with")] = 0,
@@ -134,9 +134,14 @@ def score_command(
     """Check a samples file against the task's problems; write verdicts beside it and print metrics."""
     from harness.evaluation import score_file
 
-    metrics, verdicts_path = score_file(_task(task, data_file, seed), samples, _parse_ks(k))
+    from harness.evaluation import output_paths
+
+    scored_task = _task(task, data_file, seed)
+    metrics, verdicts_path = score_file(scored_task, samples, _parse_ks(k))
     if not as_json:
         err.print(f"verdicts written to {verdicts_path}")
+        if scored_task.kind == "code":
+            err.print(f"evalplus-style results written to {output_paths(samples)[1]}")
     _print_metrics(metrics, as_json)
 
 

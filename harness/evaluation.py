@@ -42,6 +42,10 @@ def problem_index(task: Task, task_ids: set[str]) -> dict[str, Problem]:
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
+    """Samples from a JSONL file, a gzipped one (`.jsonl.gz`), or an evalplus samples folder
+    (`<dir>/<task_id with "/" as "_">/<n>.py`, each file a whole program: evalplus' `solution`)."""
+    if path.is_dir():
+        return _read_sample_folder(path)
     samples = []
     for line_number, record in enumerate(iter_jsonl(path), start=1):
         if "task_id" not in record:
@@ -53,14 +57,89 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     return samples
 
 
+def _sample_number(path: Path) -> tuple[int, Any]:
+    return (0, int(path.stem)) if path.stem.isdigit() else (1, path.stem)
+
+
+def _read_sample_folder(path: Path) -> list[dict[str, Any]]:
+    """evalplus' `load_solutions` folder layout: one sub-folder per task, named after its task_id with
+    "/" written as "_" (read back as evalplus does: every "_" becomes "/"), holding `<n>.py` files;
+    other files are ignored, as evalplus ignores them. Tasks in name order, files by number."""
+    samples = []
+    for task_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+        task_id = task_dir.name.replace("_", "/")
+        for file in sorted((f for f in task_dir.iterdir() if f.is_file() and f.suffix == ".py"), key=_sample_number):
+            try:
+                text = file.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadInput(f"{file}: not UTF-8 text") from None
+            samples.append({"task_id": task_id, "completion": text, "_path": str(file)})
+    return samples
+
+
+def output_paths(samples_path: Path) -> tuple[Path, Path]:
+    """(our verdicts file, evalplus' eval_results.json) for a samples input: `X.jsonl` / `X.jsonl.gz`
+    -> `X.verdicts.jsonl` and `X_eval_results.json` beside it (evalplus' name for a file); a folder
+    -> `verdicts.jsonl` and `eval_results.json` inside it (evalplus' name for a folder)."""
+    if samples_path.is_dir():
+        return samples_path / "verdicts.jsonl", samples_path / "eval_results.json"
+    name = samples_path.name
+    for suffix in (".jsonl.gz", ".gz", ".jsonl"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    else:
+        name = samples_path.stem
+    return samples_path.with_name(name + ".verdicts.jsonl"), samples_path.with_name(name + "_eval_results.json")
+
+
+def evalplus_results(task: Task, problems: dict[str, Problem], checked: list[dict[str, Any]]) -> dict[str, Any]:
+    """evalplus' eval_results.json for checked code samples: {"date", "hash", "eval": {task_id: [{task_id,
+    solution, base_status, plus_status, base_fail_tests, plus_fail_tests}]}}, samples in input order.
+
+    `solution` is the program that ran (after our code extraction); `*_fail_tests` hold the one failing
+    input, as evalplus' default fast check does; `plus_status` is None where the plus inputs were not run
+    (the task has none: `humaneval`, or a base input failed first); `hash` is the md5 of the dataset
+    file as evalplus computes it (None for `humaneval`, whose problems are not an evalplus file)."""
+    from datetime import datetime
+
+    from tasks.code import extract_code
+
+    hash_of = getattr(task, "dataset_hash", None)
+    results: dict[str, Any] = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+                               "hash": hash_of() if callable(hash_of) else None, "eval": {}}
+    for row in checked:
+        problem = problems[row["task_id"]]
+        program, _ = extract_code(problem, row["completion"])
+        if "base_status" in row:
+            base_status, plus_status = row["base_status"], row["plus_status"]
+        else:  # humaneval: base tests only (evalplus' --base-only shape)
+            timed_out = str(row.get("reason", "")).startswith("timed out")
+            base_status, plus_status = "pass" if row["passed"] else ("timeout" if timed_out else "fail"), None
+        fail_tests: dict[str, list] = {"base": [], "plus": []}
+        failed = row.get("failed_input")
+        if failed:
+            stage, index = failed
+            inputs = problem.get(f"{stage}_input") or []
+            if 0 <= index < len(inputs):
+                fail_tests[stage] = [inputs[index]]  # the file's JSON-friendly form, as evalplus serialises MBPP's
+        results["eval"].setdefault(row["task_id"], []).append({
+            "task_id": row["task_id"], "solution": program, "base_status": base_status, "plus_status": plus_status,
+            "base_fail_tests": fail_tests["base"], "plus_fail_tests": fail_tests["plus"],
+        })
+    return results
+
+
 def check_samples(task: Task, problems: dict[str, Problem], samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Samples with their verdicts attached (passed, answer, canonical, reason)."""
+    """Samples with their verdicts attached (passed, answer, canonical, reason; code plus tasks also
+    base_passed, plus_passed, base_status, plus_status, failed_input)."""
     verdicts = task.check_many([(problems[s["task_id"]], s["completion"]) for s in samples])
     return [{**sample, **verdict.to_json()} for sample, verdict in zip(samples, verdicts, strict=True)]
 
 
 def metrics_of(checked: list[dict[str, Any]], ks: list[int] | None) -> dict[str, Any]:
-    results = [SampleResult(r["task_id"], r["completion"], bool(r["passed"]), r.get("canonical"), r.get("answer"))
+    results = [SampleResult(r["task_id"], r["completion"], bool(r["passed"]), r.get("canonical"), r.get("answer"),
+                            None if r.get("base_passed") is None else bool(r["base_passed"]))
                for r in checked]
     return summarize(results, ks)
 
@@ -78,8 +157,10 @@ def score_file(task: Task, samples_path: Path, ks: list[int] | None) -> tuple[di
     started = time.time()
     checked = check_samples(task, problems, samples)
     seconds = time.time() - started
-    verdicts_path = samples_path.with_name(samples_path.stem + ".verdicts.jsonl")
+    verdicts_path, evalplus_path = output_paths(samples_path)
     write_jsonl_atomic(verdicts_path, checked)
+    if task.kind == "code":
+        write_json_atomic(evalplus_path, evalplus_results(task, problems, checked))
     metrics = {"task": task.name, **metrics_of(checked, ks), "scoring_seconds": round(seconds, 3)}
     split_ids = {p["task_id"] for p in problems.values()}
     missing = len(split_ids - ids)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,18 +15,23 @@ from harness.errors import BadInput
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield one object per non-blank line; a malformed line is a BadInput naming file and line."""
+    """Yield one object per non-blank line (of a `.gz` file too); a malformed line is a BadInput naming
+    file and line, an unreadable archive a BadInput naming the file."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"file not found: {path}")
-    with path.open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise BadInput(f"{path}:{line_number}: not UTF-8 text (a binary file?)") from None
-            if line.strip():
-                yield _record(path, line_number, line)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise BadInput(f"{path}:{line_number}: not UTF-8 text (a binary file?)") from None
+                if line.strip():
+                    yield _record(path, line_number, line)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise BadInput(f"{path}: not a readable gzip file ({error})") from None
 
 
 def _record(path: Path, line_number: int, line: str) -> dict[str, Any]:

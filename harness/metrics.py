@@ -36,6 +36,7 @@ class SampleResult:
     passed: bool
     canonical: str | None
     answer: str | None
+    base_passed: bool | None = None  # HumanEval+ / MBPP+: passed the base inputs (`passed` = base AND plus)
 
 
 def default_ks(n_samples_per_problem: int) -> list[int]:
@@ -51,7 +52,9 @@ def summarize(results: Sequence[SampleResult], ks: Sequence[int] | None = None) 
     """The metrics object shared by `score --json`, `eval --json` and metrics.json.
 
     Pass@k is averaged over problems that have at least k samples; a k larger than every problem's
-    sample count is left out rather than estimated from too few samples.
+    sample count is left out rather than estimated from too few samples. When every result carries
+    `base_passed` (HumanEval+ / MBPP+), `pass@k.base` (base inputs only) and `pass@k.plus` (base AND
+    plus inputs, evalplus' "+" figure, equal to `pass@k`) are added.
     """
     by_problem: dict[str, list[SampleResult]] = defaultdict(list)
     for result in results:
@@ -61,6 +64,7 @@ def summarize(results: Sequence[SampleResult], ks: Sequence[int] | None = None) 
     ks = list(ks) if ks else default_ks(min_n)
 
     metrics: dict = {"n_problems": len(by_problem), "n_samples": len(results)}
+    split = bool(results) and all(r.base_passed is not None for r in results)
     for k in ks:
         eligible = [samples for samples in by_problem.values() if len(samples) >= k]
         if not eligible:
@@ -68,6 +72,11 @@ def summarize(results: Sequence[SampleResult], ks: Sequence[int] | None = None) 
         metrics[f"pass@{k}"] = float(
             np.mean([pass_at_k(len(s), sum(r.passed for r in s), k) for s in eligible])
         )
+        if split:
+            metrics[f"pass@{k}.base"] = float(
+                np.mean([pass_at_k(len(s), sum(bool(r.base_passed) for r in s), k) for s in eligible])
+            )
+            metrics[f"pass@{k}.plus"] = metrics[f"pass@{k}"]
     metrics["diversity"] = float(
         np.mean([len({r.canonical for r in s if r.passed and r.canonical is not None}) for s in by_problem.values()])
     ) if by_problem else 0.0

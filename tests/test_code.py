@@ -4,6 +4,8 @@ files, and the sandbox against hostile or pathological programs. Each sample is 
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import subprocess
@@ -314,3 +316,113 @@ def test_checker_settings_record_the_limits_and_the_sandbox(humaneval):
     settings = humaneval.checker_settings()
     assert settings["timeout_s"] == humaneval.timeout_s and settings["memory_bytes"] == humaneval.memory_bytes
     assert settings["workers"] >= 1 and "namespaces" in settings["sandbox"]
+
+
+# ------------------------------------------------------------------ evalplus parity: base / plus, inputs, eval_results.json
+
+def test_plus_verdicts_split_base_and_plus(humanevalplus):
+    add, halve = humanevalplus.problems("test")
+    items = [
+        (add, add["canonical_solution"]),
+        (add, "    return a + b if abs(a) < 1000 else 0\n"),  # right on base, wrong on plus
+        (add, "    return a - b\n"),  # wrong on base (plus not run)
+        (halve, "    while x > 5:\n        pass\n    return x / 2\n"),  # times out on plus input #0
+    ]
+    rows = [v.to_json() for v in humanevalplus.check_many(items, workers=2)]
+    assert [(r["base_passed"], r["plus_passed"], r["passed"]) for r in rows] == [
+        (True, True, True), (True, False, False), (False, False, False), (True, False, False)]
+    assert [(r["base_status"], r["plus_status"]) for r in rows] == [
+        ("pass", "pass"), ("pass", "fail"), ("fail", None), ("pass", "fail")]  # a per-input timeout: "fail" (evalplus)
+    assert [r["failed_input"] for r in rows] == [None, ["plus", 0], ["base", 0], ["plus", 0]]
+    assert rows[3]["reason"].startswith("timed out: plus input #0")
+
+
+def test_metrics_report_base_and_plus(humanevalplus, tmp_path):
+    from harness.evaluation import score_file
+
+    samples = tmp_path / "samples.jsonl"
+    right, plus_wrong, wrong = "    return a + b\n", "    return a + b if abs(a) < 1000 else 0\n", "    return a - b\n"
+    _write(samples, [{"task_id": "HumanEval/0", "completion": c} for c in (right, plus_wrong, wrong, plus_wrong)]
+           + [{"task_id": "HumanEval/1", "completion": c} for c in ("    return x / 2\n",) * 4])
+    metrics, verdicts_path = score_file(humanevalplus, samples, [1, 2])
+    # HumanEval/0: base 3/4, plus 1/4; HumanEval/1: 4/4 both
+    assert metrics["pass@1.base"] == pytest.approx((0.75 + 1) / 2)
+    assert metrics["pass@1.plus"] == metrics["pass@1"] == pytest.approx((0.25 + 1) / 2)
+    assert metrics["pass@2.plus"] == metrics["pass@2"] == pytest.approx((0.5 + 1) / 2)
+    rows = [json.loads(line) for line in verdicts_path.read_text().splitlines()]
+    assert [r["base_passed"] for r in rows[:4]] == [True, True, False, True]
+    results = json.loads((tmp_path / "samples_eval_results.json").read_text())
+    assert set(results) == {"date", "hash", "eval"}
+    assert results["hash"] == hashlib.md5(humanevalplus.data_path().read_bytes()).hexdigest()
+    first = results["eval"]["HumanEval/0"]
+    assert [r["base_status"] for r in first] == ["pass", "pass", "fail", "pass"]
+    assert [r["plus_status"] for r in first] == ["pass", "fail", None, "fail"]
+    assert first[1]["plus_fail_tests"] == [HUMANEVAL_PLUS[0]["plus_input"][0]] and first[1]["base_fail_tests"] == []
+    assert first[2]["base_fail_tests"] == [HUMANEVAL_PLUS[0]["base_input"][0]]
+    assert first[0]["solution"] == HUMANEVAL_PLUS[0]["prompt"] + right
+    assert set(first[0]) == {"task_id", "solution", "base_status", "plus_status", "base_fail_tests", "plus_fail_tests"}
+
+
+def test_non_plus_metrics_have_no_split():
+    from harness.metrics import SampleResult, summarize
+
+    metrics = summarize([SampleResult("a", "x", True, None, None)], [1])
+    assert "pass@1.base" not in metrics and metrics["pass@1"] == 1.0
+
+
+def test_score_reads_gzip_and_evalplus_folders(humanevalplus, tmp_path):
+    from harness.evaluation import output_paths, read_samples, score_file
+
+    add, halve = HUMANEVAL_PLUS
+    records = [{"task_id": "HumanEval/0", "completion": "    return a + b\n"},
+               {"task_id": "HumanEval/1", "solution": halve["prompt"] + "    return x\n"}]
+    gz = tmp_path / "s.jsonl.gz"
+    with gzip.open(gz, "wt") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in records))
+    assert read_samples(gz) == [{"task_id": r["task_id"], "completion": r.get("completion", r.get("solution"))}
+                                for r in records]
+    metrics, verdicts = score_file(humanevalplus, gz, [1])
+    assert verdicts == tmp_path / "s.verdicts.jsonl" and (tmp_path / "s_eval_results.json").is_file()
+    assert metrics["pass@1"] == 0.5 and metrics["pass@1.base"] == 0.5
+
+    folder = tmp_path / "evalplus_samples"  # evalplus' layout: <task_id with / as _>/<n>.py, whole programs
+    for task_id, programs in [("HumanEval_0", [full(add), add["prompt"] + "    return a - b\n"]),
+                              ("HumanEval_1", [halve["prompt"] + "    return x / 2\n"])]:
+        (folder / task_id).mkdir(parents=True)
+        for n, program in enumerate(programs):
+            (folder / task_id / f"{n}.py").write_text(program)
+    (folder / "HumanEval_1" / "notes.txt").write_text("ignored")
+    samples = read_samples(folder)
+    assert [(s["task_id"], Path(s["_path"]).name) for s in samples] == [
+        ("HumanEval/0", "0.py"), ("HumanEval/0", "1.py"), ("HumanEval/1", "0.py")]
+    metrics, verdicts = score_file(humanevalplus, folder, [1])
+    assert verdicts == folder / "verdicts.jsonl" and output_paths(folder)[1] == folder / "eval_results.json"
+    results = json.loads((folder / "eval_results.json").read_text())
+    assert [r["base_status"] for r in results["eval"]["HumanEval/0"]] == ["pass", "fail"]
+    assert metrics["pass@1"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: (d / "bad.jsonl.gz").write_bytes(b"not gzip"), "not a readable gzip file"),
+    (lambda d: (d / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"task_id": "HumanEval/0", "completion": ""}\n{oops\n')), "bad.jsonl.gz:2"),
+    (lambda d: (d / "bad.jsonl.gz").mkdir(), "no samples"),  # an empty folder
+])
+def test_bad_evalplus_inputs_are_one_line_errors(make, message, tmp_path):
+    from harness.evaluation import score_file
+
+    make(tmp_path)
+    with pytest.raises(BadInput, match=message) as raised:
+        score_file(get_task("humaneval"), tmp_path / "bad.jsonl.gz", [1])
+    assert "\n" not in str(raised.value)
+
+
+def test_time_limit_rule_is_pinned(tmp_path):
+    task = get_task("humanevalplus", data_file=str(_write(tmp_path / "h.jsonl", HUMANEVAL_PLUS)))
+    assert task.time_limit_rule() == (code.MIN_TIME_LIMIT_S, code.GT_TIME_LIMIT_FACTOR) == (1.0, 4.0)
+    assert get_task("humanevalplus", min_time_limit=2.0, gt_time_limit_factor=8.0).time_limit_rule() == (2.0, 8.0)
+    from importlib import metadata
+
+    import evalplus.config
+
+    if metadata.version("evalplus") == "0.3.1":  # the locked version: the pinned values are its defaults
+        assert (evalplus.config.DEFAULT_MIN_TIME_LIMIT, evalplus.config.DEFAULT_GT_TIME_LIMIT_FACTOR) == (1.0, 4.0)

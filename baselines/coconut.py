@@ -34,7 +34,7 @@ from baselines.ar_sft import load_final_model
 from harness.backbone import BOT, EOT
 from harness.errors import BadInput
 from harness.jsonl import write_json_atomic
-from harness.lm import IGNORE, CachedSequence, left_padded, next_token_loss, write_tokens
+from harness.lm import IGNORE, CachedSequence, next_token_loss, pad_ids, write_tokens
 from harness.methods import Method
 from harness.sampling import RowNoise, Trajectory
 from harness.progress import console
@@ -86,7 +86,7 @@ class ThoughtBatch:
     """`<s> prompt <BOT>` left-padded (so every row's thoughts share columns), `<EOT> text </s>` right-padded."""
 
     prefix_ids: torch.Tensor  # (B, P)
-    prefix_mask: torch.Tensor  # (B, P), 0 on left padding
+    prefix_mask: torch.Tensor  # (B, P), False on left padding
     suffix_ids: torch.Tensor  # (B, S)
     suffix_mask: torch.Tensor  # (B, S), 0 on right padding
     labels: torch.Tensor  # (B, S): the text and </s>; IGNORE on <EOT> and padding
@@ -98,7 +98,7 @@ def encode_prefixes(tokenizer, prompts: list[str],
     """`<s> prompt <BOT>` rows, left-padded so that every row's thoughts fall in the same columns: (ids, mask)."""
     rows = [[tokenizer.bos_token_id, *tokenizer.encode(p, add_special_tokens=False),
              tokenizer.convert_tokens_to_ids(BOT)] for p in prompts]
-    return left_padded(rows, tokenizer.pad_token_id, device)
+    return pad_ids(rows, tokenizer.pad_token_id, left=True, device=device)
 
 
 def encode_thought_batch(tokenizer, prompts: list[str], texts: list[str], thoughts: int, max_length: int,

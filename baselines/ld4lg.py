@@ -155,8 +155,7 @@ class LD4LG(Method):
     def load_untrained(self) -> None:
         fresh = self.ctx.backbone.fresh_model
         self.vae = self._vae(fresh(), fresh()).requires_grad_(False).eval()
-        shape = (self.options.latent_tokens, self.options.latent_dim)
-        self.stats = LatentStats(torch.zeros(shape), torch.ones(shape))
+        self.stats = LatentStats.identity(self.options.latent_tokens, self.options.latent_dim)
         self.denoiser = self._denoiser(fresh()).requires_grad_(False).eval()
 
     @torch.no_grad()

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from baselines.ar_sft import load_final_model
 from harness.backbone import MASK
 from harness.errors import BadInput
-from harness.lm import IGNORE, left_padded
+from harness.lm import IGNORE, pad_ids
 from harness.methods import Method
 from harness.progress import console
 from harness.sampling import RowNoise, Trajectory, draw_tokens
@@ -95,8 +95,8 @@ def encode_targets(tokenizer, references: Sequence[str], gen_length: int) -> tup
 
 def join_rows(tokenizer, prompts: Sequence[list[int]], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`<s> prompt target` rows, prompts left-padded so every target fills the last columns; (ids, valid)."""
-    ids, mask = left_padded(prompts, tokenizer.pad_token_id, targets.device)
-    return torch.cat([ids, targets], 1), torch.cat([mask.bool(), torch.ones_like(targets, dtype=torch.bool)], 1)
+    ids, valid = pad_ids(prompts, tokenizer.pad_token_id, left=True, device=targets.device)
+    return torch.cat([ids, targets], 1), torch.cat([valid, torch.ones_like(targets, dtype=torch.bool)], 1)
 
 
 def bidirectional_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -177,8 +177,8 @@ def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_i
     device = next(model.parameters()).device
     rows = len(prompts)
     target = torch.full((rows, gen_length), mask_id, dtype=torch.long, device=device)
-    question, question_mask = left_padded(prompts, mask_id, device)  # the padding value is never attended to
-    valid = torch.cat([question_mask.bool(), torch.ones_like(target, dtype=torch.bool)], 1)
+    question, question_valid = pad_ids(prompts, mask_id, left=True, device=device)  # padding is never attended to
+    valid = torch.cat([question_valid, torch.ones_like(target, dtype=torch.bool)], 1)
     uniforms = noise.uniform(steps, gen_length).to(device) if temperature > 0 else None  # (B, steps, G)
     step = 0
     for start, end, block_steps in block_plan(gen_length, block_length, steps):

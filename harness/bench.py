@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from harness.config import load_config, parse_override
-from harness.context import RunContext
+from harness.context import RunContext, resolve_device
 from harness.lm import lm_loss, sample_completions
 from harness.methods import Method, get_method_class
 from harness.progress import console
@@ -252,7 +252,7 @@ def run_bench(preset: str = "tiny", device: str = "auto", repeats: int = 3, scal
             result = measure()
             details[name] = {**result.pop("details", {}), "seconds": round(time.perf_counter() - started, 1)}
             figures.update(result)
-    resolved = RunContext(load_config(preset, None, []), Path("."), Path(".")).device if device == "auto" else device
+    resolved = resolve_device(device)
     environment = {"device": str(resolved), "cpu": platform.processor() or platform.machine(),
                    "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
                    **git_revision()}

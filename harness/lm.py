@@ -91,22 +91,19 @@ class CachedSequence:
         self.cache.batch_select_indices(rows)
         self.mask, self.length = self.mask[rows], self.length[rows]
 
-    def repeat_interleave(self, count: int) -> None:
-        """Every row repeated `count` times in place (a prefix shared by several samples)."""
-        self.cache.batch_repeat_interleave(count)
-        self.mask = self.mask.repeat_interleave(count, dim=0)
-        self.length = self.length.repeat_interleave(count, dim=0)
 
-
-def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask) of token rows right-aligned with `pad_id` on the left."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+def pad_ids(rows: Sequence[Sequence[int]], pad: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, valid) of token rows padded with `pad` to one width, on the left (prompts whose next
+    tokens must share a column) or on the right; `valid` is False on padding."""
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    valid = torch.zeros((len(rows), width), dtype=torch.bool)
     for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
-        mask[i, width - len(row):] = 1
-    return ids.to(device), mask.to(device)
+        if row:
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[i, span] = torch.tensor(list(row), dtype=torch.long)
+            valid[i, span] = True
+    return ids.to(device), valid.to(device)
 
 
 def stop_ids(model, tokenizer) -> list[int]:
@@ -159,8 +156,8 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], noise: RowNoise
     device = next(model.parameters()).device
     bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
     distinct = list(dict.fromkeys(prompts))  # each prompt is run once, its samples share its cache
-    ids, mask = left_padded([[*bos, *tokenizer.encode(p, add_special_tokens=False)] for p in distinct],
-                            tokenizer.pad_token_id, device)
+    ids, mask = pad_ids([[*bos, *tokenizer.encode(p, add_special_tokens=False)] for p in distinct],
+                        tokenizer.pad_token_id, left=True, device=device)
     seq = CachedSequence(model, len(distinct), device)
     logits = seq.append(input_ids=ids, mask=mask, all_logits=False).logits[:, -1]
     if len(distinct) < len(prompts):

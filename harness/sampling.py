@@ -18,6 +18,7 @@ the distribution, and vectorised over the batch with one uniform per row.
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -67,8 +68,8 @@ def batches(rows: list[Trajectory], batch_size: int, whole_problems: bool = Fals
             yield rows[start:start + max(1, batch_size)]
         return
     batch: list[Trajectory] = []
-    for problem in dict.fromkeys(r.problem for r in rows):
-        members = [r for r in rows if r.problem == problem]
+    for _, group in itertools.groupby(rows, key=lambda r: r.problem):
+        members = list(group)
         if batch and len(batch) + len(members) > batch_size:
             yield batch
             batch = []

@@ -350,8 +350,7 @@ class LaDiR(Method):
     def load_untrained(self) -> None:
         fresh = self.ctx.backbone.fresh_model
         self.vae = self._vae(fresh(), fresh()).requires_grad_(False).eval()
-        shape = (self.options.latent_tokens, self.options.latent_dim)
-        self.stats = LatentStats(torch.zeros(shape), torch.ones(shape))
+        self.stats = LatentStats.identity(self.options.latent_tokens, self.options.latent_dim)
         self.reasoner = self._reasoner(fresh()).requires_grad_(False).eval()
 
     def load_reasoner(self, phase: str | None = None) -> None:

@@ -22,7 +22,8 @@ from collections.abc import Callable
 import torch
 
 from harness.sampling import RowNoise, draw_tokens
-from ladir.reasoner import QUESTION, BlockDiffusionReasoner, LatentSequence, pad_ids, stacked_blocks
+from harness.lm import pad_ids
+from ladir.reasoner import QUESTION, BlockDiffusionReasoner, LatentSequence, stacked_blocks
 from ladir.sampler import FlowMatchEuler
 
 # on_step(block, t, z_t, u): called at every denoising step (the trace uses it)
@@ -142,10 +143,9 @@ def decode_answer(seq: LatentSequence, max_tokens: int, temperature: float,
     ids = torch.full((seq.batch, 1), reasoner.soa_id, dtype=torch.long, device=reasoner.device)
     done = torch.zeros(seq.batch, dtype=torch.bool, device=reasoner.device)
     answers: list[torch.Tensor] = []
-    if temperature > 0 and noise is None:
-        uniforms = torch.rand(seq.batch, max_tokens).to(reasoner.device)
-    else:
-        uniforms = noise.uniform(max_tokens).to(reasoner.device) if temperature > 0 else None
+    uniforms = None
+    if temperature > 0:
+        uniforms = (torch.rand(seq.batch, max_tokens) if noise is None else noise.uniform(max_tokens)).to(reasoner.device)
     for step in range(max_tokens):
         logits = reasoner.lm_logits(seq.run(seq.token_chunk(ids))[:, -1]).float()
         token = draw_tokens(logits, temperature, None if uniforms is None else uniforms[:, step])

@@ -38,6 +38,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from harness.backbone import BOT, EOT, SOA
+from harness.lm import pad_ids
 
 
 # ------------------------------------------------------------------------------------------ modules
@@ -275,18 +276,6 @@ class ReasoningBatch:
     @property
     def num_blocks(self) -> torch.Tensor:
         return torch.tensor([len(b) for b in self.blocks])
-
-
-def pad_ids(rows: list[list[int]], pad: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(1, max(len(r) for r in rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    valid = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        if row:
-            span = slice(width - len(row), width) if left else slice(0, len(row))
-            ids[i, span] = torch.tensor(row)
-            valid[i, span] = True
-    return ids.to(device), valid.to(device)
 
 
 def stacked_blocks(rows: list[torch.Tensor], latent_shape: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:

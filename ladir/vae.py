@@ -183,6 +183,11 @@ class LatentStats:
     mean: torch.Tensor
     std: torch.Tensor
 
+    @classmethod
+    def identity(cls, latent_tokens: int, latent_dim: int) -> LatentStats:
+        """Mean 0, std 1: the statistics of an untrained VAE (`Method.load_untrained`)."""
+        return cls(torch.zeros(latent_tokens, latent_dim), torch.ones(latent_tokens, latent_dim))
+
     def normalize(self, mu: torch.Tensor) -> torch.Tensor:
         return (mu - self.mean.to(mu)) / self.std.to(mu)
 

@@ -8,7 +8,7 @@ import torch
 
 from harness.config import load_config, parse_override
 from harness.context import RunContext
-from harness.lm import CachedSequence, left_padded, sample_completions, write_tokens
+from harness.lm import CachedSequence, pad_ids, sample_completions, write_tokens
 from harness.methods import get_method_class
 from harness.sampling import RowNoise, batches, draw_tokens, trajectories
 from tests.conftest import MICRO_SETTINGS
@@ -122,8 +122,8 @@ def test_cached_sequence_compaction_and_padding_match_rows_alone(tmp_path):
         stops = list(range(0, len(tok), 9))
 
         def written(rows_prompts, seeds):
-            ids, mask = left_padded([[tok.bos_token_id, *tok.encode(p, add_special_tokens=False)] for p in rows_prompts],
-                                    tok.pad_token_id, "cpu")
+            ids, mask = pad_ids([[tok.bos_token_id, *tok.encode(p, add_special_tokens=False)] for p in rows_prompts],
+                                tok.pad_token_id, left=True, device="cpu")
             seq = CachedSequence(model, len(rows_prompts), "cpu")
             logits = seq.append(input_ids=ids, mask=mask, all_logits=False).logits[:, -1]
             return write_tokens(seq, logits, RowNoise(seeds), 1.0, 1.0, 30, stops)
@@ -135,7 +135,7 @@ def test_cached_sequence_compaction_and_padding_match_rows_alone(tmp_path):
         assert not any(t in stops for row in together for t in row)
         # a left-padded row's logits equal its own, unpadded
         rows = [[tok.bos_token_id, *tok.encode(p, add_special_tokens=False)] for p in prompts[:2] + ["x"]]
-        ids, mask = left_padded(rows, tok.pad_token_id, "cpu")
+        ids, mask = pad_ids(rows, tok.pad_token_id, left=True, device="cpu")
         padded = CachedSequence(model, 3, "cpu").append(input_ids=ids, mask=mask, all_logits=False).logits[:, -1]
         single = CachedSequence(model, 1, "cpu").append(input_ids=torch.tensor([rows[2]]), all_logits=False).logits[:, -1]
         assert torch.allclose(padded[2], single[0], atol=1e-5)

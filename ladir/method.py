@@ -35,7 +35,7 @@ from ladir.reasoner import (BlockDiffusionReasoner, ReasoningBatch, answer_chunk
                             flow_matching_pair, stacked_blocks, teacher_forcing_losses)
 from ladir.sampler import FlowMatchEuler
 from ladir.vae import (STATS_FILE, LatentStats, SentenceVAE, decoder_is_trained, encode_means, finish_vae_phase,
-                       finished_vae_phase, sentence_pairs)
+                       finished_vae_phase, reasoning_context, sentence_pairs)
 from tasks import Problem
 
 
@@ -57,6 +57,10 @@ class LaDiROptions:
     # "frozen" (the paper), "trainable", or "auto": frozen for a pretrained backbone, trained with the
     # encoder for a from-scratch tiny one, too weak a language model to be steered by L_b embeddings
     vae_decoder: str = "auto"
+    # What the VAE decoder reads before a block's latents: "none" (the paper: `<s>` alone, so a latent
+    # must spell its whole sentence) or "reasoning" (the question and the sentences before it, so a
+    # latent need only carry what that context leaves open; generated blocks are then decoded in order)
+    decoder_context: str = "none"
     vae_lr: float = 2e-3
     vae_batch_size: int = 0  # problems per VAE step (all their sentences); 0 = train.batch_size
     max_sentence_tokens: int = 64
@@ -95,6 +99,7 @@ class LaDiROptions:
     def __post_init__(self) -> None:
         checks = [
             (self.vae_decoder in ("auto", "frozen", "trainable"), "vae_decoder must be auto, frozen or trainable"),
+            (self.decoder_context in ("none", "reasoning"), "decoder_context must be none or reasoning"),
             (self.latent_tokens >= 1 and self.latent_dim >= 1, "latent_tokens and latent_dim must be >= 1"),
             (self.beta >= 0 and self.latent_noise >= 0, "beta and latent_noise must be >= 0"),
             (0 <= self.token_replace_prob < 1, "token_replace_prob must be in [0, 1)"),
@@ -183,8 +188,17 @@ class LaDiR(Method):
         o = self.options
         vae = SentenceVAE(encoder, decoder, self.ctx.tokenizer, o.latent_tokens, o.latent_dim, beta=o.beta,
                           latent_noise=o.latent_noise, token_replace_prob=o.token_replace_prob,
-                          max_sentence_tokens=o.max_sentence_tokens, train_decoder=self.train_decoder)
+                          max_sentence_tokens=o.max_sentence_tokens, train_decoder=self.train_decoder,
+                          decoder_context=self.decoder_context)
         return vae.to(self.ctx.device)
+
+    @property
+    def decoder_context(self) -> bool:
+        return self.options.decoder_context == "reasoning"
+
+    def sentence_pairs(self, problems: list[Problem]) -> list:
+        """The (context, sentence) pairs the VAE encodes for these problems' reference reasoning."""
+        return sentence_pairs(self.ctx.task, problems, self.options.max_blocks, self.decoder_context)
 
     def _reasoner(self, backbone) -> BlockDiffusionReasoner:
         o = self.options
@@ -213,12 +227,12 @@ class LaDiR(Method):
         tok, task, o = self.ctx.tokenizer, self.ctx.task, self.options
         questions, answers, counts, pairs = [], [], [], []
         for problem in problems:
-            sentences, answer = task.split_target(problem["reference"])
-            sentences = sentences[: o.max_blocks]
+            _, answer = task.split_target(problem["reference"])
+            sentences = self.sentence_pairs([problem])
             questions.append(self._question_ids(problem))
             answers.append([*tok.encode(answer, add_special_tokens=False), tok.eos_token_id])
             counts.append(len(sentences))
-            pairs += [(problem["prompt"], s) for s in sentences]
+            pairs += sentences
         sample = self.options.oracle_latents == "sample"
         z0 = self.stats.normalize(encode_means(self.vae, pairs, sample=sample))  # (sum of counts, L_b, d_z)
         return ReasoningBatch(questions, answers, list(z0.split(counts)))
@@ -253,11 +267,11 @@ class LaDiR(Method):
         size = o.vae_batch_size or None
 
         def loss_fn(step: int):
-            return vae.loss(sentence_pairs(ctx.task, ctx.batch("vae", step, size), o.max_blocks))
+            return vae.loss(self.sentence_pairs(ctx.batch("vae", step, size)))
 
         final = Trainer(phase, vae).fit(loss_fn)
         finish_vae_phase(vae, phase.directory,
-                         sentence_pairs(ctx.task, ctx.train_problems()[: o.stats_problems], o.max_blocks),
+                         self.sentence_pairs(ctx.train_problems()[: o.stats_problems]),
                          self.held_out_pairs())
         return final
 
@@ -266,7 +280,7 @@ class LaDiR(Method):
         task = self.ctx.task
         split = "val" if "val" in task.splits else "test"
         problems = [p for p in task.problems(split) if p.get("reference")][: self.options.report_problems]
-        return {"split": split, "pairs": sentence_pairs(task, problems, self.options.max_blocks)}
+        return {"split": split, "pairs": self.sentence_pairs(problems)}
 
     def _stage_steps(self) -> tuple[int, int]:
         total = self.ctx.config.train.steps
@@ -328,12 +342,9 @@ class LaDiR(Method):
                            stats: dict[str, float] | None = None) -> list[list[int] | None]:
         """Per row, the answer its blocks imply (decoded by the VAE, `Task.answer_from_steps`), as ids."""
         tok, task = self.ctx.tokenizer, self.ctx.task
-        texts = self.decode_blocks(z[present])
-        counts = present.sum(1).tolist()
-        answers, offset, correct = [], 0, 0
-        for problem, count in zip(problems, counts, strict=True):
-            answer = task.answer_from_steps(problem, texts[offset : offset + count])
-            offset += count
+        answers, correct = [], 0
+        for problem, steps in zip(problems, self.decode_reasoning(problems, z, present), strict=True):
+            answer = task.answer_from_steps(problem, steps)
             answers.append(None if answer is None else [*tok.encode(answer, add_special_tokens=False), tok.eos_token_id])
             correct += answer is not None and task.check(problem, answer).passed
         if stats is not None:  # how often the rollouts imply an answer, and a right one
@@ -380,11 +391,9 @@ class LaDiR(Method):
         z, present = generate_blocks(seq, sampler, knobs.steps, knobs.max_blocks, on_step, knobs.cfg_scale,
                                      noise=noise.stream("blocks"), groups=groups)
         answers = decode_answer(seq, knobs.max_answer_tokens, knobs.temperature, noise.stream("answer"))
-        texts = iter(self.decode_blocks(z[present]))  # row-major: row i's blocks in order
         tok = self.ctx.tokenizer
         completions = []
-        for row, answer in zip(present.tolist(), answers, strict=True):
-            reasoning = [next(texts) for kept in row if kept]
+        for reasoning, answer in zip(self.decode_reasoning(problems, z, present), answers, strict=True):
             completions.append(" ".join([*reasoning, tok.decode(answer, skip_special_tokens=True).strip()]).strip())
         return completions, z, present
 
@@ -406,9 +415,24 @@ class LaDiR(Method):
         seq = start_sequence(self.reasoner, [self._question_ids(p) for p in problems], cache=settings.cache)
         return generate_blocks(seq, sampler, settings.steps, settings.max_blocks, cfg_scale=settings.cfg_scale)
 
-    def decode_blocks(self, z: torch.Tensor) -> list[str]:
-        """VAE-decoded text of normalised block latents (N, L_b, d_z)."""
-        return self.vae.decode(self.stats.denormalize(z)) if len(z) else []
+    def decode_blocks(self, z: torch.Tensor, contexts: list[str] | None = None) -> list[str]:
+        """VAE-decoded text of normalised block latents (N, L_b, d_z) (`contexts`: each one's context
+        text, for a context-conditioned decoder)."""
+        return self.vae.decode(self.stats.denormalize(z), contexts) if len(z) else []
+
+    def decode_reasoning(self, problems: list[Problem], z: torch.Tensor, present: torch.Tensor) -> list[list[str]]:
+        """Each row's blocks (B, N, L_b, d_z) where `present` (B, N), decoded to its reasoning sentences:
+        all in one batched call, or block by block when the decoder reads the sentences before."""
+        if not self.decoder_context:
+            texts = iter(self.decode_blocks(z[present]))  # row-major: row i's blocks in order
+            return [[next(texts) for kept in row if kept] for row in present.tolist()]
+        reasoning: list[list[str]] = [[] for _ in problems]
+        for b in range(z.size(1)):
+            rows = present[:, b].nonzero().squeeze(1).tolist()
+            contexts = [reasoning_context(problems[i]["prompt"], reasoning[i]) for i in rows]
+            for i, text in zip(rows, self.decode_blocks(z[rows, b], contexts), strict=True):
+                reasoning[i].append(text)
+        return reasoning
 
     @torch.no_grad()
     def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
@@ -445,10 +469,12 @@ class LaDiR(Method):
             if t in wanted:
                 records.append((block, t, FlowMatchEuler.predicted_clean(u, t, z)[0]))
 
-        (completion,), z, _ = self._generate([problem], RowNoise([seed], self.ctx.device), None, settings, on_step)
+        (completion,), z, present = self._generate([problem], RowNoise([seed], self.ctx.device), None, settings, on_step)
         if 0.0 in wanted:
             records += [(b, 0.0, z[0, b]) for b in range(z.size(1))]
         records.sort(key=lambda r: (r[0], -r[1]))
-        texts = self.decode_blocks(torch.stack([r[2] for r in records])) if records else []
+        finished = self.decode_reasoning([problem], z, present)[0]  # the context of a later block's estimates
+        contexts = [reasoning_context(problem["prompt"], finished[:b]) for b, _, _ in records]
+        texts = self.decode_blocks(torch.stack([r[2] for r in records]), contexts) if records else []
         traced = [{"block": b, "t": t, "text": text} for (b, t, _), text in zip(records, texts, strict=True)]
         return traced + [{"block": None, "t": None, "text": completion}]

@@ -28,6 +28,7 @@ import torch
 from harness.errors import BadInput
 from harness.jsonl import write_json_atomic
 from harness.progress import progress_bar
+from ladir.reasoner import stacked_blocks
 from tasks import Problem, Task
 
 SHIFT_STEPS = (1, 5, 10, 30)
@@ -87,12 +88,10 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
         "pass1_swapped": acc(swapped),
     }
     # every generated block decoded in one batched call, then handed back to its problem
-    flat = [block for blocks in generated for block in blocks]
-    texts = method.decode_blocks(torch.stack(flat)) if flat else []
-    per_problem, offset = [], 0
-    for blocks in generated:
-        per_problem.append(texts[offset : offset + len(blocks)])
-        offset += len(blocks)
+    per_problem = []
+    for start in range(0, len(problems), batch_size):
+        z, present = stacked_blocks(generated[start : start + batch_size], oracle[0].shape[-2:], device)
+        per_problem += method.decode_reasoning(problems[start : start + batch_size], z, present)
     checks = [task.steps_valid(problem, steps) for problem, steps in zip(problems, per_problem, strict=True)]
     if checks[0] is not None:  # the task can check steps
         valid = [ok for verdicts in checks for ok in verdicts]

@@ -7,7 +7,10 @@ isotropic noise N(0, k^2 I) and the sentence tokens are replaced by random vocab
 probability p, so that nearby latents decode to the same sentence.
 
 Decoder: the frozen base backbone, reading `<s>` then z projected to the hidden size (L_b prefix
-embeddings; the projection is trainable), then writing the sentence and `</s>`. `train_decoder=True`
+embeddings; the projection is trainable), then writing the sentence and `</s>`. With
+`decoder_context` it reads `<s> question earlier-sentences` before the latents (left-padded): a
+latent then only has to say what the context does not (Countdown: which operands and which operator,
+not the digits of the numbers or of the result), and any latent decodes to a step that uses the pool. `train_decoder=True`
 fine-tunes it as well: a from-scratch tiny base is too weak a language model to be steered through
 L_b input embeddings alone (measured on tiny Countdown-4: even free per-sentence latents plateau
 near 20% exact reconstruction with it frozen), where the paper's pretrained 8B LLM is not.
@@ -30,19 +33,29 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import DynamicCache
 
-from harness.lm import IGNORE
+from harness.lm import IGNORE, pad_ids
 from tasks import Problem, Task
 
-# (question, sentence): a sentence is encoded with its question as context.
+# (context, sentence): a sentence is encoded with its question (and, with `decoder_context`, the
+# reasoning sentences before it) as context.
 SentencePair = tuple[str, str]
 
 
-def sentence_pairs(task: Task, problems: Sequence[Problem], max_blocks: int | None = None) -> list[SentencePair]:
-    """Every reasoning sentence of the problems' references, with its question."""
+def reasoning_context(question: str, earlier: Sequence[str]) -> str:
+    """The text a sentence is written after: its question, then the reasoning sentences before it."""
+    return " ".join([question, *earlier])
+
+
+def sentence_pairs(task: Task, problems: Sequence[Problem], max_blocks: int | None = None,
+                   earlier_sentences: bool = False) -> list[SentencePair]:
+    """Every reasoning sentence of the problems' references, with its question as context (and the
+    sentences before it, with `earlier_sentences`)."""
     pairs = []
     for problem in problems:
         sentences, _ = task.split_target(problem["reference"])
-        pairs += [(problem["prompt"], s) for s in sentences[:max_blocks]]
+        sentences = sentences[:max_blocks]
+        pairs += [(reasoning_context(problem["prompt"], sentences[:i]) if earlier_sentences else problem["prompt"], s)
+                  for i, s in enumerate(sentences)]
     return pairs
 
 
@@ -56,8 +69,9 @@ class SentenceVAE(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, tokenizer, latent_tokens: int, latent_dim: int,
                  beta: float = 1e-5, latent_noise: float = 3.0, token_replace_prob: float = 0.3,
-                 max_sentence_tokens: int = 64, train_decoder: bool = False):
+                 max_sentence_tokens: int = 64, train_decoder: bool = False, decoder_context: bool = False):
         super().__init__()
+        self.decoder_context = decoder_context
         hidden = encoder.config.hidden_size
         self.encoder = encoder
         self.tokenizer = tokenizer
@@ -114,27 +128,31 @@ class SentenceVAE(nn.Module):
         return self.to_mu(at_queries), self.to_logvar(at_queries)
 
     # ------------------------------------------------------------------------------- decoder
-    def _prefix(self, z: torch.Tensor) -> torch.Tensor:
-        """`<s>` then the projected latents: the decoder's conditioning prefix, (N, 1 + L_b, H)."""
-        bos = torch.full((z.size(0), 1), self.tokenizer.bos_token_id, dtype=torch.long, device=z.device)
+    def _prefix(self, z: torch.Tensor, contexts: Sequence[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's conditioning prefix and its attention mask: `<s>` then the projected latents,
+        (N, 1 + L_b, H); with `decoder_context`, `<s> context` left-padded, then the latents."""
+        tok = self.tokenizer
+        rows = [[tok.bos_token_id]] * z.size(0)
+        if self.decoder_context:
+            if contexts is None or len(contexts) != z.size(0):
+                raise ValueError("a context-conditioned VAE decoder needs one context text per latent")
+            rows = [[tok.bos_token_id, *tok.encode(c, add_special_tokens=False)] for c in contexts]
+        ids, valid = pad_ids(rows, tok.pad_token_id, left=True, device=z.device)
         embed = self.decoder.get_input_embeddings()
-        return torch.cat([embed(bos), self.to_prefix(z).to(embed.weight.dtype)], dim=1)
+        prefix = torch.cat([embed(ids), self.to_prefix(z).to(embed.weight.dtype)], dim=1)
+        mask = torch.cat([valid, torch.ones(z.size(0), z.size(1), dtype=torch.bool, device=z.device)], dim=1)
+        return prefix, mask.long()
 
-    def reconstruction_loss(self, z: torch.Tensor, sentences: Sequence[str]) -> torch.Tensor:
+    def reconstruction_loss(self, z: torch.Tensor, sentences: Sequence[str],
+                            contexts: Sequence[str] | None = None) -> torch.Tensor:
         """Mean token CE of the decoder writing each sentence and `</s>` after its latent prefix."""
         tok = self.tokenizer
         targets = [[*self._sentence_ids(s), tok.eos_token_id] for s in sentences]
-        width = max(len(t) for t in targets)
-        ids = torch.full((len(targets), width), tok.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(targets), width), IGNORE, dtype=torch.long)
-        for i, t in enumerate(targets):
-            ids[i, : len(t)] = torch.tensor(t)
-            labels[i, : len(t)] = torch.tensor(t)
-        ids, labels = ids.to(z.device), labels.to(z.device)
-        prefix = self._prefix(z)
+        ids, written = pad_ids(targets, tok.pad_token_id, left=False, device=z.device)
+        labels = ids.masked_fill(~written, IGNORE)
+        prefix, prefix_mask = self._prefix(z, contexts)
         embeds = torch.cat([prefix, self.decoder.get_input_embeddings()(ids)], dim=1)
-        attention = torch.cat([torch.ones(len(targets), prefix.size(1), dtype=torch.long, device=z.device),
-                               (labels != IGNORE).long()], dim=1)
+        attention = torch.cat([prefix_mask, written.long()], dim=1)
         logits = self.decoder(inputs_embeds=embeds, attention_mask=attention).logits
         # position prefix_len - 1 + i predicts target token i
         predicting = logits[:, prefix.size(1) - 1 : -1]
@@ -146,18 +164,20 @@ class SentenceVAE(nn.Module):
         mu, logvar = self.encode(pairs, corrupt=True)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # z = mu + sigma * eps
         z = z + self.latent_noise * torch.randn_like(z)  # z' = z + eta, eta ~ N(0, k^2 I)
-        recon = self.reconstruction_loss(z, [s for _, s in pairs])
+        recon = self.reconstruction_loss(z, [s for _, s in pairs], [c for c, _ in pairs])
         # KL(N(mu, sigma^2) || N(0, I)), summed over the block's latents, mean over sentences
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum((1, 2)).mean()
         return recon + self.beta * kl, {"recon": float(recon.detach()), "kl": float(kl.detach())}
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, max_tokens: int | None = None) -> list[str]:
-        """Greedy, batched decoding of latents (N, L_b, d_z) to sentences, with the decoder's KV cache."""
+    def decode(self, z: torch.Tensor, contexts: Sequence[str] | None = None, max_tokens: int | None = None) -> list[str]:
+        """Greedy, batched decoding of latents (N, L_b, d_z) to sentences, with the decoder's KV cache
+        (`contexts`: each latent's context text, for a context-conditioned decoder)."""
         max_tokens = max_tokens or self.max_sentence_tokens
         eos = self.tokenizer.eos_token_id
         cache = DynamicCache()
-        out = self.decoder(inputs_embeds=self._prefix(z), past_key_values=cache, use_cache=True)
+        prefix, attention = self._prefix(z, contexts)
+        out = self.decoder(inputs_embeds=prefix, attention_mask=attention, past_key_values=cache, use_cache=True)
         generated = torch.empty(z.size(0), 0, dtype=torch.long, device=z.device)
         done = torch.zeros(z.size(0), dtype=torch.bool, device=z.device)
         for _ in range(max_tokens):
@@ -167,7 +187,8 @@ class SentenceVAE(nn.Module):
             done |= token == eos
             if bool(done.all()):
                 break
-            out = self.decoder(input_ids=token[:, None], past_key_values=cache, use_cache=True)
+            attention = torch.cat([attention, attention.new_ones(z.size(0), 1)], dim=1)
+            out = self.decoder(input_ids=token[:, None], attention_mask=attention, past_key_values=cache, use_cache=True)
         texts = []
         for row in generated.tolist():
             row = row[: row.index(eos)] if eos in row else row
@@ -233,7 +254,7 @@ def reconstruction_exact_match(vae: SentenceVAE, pairs: Sequence[SentencePair], 
     hits, examples = 0, []
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i : i + batch_size]
-        decoded = vae.decode(encode_means(vae, chunk, batch_size))
+        decoded = vae.decode(encode_means(vae, chunk, batch_size), [c for c, _ in chunk])
         for (_, sentence), text in zip(chunk, decoded, strict=True):
             hits += text == sentence.strip()
             if text != sentence.strip() and len(examples) < 5:

@@ -249,31 +249,35 @@ def test_cached_and_uncached_sampling_agree_on_cuda(reasoner, tokenizer):
 
 
 # ---------------------------------------------------------------------------------- VAE
-def test_a_few_vae_steps_lower_the_reconstruction_loss(tokenizer):
+@pytest.mark.parametrize("decoder_context", [False, True])
+def test_a_few_vae_steps_lower_the_reconstruction_loss(tokenizer, decoder_context):
     # The decoder is a frozen *language model* in LaDiR; a random one barely reacts to its prefix, so
     # first fit a tiny base LM to the sentences (it knows the format, not which sentence is meant).
     torch.manual_seed(0)
     sentences = [f"{a}+{b}={a + b}." for a, b in [(12, 7), (45, 67), (3, 98), (51, 9), (26, 33), (80, 14)]]
+    # contexts of different lengths: the context-conditioned decoder reads them left-padded
+    pairs = [("Use 12 7 3 to make 57.\n" + " ".join(sentences[:i % 3]), s) for i, s in enumerate(sentences)]
+    contexts = [c for c, _ in pairs]
     base = tiny_backbone(tokenizer)
     optimizer = torch.optim.Adam(base.parameters(), lr=1e-2)
-    for _ in range(30):
-        batch = encode_pairs(tokenizer, [""] * len(sentences), sentences, 64, loss_on_prompt=True)
+    for _ in range(30):  # the text the decoder will see: the sentence after its context, or alone
+        batch = encode_pairs(tokenizer, contexts if decoder_context else [""] * len(sentences), sentences, 64,
+                             loss_on_prompt=True)
         loss = next_token_loss(base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
                                batch["labels"])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     vae = SentenceVAE(copy.deepcopy(base), copy.deepcopy(base), tokenizer, latent_tokens=2, latent_dim=4,
-                      latent_noise=0.5, token_replace_prob=0.1)
-    pairs = [("Use 12 7 3 to make 57.\n", s) for s in sentences]
+                      latent_noise=0.5, token_replace_prob=0.1, decoder_context=decoder_context)
 
     def recon():
         with torch.no_grad():
-            return float(vae.reconstruction_loss(vae.encode(pairs)[0], sentences))
+            return float(vae.reconstruction_loss(vae.encode(pairs)[0], sentences, contexts))
 
     before = recon()
     optimizer = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(20):
+    for _ in range(40):
         loss, logs = vae.loss(pairs)
         optimizer.zero_grad()
         loss.backward()
@@ -281,7 +285,39 @@ def test_a_few_vae_steps_lower_the_reconstruction_loss(tokenizer):
     assert {"recon", "kl"} <= set(logs)
     assert all(p.grad is None for p in vae.decoder.parameters())  # the decoder stays frozen
     assert recon() < 0.85 * before
-    assert len(vae.decode(vae.encode(pairs)[0])) == len(pairs)
+    z = vae.encode(pairs)[0]
+    decoded = vae.decode(z, contexts)
+    assert len(decoded) == len(pairs)
+    # padding to the longest context changes nothing: each latent decodes as it does alone
+    assert decoded == [vae.decode(z[i : i + 1], contexts[i : i + 1])[0] for i in range(len(pairs))]
+    if decoder_context:
+        with pytest.raises(ValueError, match="context"):
+            vae.decode(z)
+
+
+def test_context_decoder_decodes_blocks_in_order_after_the_earlier_sentences(tmp_path):
+    overrides = ["method=ladir", *MICRO_SETTINGS, "method_options={decoder_context: reasoning, max_sentence_tokens: 8}"]
+    config = load_config("tiny", None, [parse_override(o) for o in overrides])
+    method = get_method_class("ladir")(RunContext(config, tmp_path / "r", tmp_path))
+    method.load_untrained()
+    problems = method.ctx.task.problems("test")[:3]
+    seen = []
+
+    def decode(z, contexts=None, max_tokens=None):  # a stand-in decoder that names each call's inputs
+        seen.append(list(contexts))
+        return [f"s{len(seen)}.{i}" for i in range(len(z))]
+
+    method.vae.decode = decode
+    present = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])
+    z = torch.zeros(3, 3, method.options.latent_tokens, method.options.latent_dim)
+    reasoning = method.decode_reasoning(problems, z, present)
+    assert reasoning == [["s1.0", "s2.0", "s3.0"], ["s1.1"], ["s1.2", "s2.1"]]
+    prompts = [p["prompt"] for p in problems]
+    assert seen == [prompts, [f"{prompts[0]} s1.0", f"{prompts[2]} s1.2"], [f"{prompts[0]} s1.0 s2.0"]]
+    # and the oracle blocks are encoded with the same contexts the decoder is trained on
+    pairs = method.sentence_pairs(problems[:1])
+    sentences, _ = method.ctx.task.split_target(problems[0]["reference"])
+    assert pairs == [(" ".join([prompts[0], *sentences[:i]]), s) for i, s in enumerate(sentences)]
 
 
 # ---------------------------------------------------------------------------------- end to end

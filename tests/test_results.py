@@ -24,3 +24,34 @@ def test_committed_results_regenerate_their_table_and_plot(folder, tmp_path):
         metrics = json.loads(path.read_text())
         assert f"{100 * metrics['pass@1']:.1f}".rstrip("0").rstrip(".") in table, (path, table)
     assert plot(frame, "pass-at-k", tmp_path / "pass-at-k.png").stat().st_size > 1000
+
+
+# Made before the manifest recorded the problem set's sha256 (the 2026-11-23 CPU runs; the LaDiR
+# metrics carry their checkpoint's sha256, the AR-SFT one does not), or, for tiny-countdown4 (made on a
+# lent H100), before it recorded a real git revision ("HEAD"). Their manifests still name the config,
+# device and package versions. Nothing may be added to this list.
+PARTIAL_PROVENANCE = {
+    "ladir-countdown4/ar-sft.k100", *(f"ladir-countdown4/ladir-faithful.{name}" for name in (
+        "k100", "k10.steps1", "k10.steps5", "k10.steps10", "k10.steps30", "k10.gamma0.3", "k10.gamma0.5",
+        "k10.gamma1.0")), "ladir-countdown4/ladir-paper-stage2.k100", "tiny-countdown4/ar-sft",
+}
+
+
+def test_every_committed_metrics_file_has_its_manifest_and_config():
+    """Provenance: beside `X.metrics.json` sits `X.manifest.json` (code revision, checkpoint sha256,
+    problem set, packages, device, checker), and the run's resolved config (a `.config.yaml` or `configs/`)."""
+    for path in sorted(RESULTS.rglob("*metrics.json")):
+        stem = path.name[: -len("metrics.json")]
+        manifest = path.with_name(f"{stem}manifest.json")
+        assert manifest.is_file(), f"{path} has no manifest"
+        record = json.loads(manifest.read_text())
+        assert record["config"] and record["versions"]["torch"] and record["device"], manifest
+        configs = list(path.parent.glob("*config.yaml")) + list(path.parent.glob("configs/*.yaml"))
+        assert configs, f"{path.parent} holds no run config"
+        if f"{path.parent.name}/{stem.rstrip('.')}" in PARTIAL_PROVENANCE:
+            continue
+        assert len(record["git_revision"]) == 40 and "git_dirty" in record, manifest
+        assert len(record["problems_sha256"]) == 64, manifest
+        metrics = json.loads(path.read_text())
+        pretrained = record["config"]["method"] == "pretrained"  # no trained checkpoint: the model is named
+        assert pretrained or len((record.get("checkpoint") or metrics["checkpoint"])["sha256"]) == 64, manifest

@@ -18,6 +18,9 @@ from harness.lora import check_available
 from harness.methods import Method, get_method_class
 
 
+LAYOUT_FIELDS = ("train.grad_accum_steps",)
+
+
 def runs_root(explicit: str | Path | None = None) -> Path:
     return Path(explicit or os.environ.get("LADIR_RUNS", "runs"))
 
@@ -55,7 +58,9 @@ def create_run(config: RunConfig, name: str | None, root: Path) -> tuple[Method,
     if config_path.is_file():
         saved = yaml.safe_load(config_path.read_text())
         saved["method_options"] = resolved_options(method_cls, saved.get("method_options") or {})
-        changed = _differences(saved, config.to_dict())
+        # the parallel layout may change between resumes (one process accumulating, or many): the update
+        # is the same as long as processes x grad_accum_steps is
+        changed = [key for key in _differences(saved, config.to_dict()) if key not in LAYOUT_FIELDS]
         if changed:
             raise BadInput(f"run {name!r} exists with a different config (differs in: {', '.join(changed)}); "
                            f"use another --run name or the same settings to resume")

@@ -19,8 +19,8 @@ import random
 import shutil
 import time
 import zlib
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +60,16 @@ def micro_seed(seed: int, phase: str, step: int, micro: int, micro_batches: int)
 # (micro-batch index, micro-batches per step) while the Trainer runs a micro-batch's loss_fn: every
 # method draws its data through `batch_indices`, so each gets its shard without knowing about it
 _shard: ContextVar[tuple[int, int] | None] = ContextVar("micro_batch_shard", default=None)
+
+
+@contextmanager
+def micro_batch_shard(micro: int, micro_batches: int) -> Iterator[None]:
+    """`batch_indices` draws micro-batch `micro` of `micro_batches` inside the block."""
+    token = _shard.set((micro, micro_batches) if micro_batches > 1 else None)
+    try:
+        yield
+    finally:
+        _shard.reset(token)
 
 
 def micro_batch(indices: list[int], micro: int, micro_batches: int) -> list[int]:
@@ -455,14 +465,11 @@ class Trainer:
             torch.manual_seed(micro_seed(self.phase.seed, self.phase.name, self.step, micro, micro_batches))
             # FSDP reduces gradients in every backward unless told not to; the last micro-batch's does it once
             skip_sync = self.fsdp and slot < accum - 1
-            token = _shard.set((micro, micro_batches) if micro_batches > 1 else None)
-            try:
-                with accelerator.no_sync(self.prepared) if skip_sync else nullcontext():
-                    with accelerator.autocast():
-                        loss, logs = loss_fn(self.step)
-                    accelerator.backward(loss)
-            finally:
-                _shard.reset(token)
+            with micro_batch_shard(micro, micro_batches), \
+                    accelerator.no_sync(self.prepared) if skip_sync else nullcontext():
+                with accelerator.autocast():
+                    loss, logs = loss_fn(self.step)
+                accelerator.backward(loss)
             keys = sorted(logs)
             values = [float(loss.detach()), *(float(logs[k]) for k in keys)]
             sums = values if not sums else [a + b for a, b in zip(sums, values, strict=True)]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.lm import lm_loss, sample_completions
+from harness.lora import apply_lora
 from harness.methods import Method
 from harness.sampling import RowNoise, Trajectory
 from harness.training import Trainer, final_checkpoint, load_modules
@@ -38,14 +39,15 @@ class ArSft(Method):
         if done := self.finished(self.phase_name):
             return done
         ctx = self.ctx
-        model = ctx.backbone.base_model()
+        # with train.lora_r > 0 only adapters train; the checkpoint holds the merged model all the same
+        model = apply_lora(ctx.backbone.base_model(), ctx.config.train.lora_r)
 
         def loss_fn(step: int):
             return lm_loss(model, ctx.tokenizer, ctx.batch(self.phase_name, step), ctx.config.model.max_length,
                            self.options.loss_on_prompt, ctx.device), {}
 
         final = Trainer(ctx.phase(self.phase_name, count_tokens=True), model).fit(loss_fn)
-        self.model = model.eval()
+        self.model = (model.merge_and_unload() if ctx.config.train.lora_r else model).eval()
         return final
 
     def load(self) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from harness.config import ModelConfig, RunConfig
+from harness import distributed
+from harness.config import ModelConfig, RunConfig, TrainConfig
 from harness.errors import BadInput
 from harness.hub import hub_access
 from harness.lm import lm_loss
@@ -150,6 +151,8 @@ def parameter_count(model: torch.nn.Module) -> int:
 # Bump when the base LM's training changes in code (its loss, schedule or data order), so that a
 # cached base trained by older code is not reused.
 BASE_RECIPE = 2
+# TrainConfig fields newer than the cached bases: part of the base's key only when set
+KEYED_WHEN_SET = ("mixed_precision",)
 
 
 class SharedBackbone:
@@ -180,9 +183,15 @@ class SharedBackbone:
             return self.runs_root / "_base" / f"pretrained-{_slug(model.name)}"
         train = self.config.train
         # Everything that shapes the base's weights, so ablating any of it never reuses another base.
-        # The fine-tuning fields (steps, lr) and bookkeeping (checkpoints, logging) do not.
+        # The fine-tuning fields (steps, lr, lora_r: the base always trains every weight), bookkeeping
+        # (checkpoints, logging) and the parallel layout (the same update, up to float rounding) do not.
+        # Fields added later enter only when they differ from their default, so the bases cached before
+        # they existed keep their directory.
+        defaults = vars(TrainConfig())
         shaping = {name: value for name, value in vars(train).items()
-                   if name not in ("steps", "lr", "checkpoint_every", "keep_checkpoints", "log_every")}
+                   if name not in ("steps", "lr", "checkpoint_every", "keep_checkpoints", "log_every", "lora_r",
+                                   "grad_accum_steps", "gradient_checkpointing")
+                   and (name not in KEYED_WHEN_SET or value != defaults[name])}
         key = json.dumps(
             {"task": self.config.task, "task_options": self.config.task_options, "model": vars(model),
              "train": shaping, "seed": self.config.seed, "recipe": BASE_RECIPE},
@@ -204,7 +213,8 @@ class SharedBackbone:
             tokenizer = build_char_tokenizer(texts)
         else:
             _, tokenizer = load_pretrained(self.model_config.name, self.model_config.dtype)
-        tokenizer.save_pretrained(path)
+        if distributed.is_main_process():  # the other ranks built the same one; two writers could tear it
+            tokenizer.save_pretrained(path)
         return tokenizer
 
     def fresh_model(self):

@@ -182,9 +182,14 @@ def train_command(
     run_config = load_config(preset, config, _overrides(set_, **direct))
     method_obj, ctx = create_run(run_config, run, runs_root(runs_dir))
     method_obj.check_stage(stage)
-    err.print(f"run [bold]{ctx.run_dir}[/]  method={method_obj.name} task={run_config.task} preset={preset} seed={run_config.seed}")
+    from harness.distributed import is_main_process
+
+    main = is_main_process()  # the other processes of a multi-process launch train silently
+    if main:
+        err.print(f"run [bold]{ctx.run_dir}[/]  method={method_obj.name} task={run_config.task} preset={preset} seed={run_config.seed}")
     final = method_obj.train(stage=stage)
-    err.print(f"done: {final}")
+    if main:
+        err.print(f"done: {final}")
 
 
 @app.command("eval")

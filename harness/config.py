@@ -19,6 +19,7 @@ import yaml
 from harness.errors import BadInput
 
 PRESET_DIR = Path(__file__).parent / "presets"
+MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 @dataclass
@@ -55,6 +56,12 @@ class TrainConfig:
     # when the backbone starts from scratch; a pretrained backbone is its own base.
     base_steps: int = 600
     base_lr: float = 1e-3
+    # A step's batch is split into (processes x grad_accum_steps) micro-batches; the update equals one
+    # process taking the whole batch (harness.training).
+    grad_accum_steps: int = 1
+    mixed_precision: str = "no"  # no, bf16 or fp16 (autocast; GPU only)
+    gradient_checkpointing: bool = False  # recompute activations in backward: memory for time
+    lora_r: int = 0  # > 0: fine-tune LoRA adapters of this rank on pretrained backbones (needs peft)
 
 
 @dataclass
@@ -219,6 +226,9 @@ def _validate_ranges(config: RunConfig) -> None:
         (config.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (config.train.lr > 0, "train.lr must be > 0"),
         (config.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
+        (config.train.grad_accum_steps >= 1, "train.grad_accum_steps must be >= 1"),
+        (config.train.mixed_precision in MIXED_PRECISION, f"train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}"),
+        (config.train.lora_r >= 0, "train.lora_r must be >= 0"),
         (config.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (config.eval.k >= 1, "eval.k must be >= 1"),
         (config.eval.temperature >= 0, "eval.temperature must be >= 0"),
@@ -229,3 +239,15 @@ def _validate_ranges(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise BadInput(f"bad config value: {message}")
+
+
+def check_parallel_layout(train: TrainConfig, processes: int, device_type: str) -> None:
+    """The batch must split evenly into micro-batches, and autocast needs a GPU: rejected before a run
+    directory is written rather than silently trained differently from what its config says."""
+    micro = processes * train.grad_accum_steps
+    if train.batch_size % micro:
+        raise BadInput(f"train.batch_size={train.batch_size} is not divisible by {processes} process(es) x "
+                       f"train.grad_accum_steps={train.grad_accum_steps} = {micro} micro-batches")
+    if train.mixed_precision != "no" and device_type != "cuda":
+        raise BadInput(f"train.mixed_precision={train.mixed_precision} needs a GPU; this run is on {device_type} "
+                       "(set train.mixed_precision=no)")

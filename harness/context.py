@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from harness import distributed
 from harness.backbone import SharedBackbone
 from harness.config import RunConfig
 from harness.errors import BadInput
@@ -33,7 +34,7 @@ class RunContext:
         self.run_dir = run_dir
         self.runs_root = runs_root
         self.seed = config.seed
-        self.device = resolve_device(config.device)
+        self.device = distributed.init(resolve_device(config.device))
 
     # -- data -----------------------------------------------------------------------------------
     @cached_property

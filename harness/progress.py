@@ -15,8 +15,9 @@ console = Console(stderr=True)
 class _Bar:
     """Updates a rich bar on a terminal; elsewhere (logs, CI) prints a plain line every 5% of the work."""
 
-    def __init__(self, progress: Progress | None, task_id, description: str, total: int, completed: int):
-        self._progress, self._task, self.console = progress, task_id, console
+    def __init__(self, progress: Progress | None, task_id, description: str, total: int, completed: int,
+                 quiet: bool = False):
+        self._progress, self._task, self.console, self._quiet = progress, task_id, console, quiet
         self._description, self._total, self._done = description, total, completed
         self._every = max(1, total // 20)
 
@@ -24,13 +25,17 @@ class _Bar:
         self._done += advance
         if self._progress is not None:
             self._progress.update(self._task, advance=advance, info=info)
-        elif self._done % self._every == 0 or self._done == self._total:
+        elif not self._quiet and (self._done % self._every == 0 or self._done == self._total):
             print(f"{self._description} {self._done}/{self._total} {info}", file=sys.stderr, flush=True)
 
 
 @contextmanager
-def progress_bar(description: str, total: int, completed: int = 0):
-    """A bar with count, elapsed, ETA and a free-text field (loss, tokens/s)."""
+def progress_bar(description: str, total: int, completed: int = 0, quiet: bool = False):
+    """A bar with count, elapsed, ETA and a free-text field (loss, tokens/s); `quiet` (the other
+    processes of a multi-process launch, whose main process reports) prints nothing."""
+    if quiet:
+        yield _Bar(None, None, description, total, completed, quiet=True)
+        return
     if os.environ.get("LADIR_NO_PROGRESS") or not sys.stderr.isatty():
         yield _Bar(None, None, description, total, completed)
         return

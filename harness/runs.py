@@ -10,10 +10,15 @@ from pathlib import Path
 import yaml
 
 from harness.backbone import check_model_available
-from harness.config import RunConfig, build_dataclass
+from harness import distributed
+from harness.config import RunConfig, build_dataclass, check_parallel_layout
 from harness.errors import BadInput
 from harness.context import RunContext
+from harness.lora import check_available
 from harness.methods import Method, get_method_class
+
+
+LAYOUT_FIELDS = ("train.grad_accum_steps",)
 
 
 def runs_root(explicit: str | Path | None = None) -> Path:
@@ -53,16 +58,24 @@ def create_run(config: RunConfig, name: str | None, root: Path) -> tuple[Method,
     if config_path.is_file():
         saved = yaml.safe_load(config_path.read_text())
         saved["method_options"] = resolved_options(method_cls, saved.get("method_options") or {})
-        changed = _differences(saved, config.to_dict())
+        # the parallel layout may change between resumes (one process accumulating, or many): the update
+        # is the same as long as processes x grad_accum_steps is
+        changed = [key for key in _differences(saved, config.to_dict()) if key not in LAYOUT_FIELDS]
         if changed:
             raise BadInput(f"run {name!r} exists with a different config (differs in: {', '.join(changed)}); "
                            f"use another --run name or the same settings to resume")
     ctx = RunContext(config, run_dir, root)
+    check_parallel_layout(config.train, distributed.world_size(), ctx.device.type)
+    if config.train.lora_r:
+        if method_cls.name != "ar-sft":
+            raise BadInput(f"train.lora_r > 0 is implemented for ar-sft only, not {method_cls.name}")
+        check_available()
     ctx.task  # noqa: B018  (validates the task name and task_options before anything is written)
     if not config.model.from_scratch:
         check_model_available(config.model.name)
     method = method_cls(ctx)
-    config.save(config_path)
+    if distributed.is_main_process():  # every rank has the same config; one writes it
+        config.save(config_path)
     return method, ctx
 
 

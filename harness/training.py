@@ -19,7 +19,9 @@ import random
 import shutil
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
-from harness.config import TrainConfig
+from harness.config import TrainConfig, check_parallel_layout
 from harness.errors import BadInput
 from harness.jsonl import fsync_directory, read_append_log, write_json_atomic, write_jsonl_atomic
 from harness.locks import exclusive
+from harness.lora import is_lora, load_lora, save_lora
 from harness.progress import progress_bar
 
 CHECKPOINT_PREFIX = "step-"
@@ -45,28 +48,68 @@ def step_seed(seed: int, phase: str, step: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(phase.encode()) * 7_919 + step) % (2**63 - 1)
 
 
+def micro_seed(seed: int, phase: str, step: int, micro: int, micro_batches: int) -> int:
+    """The torch seed of micro-batch `micro` of a step: its noise (flow matching, dropout) is the same
+    whichever process and accumulation slot runs it. One micro-batch keeps the step's seed, so
+    single-process runs (and their cached checkpoints) are what they were before micro-batches."""
+    if micro_batches == 1:
+        return step_seed(seed, phase, step)
+    return step_seed(seed, f"{phase}/micro{micro}", step)
+
+
+# (micro-batch index, micro-batches per step) while the Trainer runs a micro-batch's loss_fn: every
+# method draws its data through `batch_indices`, so each gets its shard without knowing about it
+_shard: ContextVar[tuple[int, int] | None] = ContextVar("micro_batch_shard", default=None)
+
+
+@contextmanager
+def micro_batch_shard(micro: int, micro_batches: int) -> Iterator[None]:
+    """`batch_indices` draws micro-batch `micro` of `micro_batches` inside the block."""
+    token = _shard.set((micro, micro_batches) if micro_batches > 1 else None)
+    try:
+        yield
+    finally:
+        _shard.reset(token)
+
+
+def micro_batch(indices: list[int], micro: int, micro_batches: int) -> list[int]:
+    """Micro-batch `micro` of a step's examples: every `micro_batches`-th one, so shards differ in size by
+    at most one and together are the batch."""
+    if len(indices) < micro_batches:
+        raise BadInput(f"a batch of {len(indices)} examples cannot feed {micro_batches} micro-batches "
+                       "(processes x train.grad_accum_steps); use a larger batch")
+    return indices[micro::micro_batches]
+
+
 def batch_indices(seed: int, phase: str, step: int, population: int, batch_size: int) -> list[int]:
-    """The examples of one step: a deterministic function of (seed, phase, step)."""
+    """The examples of one step: a deterministic function of (seed, phase, step); inside a micro-batch of
+    the Trainer, that micro-batch's share of them."""
     generator = torch.Generator().manual_seed(step_seed(seed, phase + "/data", step))
-    return torch.randint(population, (batch_size,), generator=generator).tolist()
+    indices = torch.randint(population, (batch_size,), generator=generator).tolist()
+    shard = _shard.get()
+    return indices if shard is None else micro_batch(indices, *shard)
 
 
-def save_modules(module: torch.nn.Module, directory: Path, tokenizer=None) -> None:
+def save_modules(module: torch.nn.Module, directory: Path, tokenizer=None,
+                 state: dict[str, torch.Tensor] | None = None) -> None:
     """Hugging Face format for every pretrained-model child (with the tokenizer, if given), safetensors
-    for the remaining parameters."""
+    for the remaining parameters. `state` replaces the module's own state dict (the full weights FSDP
+    gathered from its shards)."""
     directory.mkdir(parents=True, exist_ok=True)
     rest: dict[str, torch.Tensor] = {}
     hf_children = {name for name, child in module.named_children() if isinstance(child, PreTrainedModel)}
     if isinstance(module, PreTrainedModel):
-        module.save_pretrained(directory / "model", safe_serialization=True)
+        module.save_pretrained(directory / "model", safe_serialization=True, state_dict=state)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory / "model")
         return
     for name in hf_children:
-        getattr(module, name).save_pretrained(directory / name, safe_serialization=True)
+        child_state = None if state is None else {k[len(name) + 1:]: v for k, v in state.items()
+                                                  if k.startswith(name + ".")}
+        getattr(module, name).save_pretrained(directory / name, safe_serialization=True, state_dict=child_state)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory / name)
-    for key, tensor in module.state_dict().items():
+    for key, tensor in (module.state_dict() if state is None else state).items():
         if key.split(".", 1)[0] not in hf_children:
             rest[key] = tensor.detach().cpu().contiguous()
     if rest:
@@ -91,6 +134,27 @@ def load_modules(module: torch.nn.Module, directory: Path) -> None:
     except (SafetensorError, OSError, ValueError) as error:
         raise BadInput(f"checkpoint {directory} is corrupt or truncated ({type(error).__name__}: {error}); "
                        "delete it to resume from the previous checkpoint") from None
+
+
+def read_modules(module: torch.nn.Module, directory: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors named as in `module.state_dict()`, for loaders that take a full state dict
+    (FSDP's, which scatters it over the shards)."""
+    def read(folder: Path, prefix: str = "") -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {}
+        for file in sorted(folder.glob("*.safetensors")):
+            state.update({prefix + key: value for key, value in load_file(str(file)).items()})
+        return state
+
+    if isinstance(module, PreTrainedModel):
+        return read(directory / "model")
+    state: dict[str, torch.Tensor] = {}
+    for name, child in module.named_children():
+        if isinstance(child, PreTrainedModel):
+            state.update(read(directory / name, name + "."))
+    extra = directory / "extra.safetensors"
+    if extra.is_file():
+        state.update(load_file(str(extra)))
+    return state
 
 
 def _load_modules(module: torch.nn.Module, directory: Path) -> None:
@@ -149,23 +213,53 @@ class Phase:
 
 
 class Trainer:
+    """One phase's optimisation, on one process or many (`accelerate launch`, `torchrun`).
+
+    A step's global batch is split into (processes x `train.grad_accum_steps`) micro-batches; process r
+    runs micro-batches r * grad_accum_steps + a, each reseeded by `micro_seed`, and the gradients are
+    averaged over all of them, so the update is the one a single process taking the whole batch makes
+    (up to float rounding). Only the main process writes logs, checkpoints and the DONE marker.
+    """
+
     def __init__(self, phase: Phase, module: torch.nn.Module, accelerator=None):
         from accelerate import Accelerator
+        from accelerate.utils import DistributedType
 
         self.phase = phase
+        train = phase.train
         # The module already sits on the run's device (--device cpu on a GPU machine stays on the CPU).
-        on_cpu = next(module.parameters()).device.type == "cpu"
-        self.accelerator = accelerator or Accelerator(cpu=on_cpu)
+        device_type = next(module.parameters()).device.type
+        # accelerate's backward divides the loss by gradient_accumulation_steps: the micro-batch losses sum
+        # to the mean over the process's share of the batch
+        self.accelerator = accelerator or Accelerator(cpu=device_type == "cpu", mixed_precision=train.mixed_precision,
+                                                      gradient_accumulation_steps=train.grad_accum_steps)
+        check_parallel_layout(train, self.accelerator.num_processes, device_type)
+        kind = self.accelerator.distributed_type
+        if kind not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.FSDP):
+            raise BadInput(f"accelerate's {kind} is not supported: launch with DDP (multi-GPU or --cpu) or FSDP")
+        self.fsdp = kind == DistributedType.FSDP
+        # FSDP2 shards the module in place, so the methods' own calls to it (never to a wrapper) run
+        # sharded; FSDP1 only works through its wrapper
+        if self.fsdp and not self.accelerator.is_fsdp2:
+            raise BadInput("FSDP needs fsdp_version: 2 in the accelerate config (see harness/presets/accelerate/)")
+        if self.fsdp and is_lora(module):
+            raise BadInput("train.lora_r > 0 is not supported under FSDP; launch with a DDP config")
+        self.ddp = self.accelerator.num_processes > 1 and not self.fsdp
         self.module = module
+        if train.gradient_checkpointing:
+            for child in module.modules():
+                if isinstance(child, PreTrainedModel) and child.supports_gradient_checkpointing:
+                    # non-reentrant: works with frozen inputs (LoRA) and keeps the RNG replay exact
+                    child.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         parameters = [p for p in module.parameters() if p.requires_grad]
         decay = [p for p in parameters if p.ndim >= 2]
         no_decay = [p for p in parameters if p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": phase.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=phase.lr,
             betas=(0.9, 0.95),
         )
-        warmup = min(phase.train.warmup_steps, max(1, phase.steps // 10))
+        warmup = min(train.warmup_steps, max(1, phase.steps // 10))
 
         def lr_factor(step: int) -> float:
             if phase.schedule == "constant":
@@ -175,62 +269,107 @@ class Trainer:
             progress = (step - warmup) / max(1, phase.steps - warmup)
             return COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
+        # Not prepared: accelerate's scheduler steps once per process, and a step here is one global batch.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
-        self.prepared, self.optimizer, self.scheduler = self.accelerator.prepare(module, self.optimizer, self.scheduler)
+        if self.ddp:
+            # The methods call their module directly, never a DDP wrapper, so DDP's gradient hooks would
+            # never fire: the trainer averages the gradients itself (`_average_gradients`).
+            self.prepared, self.optimizer = module, self.accelerator.prepare(self.optimizer)
+        else:
+            self.prepared, self.optimizer = self.accelerator.prepare(module, self.optimizer)
         self.step = 0
         self.elapsed_before = 0.0  # training seconds of earlier processes (resumed runs), from the checkpoint
         self.started = time.time()
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        """Write `step-N` under a temporary name and rename it: a killed run never leaves half a checkpoint."""
+        """Write `step-N` under a temporary name and rename it: a killed run never leaves half a checkpoint.
+
+        Every process calls it (under FSDP, gathering the full weights is a collective); the main process
+        writes, and all wait for it, so no process reads a checkpoint before it is complete."""
         root = self.phase.directory / "checkpoints"
-        root.mkdir(parents=True, exist_ok=True)
         final = root / f"{CHECKPOINT_PREFIX}{self.step:07d}"
-        if not self.accelerator.is_main_process:
-            return final
-        staging = root / f".tmp-{CHECKPOINT_PREFIX}{self.step:07d}-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        save_modules(self.accelerator.unwrap_model(self.prepared), staging, self.phase.tokenizer)
-        torch.save(
-            {
-                "step": self.step,
-                "elapsed_s": self.elapsed_before + time.time() - self.started,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "numpy": np.random.get_state(),
-                    "python": random.getstate(),
+        model = self.accelerator.unwrap_model(self.prepared)
+        state = self.accelerator.get_state_dict(self.prepared) if self.fsdp else None
+        optimizer_state = self._optimizer_state()
+        if self.accelerator.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            staging = root / f".tmp-{CHECKPOINT_PREFIX}{self.step:07d}-{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            if is_lora(model):
+                save_lora(model, staging, self.phase.tokenizer)
+            else:
+                save_modules(model, staging, self.phase.tokenizer, state)
+            torch.save(
+                {
+                    "step": self.step,
+                    "elapsed_s": self.elapsed_before + time.time() - self.started,
+                    "optimizer": optimizer_state,
+                    "scheduler": self.scheduler.state_dict(),
+                    "rng": {
+                        "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                        "numpy": np.random.get_state(),
+                        "python": random.getstate(),
+                    },
                 },
-            },
-            staging / "trainer_state.pt",
-        )
-        _fsync_tree(staging)  # on disk before the rename declares the checkpoint complete
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
-        fsync_directory(root)
-        for _, old in checkpoints(self.phase.directory)[: -self.phase.train.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+                staging / "trainer_state.pt",
+            )
+            _fsync_tree(staging)  # on disk before the rename declares the checkpoint complete
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staging, final)
+            fsync_directory(root)
+            for _, old in checkpoints(self.phase.directory)[: -self.phase.train.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
         return final
+
+    def _optimizer_state(self) -> dict:
+        # Under DDP every process holds the whole optimizer state, so the main one's is the state; under
+        # FSDP each holds a shard, gathered here into the same full, process-count-free form.
+        if not self.fsdp:
+            return self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.prepared, self.optimizer.optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _load_weights(self, path: Path) -> None:
+        model = self.accelerator.unwrap_model(self.prepared)
+        if is_lora(model):
+            load_lora(model, path)
+        elif self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(self.prepared, read_modules(model, path),
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
+        else:
+            load_modules(model, path)
 
     def resume(self) -> bool:
         # checkpoints a killed process was still writing (never renamed into place): garbage, and only
-        # this process (it holds the phase's lock) could be writing one now
-        for staging in (self.phase.directory / "checkpoints").glob(f".tmp-{CHECKPOINT_PREFIX}*"):
-            shutil.rmtree(staging, ignore_errors=True)
+        # this run (its main process holds the phase's lock) could be writing one now
+        if self.accelerator.is_main_process:
+            for staging in (self.phase.directory / "checkpoints").glob(f".tmp-{CHECKPOINT_PREFIX}*"):
+                shutil.rmtree(staging, ignore_errors=True)
         found = checkpoints(self.phase.directory)
         if not found:
             return False
         step, path = found[-1]
-        load_modules(self.accelerator.unwrap_model(self.prepared), path)
+        self._load_weights(path)
         try:
-            state = torch.load(path / "trainer_state.pt", weights_only=False)
+            # on the CPU: every process reads it, and load_state_dict moves the state to the parameters
+            state = torch.load(path / "trainer_state.pt", weights_only=False, map_location="cpu")
         except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
             raise BadInput(f"checkpoint {path} has a corrupt trainer_state.pt ({type(error).__name__}: {error}); "
                            "delete it to resume from the previous checkpoint") from None
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.prepared, self.optimizer.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
@@ -245,45 +384,56 @@ class Trainer:
     def fit(self, loss_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]]) -> Path:
         """Run the phase to `phase.steps`, resuming if a checkpoint exists; returns the final checkpoint.
 
-        One process per phase: the phase folder is locked while it trains (harness.locks)."""
+        One run per phase: the main process locks the phase folder while it trains (harness.locks), and
+        the other processes of its launch start once it holds the lock."""
+        if not self.accelerator.is_main_process:
+            self.accelerator.wait_for_everyone()
+            return self._fit(loss_fn)
         with exclusive(self.phase.directory, f"training phase {self.phase.name!r}", wait=self.phase.shared):
+            self.accelerator.wait_for_everyone()
             return self._fit(loss_fn)
 
     def _fit(self, loss_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]]) -> Path:
         phase = self.phase
+        main = self.accelerator.is_main_process
         phase.directory.mkdir(parents=True, exist_ok=True)
         if phase_done(phase.directory):
             found = checkpoints(phase.directory)
-            load_modules(self.accelerator.unwrap_model(self.prepared), found[-1][1])
+            self._load_weights(found[-1][1])
             return found[-1][1]
         resumed = self.resume()
+        if self.ddp:
+            # what DDP does on wrapping: every replica starts from the main process's exact weights
+            for tensor in self.module.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
         log_path = phase.directory / "log.jsonl"
-        self._truncate_log(log_path)
-        writer = _tensorboard_writer(phase.directory)
+        if main:
+            self._truncate_log(log_path)
+        writer = _tensorboard_writer(phase.directory) if main else None
         self.prepared.train()
         self.started, tokens_seen, last = time.time(), 0, None
-        with progress_bar(f"{phase.name}", total=phase.steps, completed=self.step) as bar, log_path.open("a") as log:
-            if resumed:
+        with progress_bar(f"{phase.name}", total=phase.steps, completed=self.step, quiet=not main) as bar, \
+                (log_path.open("a") if main else nullcontext()) as log:
+            if resumed and main:
                 bar.console.log(f"[{phase.name}] resumed from step {self.step}")
             while self.step < phase.steps:
-                torch.manual_seed(step_seed(phase.seed, phase.name, self.step))
-                loss, logs = loss_fn(self.step)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.accelerator.backward(loss)
+                loss, logs = self._accumulate(loss_fn)
+                if self.ddp:
+                    self._average_gradients()
                 grad_norm = self.accelerator.clip_grad_norm_(self.prepared.parameters(), phase.train.grad_clip)
                 self.optimizer.step()
-                self.scheduler.step()
+                if not self.optimizer.step_was_skipped:  # fp16: an overflowing step is not a schedule step
+                    self.scheduler.step()
                 self.step += 1
                 if phase.tokens_per_step is not None:
                     tokens_seen += phase.tokens_per_step(self.step - 1)
                 elapsed = max(time.time() - self.started, 1e-9)
-                record = {"step": self.step, "loss": float(loss.detach()), "lr": self.scheduler.get_last_lr()[0],
-                          "grad_norm": float(grad_norm), **{k: float(v) for k, v in logs.items()},
-                          "elapsed_s": round(self.elapsed_before + elapsed, 2)}
+                record = {"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                          "grad_norm": float(grad_norm), **logs, "elapsed_s": round(self.elapsed_before + elapsed, 2)}
                 if tokens_seen:
                     record["tokens_per_s"] = tokens_seen / elapsed
                 last = record
-                if self.step % phase.train.log_every == 0 or self.step == phase.steps:
+                if main and (self.step % phase.train.log_every == 0 or self.step == phase.steps):
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     if writer is not None:
@@ -297,8 +447,63 @@ class Trainer:
             self.save_checkpoint()
         if writer is not None:
             writer.close()
-        write_json_atomic(phase.directory / DONE_MARKER, {"steps": phase.steps, "last": last})
+        if main:
+            write_json_atomic(phase.directory / DONE_MARKER, {"steps": phase.steps, "last": last})
+        self.accelerator.wait_for_everyone()
         return checkpoints(phase.directory)[-1][1]
+
+    def _accumulate(self, loss_fn) -> tuple[float, dict[str, float]]:
+        """This process's micro-batches of the step, their gradients summed into `.grad`; returns the loss
+        and logs averaged over every micro-batch of every process."""
+        accelerator, accum = self.accelerator, self.phase.train.grad_accum_steps
+        micro_batches = accelerator.num_processes * accum
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: list[float] = []
+        keys: list[str] = []
+        for slot in range(accum):
+            micro = accelerator.process_index * accum + slot
+            torch.manual_seed(micro_seed(self.phase.seed, self.phase.name, self.step, micro, micro_batches))
+            # FSDP reduces gradients in every backward unless told not to; the last micro-batch's does it once
+            skip_sync = self.fsdp and slot < accum - 1
+            with micro_batch_shard(micro, micro_batches), \
+                    accelerator.no_sync(self.prepared) if skip_sync else nullcontext():
+                with accelerator.autocast():
+                    loss, logs = loss_fn(self.step)
+                accelerator.backward(loss)
+            keys = sorted(logs)
+            values = [float(loss.detach()), *(float(logs[k]) for k in keys)]
+            sums = values if not sums else [a + b for a, b in zip(sums, values, strict=True)]
+        if accelerator.num_processes > 1:
+            total = torch.tensor(sums, dtype=torch.float64, device=accelerator.device)
+            torch.distributed.all_reduce(total)
+            sums = total.tolist()
+        means = [value / micro_batches for value in sums] if micro_batches > 1 else sums
+        return means[0], dict(zip(keys, means[1:], strict=True))
+
+    def _average_gradients(self) -> None:
+        """Mean of the processes' gradients (what DDP's hooks would compute), in buckets of one dtype.
+
+        A parameter keeps `grad=None` only when no process used it, as one process would have left it."""
+        parameters = [p for p in self.module.parameters() if p.requires_grad]
+        if not parameters:
+            return
+        used = torch.tensor([p.grad is not None for p in parameters], dtype=torch.int64, device=parameters[0].device)
+        torch.distributed.all_reduce(used)
+        grads = []
+        for parameter, users in zip(parameters, used.tolist(), strict=True):
+            if users:
+                if parameter.grad is None:
+                    parameter.grad = torch.zeros_like(parameter)
+                grads.append(parameter.grad)
+        world = self.accelerator.num_processes
+        for bucket in _buckets(grads, GRAD_BUCKET_ELEMENTS):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            torch.distributed.all_reduce(flat)
+            flat /= world
+            offset = 0
+            for grad in bucket:
+                grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+                offset += grad.numel()
 
     def _truncate_log(self, log_path: Path) -> None:
         """Drop log lines past the checkpoint we resumed from, so the log never repeats a step."""
@@ -306,6 +511,23 @@ class Trainer:
             return
         records, _ = read_append_log(log_path)  # a line torn by a kill is dropped
         write_jsonl_atomic(log_path, [r for r in records if r.get("step", 0) <= self.step])
+
+
+GRAD_BUCKET_ELEMENTS = 2**25  # gradients all-reduced per call: few calls, bounded extra memory
+
+
+def _buckets(grads: list[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
+    buckets: list[list[torch.Tensor]] = []
+    size = 0
+    for grad in grads:
+        if buckets and buckets[-1][0].dtype == grad.dtype and buckets[-1][0].device == grad.device \
+                and size + grad.numel() <= limit:
+            buckets[-1].append(grad)
+            size += grad.numel()
+        else:
+            buckets.append([grad])
+            size = grad.numel()
+    return buckets
 
 
 def _fsync_tree(directory: Path) -> None:

@@ -56,7 +56,9 @@ def create_run(config: RunConfig, name: str | None, root: Path) -> tuple[Method,
     run_dir = root / name
     config_path = run_dir / "config.yaml"
     if config_path.is_file():
-        saved = yaml.safe_load(config_path.read_text())
+        # the saved config read as a RunConfig: fields added to the code since it was written take their
+        # defaults, which is what the run was trained with
+        saved = build_dataclass(RunConfig, yaml.safe_load(config_path.read_text()) or {}, "").to_dict()
         saved["method_options"] = resolved_options(method_cls, saved.get("method_options") or {})
         # the parallel layout may change between resumes (one process accumulating, or many): the update
         # is the same as long as processes x grad_accum_steps is

@@ -52,6 +52,23 @@ def test_the_base_checkpoint_is_keyed_by_everything_that_shapes_it(tmp_path):
         assert base_dir(fine_tuning_only) == reference, fine_tuning_only
 
 
+def test_a_run_saved_before_a_config_field_existed_resumes_and_a_changed_one_is_refused(tmp_path):
+    import yaml
+
+    from harness.runs import create_run
+
+    def config(*overrides):
+        return load_config("tiny", None, [parse_override(o) for o in ["method=ar-sft", *overrides]])
+
+    _, ctx = create_run(config(), "r", tmp_path)
+    saved = yaml.safe_load((ctx.run_dir / "config.yaml").read_text())
+    del saved["train"]["grad_accum_steps"]  # as written by code older than the field
+    (ctx.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    create_run(config(), "r", tmp_path)  # the missing field is its default: the same run
+    with pytest.raises(BadInput, match="differs in: train.weight_decay"):
+        create_run(config("train.weight_decay=0.5"), "r", tmp_path)
+
+
 def test_ar_sft_loss_falls(runs_dir):
     run_cli(["train", "--method", "ar-sft", "--task", "countdown3", "--run", "learn", "--steps", "60",
              *micro_args("train.lr=3e-3")], runs_dir)

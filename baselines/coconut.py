@@ -33,6 +33,7 @@ import torch
 from baselines.ar_sft import load_final_model
 from harness.backbone import BOT, EOT
 from harness.errors import BadInput
+from harness import distributed
 from harness.jsonl import write_json_atomic
 from harness.lm import IGNORE, CachedSequence, next_token_loss, pad_ids, write_tokens
 from harness.methods import Method
@@ -259,6 +260,8 @@ class Coconut(Method):
         accuracy = correct / len(problems) if problems else None
         record = {"stage": stage, "thoughts": thoughts, "val_accuracy": accuracy, "val_problems": len(problems)}
         records = sorted([*self._curriculum(), record], key=lambda r: r["stage"])
+        if not distributed.is_main_process():  # every process measured the same; one writes and reports
+            return
         write_json_atomic(self.curriculum_path, records)
         shown = "n/a" if accuracy is None else f"{accuracy:.3f} ({correct}/{len(problems)})"
         console.print(f"[coconut] {stage_name(stage)}: {thoughts} thoughts, greedy val accuracy {shown}")

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.ar_sft import load_final_model
+from harness import distributed
 from harness.backbone import MASK
 from harness.errors import BadInput
 from harness.lm import IGNORE, pad_ids
@@ -245,6 +246,8 @@ class MaskedDiffusion(Method):
         problems = self.ctx.train_problems()
         gen_length = self.options.gen_length
         _, truncated = encode_targets(self.ctx.tokenizer, [p["reference"] for p in problems], gen_length)
+        if not distributed.is_main_process():  # every process counted the same; one writes and warns
+            return
         directory = self.ctx.run_dir / self.phase_name
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "targets.json").write_text(json.dumps({"gen_length": gen_length, "problems": len(problems),

@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import DynamicCache
 
+from harness import distributed
 from harness.lm import IGNORE, pad_ids
 from tasks import Problem, Task
 
@@ -288,8 +289,10 @@ def finish_vae_phase(vae: SentenceVAE, directory: Path, stats_pairs: Sequence[Se
     exact-match (`held_out`: {"split", "pairs"}) in the phase folder, once."""
     if (directory / REPORT_FILE).is_file():
         return
-    vae.eval()
-    stats = latent_statistics(vae, stats_pairs)
-    stats.save(directory / STATS_FILE)
-    reconstruction = {"split": held_out["split"], **reconstruction_exact_match(vae, held_out["pairs"])}
-    write_report(directory / REPORT_FILE, {"reconstruction": reconstruction, "latent_stats": stats.to_json()})
+    if distributed.is_main_process():  # one writer; the other processes of a launch read its files
+        vae.eval()
+        stats = latent_statistics(vae, stats_pairs)
+        stats.save(directory / STATS_FILE)
+        reconstruction = {"split": held_out["split"], **reconstruction_exact_match(vae, held_out["pairs"])}
+        write_report(directory / REPORT_FILE, {"reconstruction": reconstruction, "latent_stats": stats.to_json()})
+    distributed.barrier()

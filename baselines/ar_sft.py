@@ -8,12 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.lm import lm_loss, sample_completions
+from harness.lm import lm_loss
 from harness.lora import apply_lora
-from harness.methods import Method
-from harness.sampling import RowNoise, Trajectory
+from harness.methods import AutoregressiveMethod
 from harness.training import Trainer, final_checkpoint, load_modules
-from tasks import Problem
 
 
 @dataclass
@@ -29,11 +27,12 @@ class ArSampleKnobs:
     batch_size: int = 100
 
 
-class ArSft(Method):
+class ArSft(AutoregressiveMethod):
     Options = ArSftOptions
     SampleKnobs = ArSampleKnobs
     phase_name = "sft"
     stages = ("sft",)
+    lm_folder = "model"  # where `save_modules` puts the LM in a checkpoint: "model", or the child's name in a wrapper
 
     def train(self, stage: str | None = None) -> Path:
         if done := self.finished(self.phase_name):
@@ -53,15 +52,8 @@ class ArSft(Method):
     def load(self) -> None:
         self.model = load_final_model(self.ctx, self.phase_name)
 
-    def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
-        settings = self.sample_knobs(knobs)
-
-        def run_batch(rows: list[Trajectory]) -> list[str]:
-            return sample_completions(self.model, self.ctx.tokenizer, [problems[r.problem]["prompt"] for r in rows],
-                                      RowNoise.of(rows), settings.temperature, settings.top_p,
-                                      settings.max_new_tokens)
-
-        return self.sample_batched(problems, n, settings.batch_size, run_batch)
+    def hf_model_path(self) -> str:
+        return str(final_checkpoint(self.ctx.run_dir / self.phase_name)[1] / self.lm_folder)
 
 
 def load_final_model(ctx, phase_name: str):

@@ -86,6 +86,7 @@ class MultiTokenPrediction(ArSft):
     Options = MtpOptions
     phase_name = "mtp"
     stages = ("mtp",)
+    lm_folder = "lm"  # the trunk and LM head; the future-token heads (extra.safetensors) play no part in decoding
 
     def _module(self, lm) -> MultiTokenLM:
         return MultiTokenLM(lm, self.options.future_tokens).to(self.ctx.device)

@@ -16,9 +16,7 @@ from pathlib import Path
 
 from baselines.ar_sft import ArSampleKnobs
 from harness.errors import BadInput
-from harness.lm import sample_completions
-from harness.methods import Method
-from harness.sampling import RowNoise, Trajectory
+from harness.methods import AutoregressiveMethod
 from tasks import ANSWER_MARKER, Problem
 
 
@@ -43,7 +41,7 @@ def cut_at_answer(completion: str) -> str:
     return (completion if end < 0 else completion[:end]).strip()
 
 
-class Pretrained(Method):
+class Pretrained(AutoregressiveMethod):
     Options = PretrainedOptions
     SampleKnobs = ArSampleKnobs
     stages = ()
@@ -65,6 +63,9 @@ class Pretrained(Method):
     def load_untrained(self) -> None:
         self.load()  # the pretrained weights are the method's only weights
 
+    def hf_model_path(self) -> str:
+        return self.ctx.config.model.name
+
     @property
     def uses_chat_template(self) -> bool:
         return self.options.chat_template == "auto" and bool(getattr(self.ctx.tokenizer, "chat_template", None))
@@ -81,14 +82,9 @@ class Pretrained(Method):
         shots = "".join(f"{example['prompt']}{example['reference']}\n\n" for example in examples)
         return shots + problem["prompt"]
 
-    def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
-        settings = self.sample_knobs(knobs)
-        prompts = [self.prompt(problem) for problem in problems]
+    @property
+    def add_bos(self) -> bool:
+        return not self.uses_chat_template
 
-        def run_batch(rows: list[Trajectory]) -> list[str]:
-            texts = sample_completions(self.model, self.ctx.tokenizer, [prompts[r.problem] for r in rows],
-                                       RowNoise.of(rows), settings.temperature, settings.top_p,
-                                       settings.max_new_tokens, add_bos=not self.uses_chat_template)
-            return [cut_at_answer(text) for text in texts]
-
-        return self.sample_batched(problems, n, settings.batch_size, run_batch)
+    def finish(self, completion: str) -> str:
+        return cut_at_answer(completion)

@@ -74,14 +74,16 @@ def tiny_llama(config: ModelConfig, vocab_size: int, tokenizer: PreTrainedTokeni
         return LlamaForCausalLM(llama_config)
 
 
+def is_gguf(name: str) -> bool:
+    """`--model` names a .gguf file or the alias `smollm2-135m` (a GGUF file too)."""
+    return name == "smollm2-135m" or name.endswith(".gguf")
+
+
 def _gguf_location(name: str) -> tuple[str, str] | None:
     """(directory, file name) when `name` is a .gguf file or the alias `smollm2-135m`."""
-    if name == "smollm2-135m":
-        path = smollm2_gguf_path()
-    elif name.endswith(".gguf"):
-        path = Path(name)
-    else:
+    if not is_gguf(name):
         return None
+    path = smollm2_gguf_path() if name == "smollm2-135m" else Path(name)
     if not path.is_file():
         raise BadInput(f"GGUF file not found: {path}")
     return str(path.parent), path.name

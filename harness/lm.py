@@ -106,10 +106,24 @@ def pad_ids(rows: Sequence[Sequence[int]], pad: int, left: bool, device) -> tupl
     return ids.to(device), valid.to(device)
 
 
-def stop_ids(model, tokenizer) -> list[int]:
-    """The tokenizer's end of sequence and the model's own end-of-turn tokens (chat models)."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+def stop_ids(tokenizer, generation_config) -> list[int]:
+    """The tokenizer's end of sequence and the model's own end-of-turn tokens (chat models), from its
+    generation config (a loaded model's, or read from its folder where no model is loaded: vLLM)."""
+    configured = getattr(generation_config, "eos_token_id", None)
     return sorted({tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None})
+
+
+def prompt_ids(tokenizer, prompt: str, add_bos: bool = True) -> list[int]:
+    """The tokens a completion is written after: `<s>` (unless the prompt carries its own special
+    tokens, e.g. a rendered chat template) and the prompt's own tokens."""
+    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
+    return [*bos, *tokenizer.encode(prompt, add_special_tokens=False)]
+
+
+def cut_at_stop(row: Sequence[int], stops: Sequence[int]) -> list[int]:
+    """The tokens before the first stop token."""
+    stop_set = set(stops)
+    return list(row[: next((i for i, t in enumerate(row) if t in stop_set), len(row))])
 
 
 @torch.no_grad()
@@ -141,8 +155,7 @@ def write_tokens(seq: CachedSequence, logits: torch.Tensor, noise: RowNoise, tem
             seq.select(keep)
             alive, tokens = alive[keep], tokens[keep]
         logits = seq.append(input_ids=tokens[:, None], all_logits=False).logits[:, -1]
-    stop_set = set(stops)
-    return [row[: next((i for i, t in enumerate(row) if t in stop_set), len(row))] for row in written]
+    return [cut_at_stop(row, stops) for row in written]
 
 
 @torch.no_grad()
@@ -154,10 +167,9 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], noise: RowNoise
     `add_bos=False` for prompts that carry their own special tokens (a rendered chat template);
     `stops` defaults to the model's end tokens (`[]`: always write `max_new_tokens`, as benchmarks do)."""
     device = next(model.parameters()).device
-    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
     distinct = list(dict.fromkeys(prompts))  # each prompt is run once, its samples share its cache
-    ids, mask = pad_ids([[*bos, *tokenizer.encode(p, add_special_tokens=False)] for p in distinct],
-                        tokenizer.pad_token_id, left=True, device=device)
+    ids, mask = pad_ids([prompt_ids(tokenizer, p, add_bos) for p in distinct], tokenizer.pad_token_id, left=True,
+                        device=device)
     seq = CachedSequence(model, len(distinct), device)
     logits = seq.append(input_ids=ids, mask=mask, all_logits=False).logits[:, -1]
     if len(distinct) < len(prompts):
@@ -165,5 +177,5 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], noise: RowNoise
         seq.select(rows)
         logits = logits[rows]
     written = write_tokens(seq, logits, noise, temperature, top_p, max_new_tokens,
-                           stop_ids(model, tokenizer) if stops is None else stops)
+                           stop_ids(tokenizer, getattr(model, "generation_config", None)) if stops is None else stops)
     return [tokenizer.decode(row, skip_special_tokens=True) for row in written]

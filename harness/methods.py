@@ -187,3 +187,44 @@ class Method(ABC):
         from harness.sampling import sample_batched
 
         return sample_batched(problems, n, self.eval_seed, batch_size, run_batch, whole_problems)
+
+
+class AutoregressiveMethod(Method):
+    """A method that writes its completion left to right with one Hugging Face causal LM (AR-SFT, MTP's
+    next-token head, a pretrained model), so either engine of `ladir-bench eval` can sample it: this
+    class (`--engine hf`) or vLLM (`--engine vllm`, harness.vllm_engine). What it samples from is defined
+    here once for both: the prompt text, whether `<s>` goes before it, what is kept of a completion,
+    and the weights (`hf_model_path`). `self.model` is the loaded LM; `SampleKnobs` has `temperature`,
+    `top_p`, `max_new_tokens` and `batch_size`."""
+
+    @property
+    def add_bos(self) -> bool:
+        """False for prompts that carry their own special tokens (a rendered chat template)."""
+        return True
+
+    def prompt(self, problem: Problem) -> str:
+        return problem["prompt"]
+
+    def finish(self, completion: str) -> str:
+        """What is scored of a decoded completion."""
+        return completion
+
+    @abstractmethod
+    def hf_model_path(self) -> str:
+        """The Hugging Face folder (or hub id) of the weights sampled, loadable without this package
+        (vLLM's `model`); FileNotFoundError if the run has no checkpoint yet."""
+
+    def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
+        from harness.lm import sample_completions
+        from harness.sampling import RowNoise
+
+        settings = self.sample_knobs(knobs)
+        prompts = [self.prompt(problem) for problem in problems]
+
+        def run_batch(rows: list[Trajectory]) -> list[str]:
+            texts = sample_completions(self.model, self.ctx.tokenizer, [prompts[r.problem] for r in rows],
+                                       RowNoise.of(rows), settings.temperature, settings.top_p,
+                                       settings.max_new_tokens, add_bos=self.add_bos)
+            return [self.finish(text) for text in texts]
+
+        return self.sample_batched(problems, n, settings.batch_size, run_batch)

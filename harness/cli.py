@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import BadInput
@@ -203,6 +204,8 @@ def eval_command(
     split: Annotated[Optional[str], typer.Option(help="split (default test)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="sampling seed (default: the run's seed)")] = None,
     knob: Annotated[Optional[list[str]], typer.Option("--knob", help="method sampling knob, e.g. gamma_max=0.3")] = None,
+    engine: Annotated[str, typer.Option(help="hf (the harness's sampler) or vllm (AR-based methods, GPU, "
+                                              "the vllm extra)")] = "hf",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics as one JSON object")] = False,
     runs_dir: RunsDirOpt = None,
 ) -> None:
@@ -222,12 +225,14 @@ def eval_command(
         raise BadInput("--limit must be >= 1")
     if k is not None and k < 1:
         raise BadInput("--k must be >= 1")
-    method, ctx = open_run(run, runs_root(runs_dir))
+    # vLLM loads the weights itself: a copy loaded here first would only take its GPU memory
+    method, ctx = open_run(run, runs_root(runs_dir), load=engine == "hf")
     task_obj = ctx.task if task is None or task == ctx.config.task else _task(task, None, ctx.seed)
     n = k if k is not None else ctx.config.eval.k
     if n < 1:
         raise BadInput("--k must be >= 1")
-    metrics, out_dir = evaluate_run(method, ctx, task_obj, split or ctx.config.eval.split, n, limit, knobs, seed)
+    metrics, out_dir = evaluate_run(method, ctx, task_obj, split or ctx.config.eval.split, n, limit, knobs, seed,
+                                    engine)
     if not as_json:
         err.print(f"results in {out_dir}")
     _print_metrics(metrics, as_json)
@@ -411,7 +416,8 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except BadInput as error:
-        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # escaped: a message may quote brackets, e.g. an extra's name ('ladir-bench[vllm]'), not markup
+        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Exit, SystemExit) as done:
         code = getattr(done, "exit_code", getattr(done, "code", 0))

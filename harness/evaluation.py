@@ -13,6 +13,7 @@ import platform
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -181,12 +182,15 @@ def knob_defaults(method: Method, ctx: RunContext) -> dict[str, Any]:
 
 
 def results_dir(ctx: RunContext, task: Task, split: str, k: int, knobs: dict[str, Any], seed: int,
-                checkpoint: dict[str, Any] | None = None) -> Path:
-    """One folder per (task, split, k, non-default sampling knobs, seed, and the checkpoint for methods
-    with several, e.g. LaDiR's stage1/stage2): evaluations never mix."""
+                checkpoint: dict[str, Any] | None = None, engine: str = "hf") -> Path:
+    """One folder per (task, split, k, non-default sampling knobs, seed, sampling engine, and the
+    checkpoint for methods with several, e.g. LaDiR's stage1/stage2): evaluations never mix. The
+    default engine and seed leave no mark, so folders written before they were keys keep their names."""
     parts = [f"k{k}"] + [f"{name}{value}" for name, value in sorted(knobs.items())]
     if seed != ctx.seed:
         parts.append(f"seed{seed}")
+    if engine != "hf":
+        parts.append(f"engine-{engine}")
     folder = f"{task.name}-{split}"
     if checkpoint is not None:
         folder += f"-{checkpoint['phase']}-step{checkpoint['step']}"
@@ -267,9 +271,11 @@ def training_minutes(run_dir: Path) -> float | None:
     return round(sum(seconds) / 60, 2)
 
 
-def _sample_missing(method: Method, ctx: RunContext, task: Task, problems: list[Problem], k: int,
-                    resolved: dict[str, Any], seed: int, samples_path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Sample and check the problems samples.jsonl does not hold all k samples of; task_id -> its k rows.
+def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx: RunContext, task: Task,
+                    problems: list[Problem], k: int, resolved: dict[str, Any], seed: int,
+                    samples_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Sample (`sample`: the method's own sampler or another engine's, with its contract) and check the
+    problems samples.jsonl does not hold all k samples of; task_id -> its k rows.
 
     The file is an append log: a re-run keeps the problems that have all k samples, drops any partial
     one and a line torn by a kill (rewriting the file atomically), and continues."""
@@ -298,7 +304,7 @@ def _sample_missing(method: Method, ctx: RunContext, task: Task, problems: list[
         for start in range(0, len(todo), group_size):
             group = todo[start:start + group_size]
             started = time.time()
-            completions_per_problem = method.sample(group, k, **resolved)
+            completions_per_problem = sample(group, k, **resolved)
             seconds_per_sample = round((time.time() - started) / (k * len(group)), 5)
             if len(completions_per_problem) != len(group) or any(len(c) != k for c in completions_per_problem):
                 raise RuntimeError(f"method {method.name} returned {[len(c) for c in completions_per_problem]} samples "
@@ -318,30 +324,40 @@ def _sample_missing(method: Method, ctx: RunContext, task: Task, problems: list[
 
 
 def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int, limit: int | None,
-                 knobs: dict[str, Any], seed: int | None = None) -> tuple[dict[str, Any], Path]:
+                 knobs: dict[str, Any], seed: int | None = None, engine: str = "hf") -> tuple[dict[str, Any], Path]:
     """Draw k samples per problem, check them, write samples.jsonl / metrics.json / manifest.json.
+
+    `engine` "hf" samples with the method itself (its weights loaded); "vllm" samples an AR-based
+    method through vLLM (harness.vllm_engine; the run opened without loading its weights).
 
     samples.jsonl is appended one finished problem at a time; a re-run keeps the problems that have
     all k samples, drops any partial one, and continues, so an interruption loses nothing and
     duplicates nothing.
     """
+    from harness.vllm_engine import VllmSampler, check_engine, engine_record
+
     seed = ctx.seed if seed is None else seed
+    check_engine(engine, method)
     resolved = {**knob_defaults(method, ctx), **knobs}
-    method.sample_knobs(resolved)  # validate before any work
+    settings = method.sample_knobs(resolved)  # validate before any work
     problems = task.problems(split)[: limit if limit is not None else None]
     if not problems:
         raise BadInput(f"task {task.name!r} split {split!r} has no problems")
+    sample = method.sample if engine == "hf" else VllmSampler(method, seed, problems, settings.max_new_tokens,
+                                                              ctx.run_dir.name)
     defaults = asdict(method.SampleKnobs())
     checkpoint = getattr(method, "checkpoint", None)  # which weights are sampled, where a method has several
     out_dir = results_dir(ctx, task, split, k, {n: v for n, v in resolved.items() if defaults.get(n) != v}, seed,
-                          checkpoint)
+                          checkpoint, engine)
     out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(out_dir, "results folder"):
-        done = _sample_missing(method, ctx, task, problems, k, resolved, seed, out_dir / "samples.jsonl")
+        done = _sample_missing(method, sample, ctx, task, problems, k, resolved, seed, out_dir / "samples.jsonl")
         wanted = {p["task_id"] for p in problems}
         checked = [r for tid, rows in done.items() if tid in wanted for r in rows]
         metrics = {"task": task.name, "split": split, "run": ctx.run_dir.name, "method": method.name,
                    "k": k, "knobs": {**defaults, **resolved}, "seed": seed, **metrics_of(checked, None)}
+        if engine != "hf":  # a column in `ladir-bench table`, so the two engines' rows are told apart
+            metrics["engine"] = engine
         evaluated = evaluated_checkpoint(method, ctx)
         if evaluated is not None:
             metrics["checkpoint"] = evaluated
@@ -356,6 +372,7 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
         write_json_atomic(out_dir / "manifest.json", _manifest(ctx, {"task": task.name, "split": split, "k": k,
                                                                      "limit": limit, "knobs": resolved, "eval_seed": seed,
                                                                      "checkpoint": evaluated,
+                                                                     "engine": engine_record(engine),
                                                                      "problems_sha256": problems_sha256(problems),
                                                                      "checker": task.checker_settings()}))
     return metrics, out_dir

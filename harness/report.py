@@ -10,7 +10,8 @@ import pandas as pd
 
 from harness.errors import BadInput
 
-IDENTITY_COLUMNS = ["run", "method", "task", "split", "k", "steps", "init_noise", "gamma_max", "temperature"]
+IDENTITY_COLUMNS = ["run", "method", "engine", "task", "split", "k", "steps", "init_noise", "gamma_max",
+                    "temperature"]
 
 
 def find_metrics(paths: list[str | Path]) -> list[Path]:

@@ -81,8 +81,13 @@ def create_run(config: RunConfig, name: str | None, root: Path) -> tuple[Method,
     return method, ctx
 
 
-def open_run(name: str, root: Path) -> tuple[Method, RunContext]:
-    """A trained run, ready to sample."""
+def not_trained(name: str, error: FileNotFoundError) -> BadInput:
+    return BadInput(f"run {name!r} is not trained yet ({error}); run `ladir-bench train` first")
+
+
+def open_run(name: str, root: Path, load: bool = True) -> tuple[Method, RunContext]:
+    """A trained run, ready to sample (`load=False`: its weights not loaded, for an engine that loads
+    them itself, e.g. vLLM, which a copy already on the GPU would crowd out)."""
     run_dir = root / name
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -90,8 +95,9 @@ def open_run(name: str, root: Path) -> tuple[Method, RunContext]:
     config = build_dataclass(RunConfig, yaml.safe_load(config_path.read_text()), "")
     ctx = RunContext(config, run_dir, root)
     method = get_method_class(config.method)(ctx)
-    try:
-        method.load()
-    except FileNotFoundError as error:
-        raise BadInput(f"run {name!r} is not trained yet ({error}); run `ladir-bench train` first") from None
+    if load:
+        try:
+            method.load()
+        except FileNotFoundError as error:
+            raise not_trained(name, error) from None
     return method, ctx

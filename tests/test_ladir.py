@@ -371,3 +371,19 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     for file in sorted(checkpoint.rglob("*.safetensors")):
         tensors.update({f"{file.parent.name}/{k}": v for k, v in load_file(str(file)).items()})
     return tensors
+
+
+def test_the_paper_config_file_loads_over_paper_8b():
+    """harness/presets/configs/ladir-paper.yaml (README, "Reproducing the paper at scale") is a valid
+    `--config` over the paper-8b preset, with the paper's stated values."""
+    from harness.config import PRESET_DIR, preset_names
+    from harness.runs import resolved_options
+    from ladir.method import LaDiR
+
+    path = PRESET_DIR / "configs" / "ladir-paper.yaml"
+    config = load_config("paper-8b", path, [parse_override("method=ladir")])
+    options = resolved_options(LaDiR, config.method_options)
+    assert config.model.name == "meta-llama/Llama-3.1-8B" and config.eval.k == 100
+    assert (options["latent_noise"], options["token_replace_prob"], options["stage2_euler_steps"]) == (3.0, 0.3, 10)
+    assert (options["stage2_t0"], options["stage2_tf_answer"], options["vae_decoder"]) == (1.0, 0.0, "frozen")
+    assert "ladir-paper" not in preset_names()  # a config file, not a preset of its own

@@ -117,7 +117,7 @@ class VllmSampler:
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(problems)} prompts")
         results = []
         for output in outputs:
-            texts = [method.finish(self.tokenizer.decode(cut_at_stop(c.token_ids, self.stops), skip_special_tokens=True))
-                     for c in sorted(output.outputs, key=lambda c: c.index)]
+            rows = [cut_at_stop(c.token_ids, self.stops) for c in sorted(output.outputs, key=lambda c: c.index)]
+            texts = [method.finish(self.tokenizer.decode(row, skip_special_tokens=True)) for row in rows]
             results.append(texts * n if greedy else texts)
         return results

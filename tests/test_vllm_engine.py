@@ -80,7 +80,8 @@ class LLM:
             for i in range(params.kwargs["n"]):
                 text = texts[i % len(texts)]
                 # the stop token, then text a stop must cut off
-                ids = tok.encode(text, add_special_tokens=False) + [tok.eos_token_id] + tok.encode("0+0", add_special_tokens=False)
+                ids = [*tok.encode(text, add_special_tokens=False), tok.eos_token_id,
+                       *tok.encode("0+0", add_special_tokens=False)]
                 outputs.append(CompletionOutput(i, text, ids))
             results.append(RequestOutput(prompt["prompt_token_ids"], outputs[::-1]))  # vLLM may reorder them
         return results
@@ -115,7 +116,8 @@ def _rows(folder: Path) -> list[dict]:
 def test_without_vllm_the_engine_is_one_line_and_exit_2(trained):
     results = trained["runs"] / "x" / "results"
     before = sorted(results.rglob("*")) if results.exists() else []
-    refused = run_cli(["eval", "--run", "x", "--k", "2", "--limit", "2", "--engine", "vllm"], trained["runs"], check=False)
+    refused = run_cli(["eval", "--run", "x", "--k", "2", "--limit", "2", "--engine", "vllm"], trained["runs"],
+                      check=False)
     assert refused.returncode == 2
     assert refused.stderr.strip() == f"error: {MISSING}"
     assert (sorted(results.rglob("*")) if results.exists() else []) == before  # no results folder left behind
@@ -130,7 +132,8 @@ def test_ar_sft_through_the_fake_vllm(trained):
     runs = trained["runs"]
     checkpoint = final_checkpoint(runs / "x" / "sft")[1] / "model"
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    task = get_task("countdown3", seed=0, **load_config("tiny", None, [parse_override(s) for s in MICRO_SETTINGS]).task_options)
+    options = load_config("tiny", None, [parse_override(s) for s in MICRO_SETTINGS]).task_options
+    task = get_task("countdown3", seed=0, **options)
     problems = task.problems("test")[:3]
     # problem 0: one right completion of k = 2, and one wrong (problem 1's); the others: the fake's wrong default
     replies = {problems[0]["prompt"]: [problems[0]["reference"], problems[1]["reference"]]}

@@ -77,6 +77,8 @@ def load_probe_frame(paths: list[str | Path]) -> pd.DataFrame:
                "knobs": " ".join(f"{k}={v}" for k, v in sorted((record.get("knobs") or {}).items())) or "-",
                "n": record["n_problems"], **{c: record.get(c) for c in PROBE_COLUMNS}}
         row.update({f"shift {k}": v for k, v in record.get("latent_shift", {}).items()})
+        row.update({f"tolerance {k}": v for k, v in record.get("decoder_tolerance", {}).items()})
+        row.update({f"reach {k}": v for k, v in record.get("denoise_reach", {}).items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -84,7 +86,7 @@ def load_probe_frame(paths: list[str | Path]) -> pd.DataFrame:
 def render_table(frame: pd.DataFrame, fmt: str) -> str:
     shown = frame.copy()
     for column in shown.columns:
-        if column in PROBE_COLUMNS or column.startswith("shift "):
+        if column in PROBE_COLUMNS or column.startswith(("shift ", "tolerance ", "reach ")):
             shown[column] = shown[column].astype(float).round(3)
     for column in shown.columns:
         if column.startswith("pass@"):

@@ -16,6 +16,16 @@ without a step checker), and `block_arithmetic` the fraction whose arithmetic al
 `latent_shift` is the RMS distance, per normalised coordinate, between the first block denoised
 with 1, 5, 10 and 30 Euler steps from the same initial noise: a flat step-scaling curve with a
 large shift means the blocks change but the answer ignores them.
+
+Where generation of valid steps breaks (tasks with a step checker), on the first block:
+
+    decoder_tolerance    valid-step rate of the oracle latent plus N(0, sigma^2) noise (normalised
+                         units), decoded by the VAE: how far from a code the decoder still reads it
+    denoise_reach        valid-step rate after the reasoner denoises the oracle latent noised to t0
+                         (z = (1 - t0) z0 + t0 eps); t0 = 1 is generation from pure noise
+
+A decoder that tolerates sigma = 0.5 but a reach that collapses at t0 = 0.75 says the flow does not
+find the question's region from noise; a fragile decoder says the latent space itself is the limit.
 """
 
 from __future__ import annotations
@@ -28,10 +38,14 @@ import torch
 from harness.errors import BadInput
 from harness.jsonl import write_json_atomic
 from harness.progress import progress_bar
+from ladir.pipeline import denoise_block, start_sequence
 from ladir.reasoner import stacked_blocks
+from ladir.sampler import FlowMatchEuler
 from tasks import Problem, Task
 
 SHIFT_STEPS = (1, 5, 10, 30)
+TOLERANCE_SIGMAS = (0.0, 0.25, 0.5, 1.0)
+REACH_T0 = (0.25, 0.5, 0.75, 1.0)
 
 
 def derangement(n: int, seed: int = 0) -> list[int]:
@@ -99,6 +113,7 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
         result["block_valid"] = sum(valid) / max(1, len(valid))
         # a valid step needs its arithmetic right and its operands taken from the pool: which one fails?
         result["block_arithmetic"] = sum(arithmetic) / max(1, len(arithmetic))
+        result.update(first_block_validity(method, task, problems, [b[0] for b in oracle], steps, seed, batch_size))
     result["blocks_generated_mean"] = sum(len(g) for g in generated) / max(1, len(generated))
     result["blocks_oracle_mean"] = sum(len(b) for b in oracle) / max(1, len(oracle))
     first = {s: torch.cat(v) for s, v in shifts.items()}
@@ -107,6 +122,39 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
     result["examples"] = [{"task_id": problem["task_id"], "reference": problem.get("reference"), "generated_blocks": steps}
                           for problem, steps in zip(problems[:3], per_problem)]
     return result
+
+
+@torch.no_grad()
+def first_block_validity(method, task: Task, problems: list[Problem], first: list[torch.Tensor], steps: int,
+                         seed: int, batch_size: int) -> dict:
+    """`decoder_tolerance` and `denoise_reach` (module docstring) from the oracle first blocks `first`.
+    Denoising from t0 takes round(steps * t0) Euler steps, the step size of generation from noise."""
+    generator = torch.Generator().manual_seed(seed)
+    z0 = torch.stack(first).cpu()
+    eps = torch.randn(z0.shape, generator=generator)
+    present = torch.ones(len(problems), 1, dtype=torch.bool, device=method.ctx.device)
+
+    def valid_rate(z: torch.Tensor) -> float:
+        hits = 0
+        for start in range(0, len(problems), batch_size):
+            chunk = problems[start : start + batch_size]
+            rows = z[start : start + batch_size, None].to(method.ctx.device)
+            texts = method.decode_reasoning(chunk, rows, present[: len(chunk)])
+            hits += sum(task.steps_valid(p, t)[0] for p, t in zip(chunk, texts, strict=True))
+        return hits / len(problems)
+
+    def denoised(t0: float) -> torch.Tensor:
+        out = []
+        for start in range(0, len(problems), batch_size):
+            chunk = problems[start : start + batch_size]
+            zt = ((1 - t0) * z0[start : start + batch_size] + t0 * eps[start : start + batch_size]).to(method.ctx.device)
+            seq = start_sequence(method.reasoner, [method._question_ids(p) for p in chunk])
+            active = torch.ones(len(chunk), dtype=torch.bool, device=method.ctx.device)
+            out.append(denoise_block(seq, FlowMatchEuler(), max(1, round(steps * t0)), active, z=zt, t_start=t0).cpu())
+        return torch.cat(out)
+
+    return {"decoder_tolerance": {str(sigma): valid_rate(z0 + sigma * eps) for sigma in TOLERANCE_SIGMAS},
+            "denoise_reach": {str(t0): valid_rate(denoised(t0)) for t0 in REACH_T0}}
 
 
 def run_probe(method, ctx, task: Task, split: str, limit: int, steps: int, seed: int, phase: str | None,

@@ -256,7 +256,8 @@ def test_diversity_force_is_the_paper_sum_divided_by_n_minus_1():
 # ---------------------------------------------------------------------------------- `ladir-bench probe` end to end
 LADIR_OPTIONS = ("method_options={latent_tokens: 2, latent_dim: 4, vae_steps: 4, stage2_steps: 2, "
                  "stage2_euler_steps: 2, stats_problems: 20, report_problems: 4, reasoner_init: decoder, "
-                 "cfg_drop: 0.2, fm_repeats: 2, stage2_t0: 0.5, stage2_tf_answer: 1.0, stage2_answer: implied}")
+                 "cfg_drop: 0.2, fm_repeats: 2, stage2_t0: 0.5, stage2_tf_answer: 1.0, stage2_answer: implied, "
+                 "decoder_context: reasoning}")
 
 
 def _cli_in_process(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
@@ -297,6 +298,11 @@ def test_probe_cli_on_a_micro_run(runs_dir: Path, monkeypatch, capsys):
     assert all(0.0 <= record[key] <= 1.0 for key in [*accuracies, "block_valid"])
     assert set(record["latent_shift"]) == {"1-5", "5-10", "10-30"}
     assert all(value >= 0 for value in record["latent_shift"].values())
+    # where generation breaks: the decoder's tolerance of noise around the oracle latents, and the
+    # reasoner's reach from oracle latents noised to t0
+    assert set(record["decoder_tolerance"]) == {"0.0", "0.25", "0.5", "1.0"}
+    assert set(record["denoise_reach"]) == {"0.25", "0.5", "0.75", "1.0"}
+    assert all(0.0 <= v <= 1.0 for v in [*record["decoder_tolerance"].values(), *record["denoise_reach"].values()])
     assert record["checkpoint"] == {"phase": "stage2", "step": 2} and record["n_problems"] == 6
     assert json.loads((runs_dir / "cd" / "probe" / "stage2-step2.json").read_text()) == record
 
@@ -310,6 +316,7 @@ def test_probe_cli_on_a_micro_run(runs_dir: Path, monkeypatch, capsys):
     probes = sorted(str(p) for p in (runs_dir / "cd" / "probe").glob("*.json"))
     code, out, _ = _cli_in_process(["table", *probes], capsys, monkeypatch)
     assert code == 0 and "answer_acc_oracle" in out and "stage1@2" in out and "stage2@2" in out
+    assert "tolerance 0.5" in out and "reach 1.0" in out
 
     # The bad-input contract: exit 2, one line on stderr, no traceback.
     bad_option = micro_args(LADIR_OPTIONS.replace("reasoner_init: decoder", "reasoner_init: foo"))

@@ -47,6 +47,18 @@ def resolved_options(method_cls: type[Method], options: dict) -> dict:
     return dataclasses.asdict(build_dataclass(method_cls.Options, options, "method_options"))
 
 
+def read_saved_config(path: Path) -> RunConfig:
+    """A run's config.yaml as a RunConfig. Fields added to the code since it was written take their
+    defaults, except method options whose default changed when they were added: those take the value
+    that reproduces how the run was trained (`Options.BEFORE_ADDED`, the behaviour before the option
+    existed)."""
+    data = yaml.safe_load(path.read_text()) or {}
+    if isinstance(data, dict) and isinstance(data.get("method_options"), dict) and "method" in data:
+        before = getattr(get_method_class(str(data["method"])).Options, "BEFORE_ADDED", {})
+        data["method_options"] = {**before, **data["method_options"]}
+    return build_dataclass(RunConfig, data, "")
+
+
 def create_run(config: RunConfig, name: str | None, root: Path) -> tuple[Method, RunContext]:
     """A method bound to `runs/NAME`; an existing run must have the same config (then it resumes)."""
     method_cls = get_method_class(config.method)
@@ -56,9 +68,7 @@ def create_run(config: RunConfig, name: str | None, root: Path) -> tuple[Method,
     run_dir = root / name
     config_path = run_dir / "config.yaml"
     if config_path.is_file():
-        # the saved config read as a RunConfig: fields added to the code since it was written take their
-        # defaults, which is what the run was trained with
-        saved = build_dataclass(RunConfig, yaml.safe_load(config_path.read_text()) or {}, "").to_dict()
+        saved = read_saved_config(config_path).to_dict()
         saved["method_options"] = resolved_options(method_cls, saved.get("method_options") or {})
         # the parallel layout may change between resumes (one process accumulating, or many): the update
         # is the same as long as processes x grad_accum_steps is
@@ -92,7 +102,7 @@ def open_run(name: str, root: Path, load: bool = True) -> tuple[Method, RunConte
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise BadInput(f"no run named {name!r} under {root} (expected {config_path})")
-    config = build_dataclass(RunConfig, yaml.safe_load(config_path.read_text()), "")
+    config = read_saved_config(config_path)
     ctx = RunContext(config, run_dir, root)
     method = get_method_class(config.method)(ctx)
     if load:

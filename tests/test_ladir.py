@@ -387,3 +387,18 @@ def test_the_paper_config_file_loads_over_paper_8b():
     assert (options["latent_noise"], options["token_replace_prob"], options["stage2_euler_steps"]) == (3.0, 0.3, 10)
     assert (options["stage2_t0"], options["stage2_tf_answer"], options["vae_decoder"]) == (1.0, 0.0, "frozen")
     assert "ladir-paper" not in preset_names()  # a config file, not a preset of its own
+
+
+def test_a_run_saved_before_decoder_context_existed_keeps_the_decoder_it_was_trained_with(tmp_path):
+    import yaml
+
+    from harness.runs import create_run, read_saved_config
+
+    overrides = ["method=ladir", "task=countdown3", *MICRO_SETTINGS]
+    _, ctx = create_run(load_config("tiny", None, [parse_override(o) for o in overrides]), "r", tmp_path)
+    path = ctx.run_dir / "config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    assert saved["method_options"]["decoder_context"] == "reasoning"  # today's default, written out
+    del saved["method_options"]["decoder_context"]  # as code older than the option wrote it
+    path.write_text(yaml.safe_dump(saved))
+    assert read_saved_config(path).method_options["decoder_context"] == "none"  # how it was trained

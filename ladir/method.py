@@ -195,16 +195,17 @@ class LaDiR(Method):
         vae = SentenceVAE(encoder, decoder, self.ctx.tokenizer, o.latent_tokens, o.latent_dim, beta=o.beta,
                           latent_noise=o.latent_noise, token_replace_prob=o.token_replace_prob,
                           max_sentence_tokens=o.max_sentence_tokens, train_decoder=self.train_decoder,
-                          decoder_context=self.decoder_context)
+                          decoder_context=self.decoder_reads_context)
         return vae.to(self.ctx.device)
 
     @property
-    def decoder_context(self) -> bool:
+    def decoder_reads_context(self) -> bool:
+        """`decoder_context: reasoning`: the VAE decoder reads the question and earlier sentences."""
         return self.options.decoder_context == "reasoning"
 
     def sentence_pairs(self, problems: list[Problem]) -> list:
         """The (context, sentence) pairs the VAE encodes for these problems' reference reasoning."""
-        return sentence_pairs(self.ctx.task, problems, self.options.max_blocks, self.decoder_context)
+        return sentence_pairs(self.ctx.task, problems, self.options.max_blocks, self.decoder_reads_context)
 
     def _reasoner(self, backbone) -> BlockDiffusionReasoner:
         o = self.options
@@ -230,15 +231,15 @@ class LaDiR(Method):
 
     def oracle_batch(self, problems: list[Problem]) -> ReasoningBatch:
         """Questions, answers and the oracle blocks: each reasoning sentence -> normalised VAE mean mu."""
-        tok, task, o = self.ctx.tokenizer, self.ctx.task, self.options
+        tok, task = self.ctx.tokenizer, self.ctx.task
         questions, answers, counts, pairs = [], [], [], []
         for problem in problems:
             _, answer = task.split_target(problem["reference"])
-            sentences = self.sentence_pairs([problem])
+            problem_pairs = self.sentence_pairs([problem])
             questions.append(self._question_ids(problem))
             answers.append([*tok.encode(answer, add_special_tokens=False), tok.eos_token_id])
-            counts.append(len(sentences))
-            pairs += sentences
+            counts.append(len(problem_pairs))
+            pairs += problem_pairs
         sample = self.options.oracle_latents == "sample"
         z0 = self.stats.normalize(encode_means(self.vae, pairs, sample=sample))  # (sum of counts, L_b, d_z)
         return ReasoningBatch(questions, answers, list(z0.split(counts)))
@@ -387,10 +388,10 @@ class LaDiR(Method):
     def _generate(self, problems: list[Problem], noise: RowNoise, groups: torch.Tensor | None,
                   knobs: LaDiRSampleKnobs, on_step=None):
         """A completion per row (row i answers `problems[i]`, drawing with `noise`'s stream i): denoised
-        blocks, all decoded by the VAE in one batched call, then the reasoner's answer (KV-cached).
+        blocks, decoded by the VAE (`decode_reasoning`), then the reasoner's answer (KV-cached).
         Guidance acts within `groups` (B,): one question's trajectories.
 
-        Returns (completions, block latents (B, N, L_b, d_z) normalised, presence (B, N)).
+        Returns (completions, block latents (B, N, L_b, d_z) normalised, each row's decoded sentences).
         """
         sampler = FlowMatchEuler(init_noise=knobs.init_noise, gamma_max=knobs.gamma_max)
         seq = start_sequence(self.reasoner, [self._question_ids(p) for p in problems], cache=knobs.cache)
@@ -398,10 +399,10 @@ class LaDiR(Method):
                                      noise=noise.stream("blocks"), groups=groups)
         answers = decode_answer(seq, knobs.max_answer_tokens, knobs.temperature, noise.stream("answer"))
         tok = self.ctx.tokenizer
-        completions = []
-        for reasoning, answer in zip(self.decode_reasoning(problems, z, present), answers, strict=True):
-            completions.append(" ".join([*reasoning, tok.decode(answer, skip_special_tokens=True).strip()]).strip())
-        return completions, z, present
+        reasoning = self.decode_reasoning(problems, z, present)
+        completions = [" ".join([*sentences, tok.decode(answer, skip_special_tokens=True).strip()]).strip()
+                       for sentences, answer in zip(reasoning, answers, strict=True)]
+        return completions, z, reasoning
 
     # ------------------------------------------------------------------------------- probing (ladir.probe)
     @torch.no_grad()
@@ -429,7 +430,7 @@ class LaDiR(Method):
     def decode_reasoning(self, problems: list[Problem], z: torch.Tensor, present: torch.Tensor) -> list[list[str]]:
         """Each row's blocks (B, N, L_b, d_z) where `present` (B, N), decoded to its reasoning sentences:
         all in one batched call, or block by block when the decoder reads the sentences before."""
-        if not self.decoder_context:
+        if not self.decoder_reads_context:
             texts = iter(self.decode_blocks(z[present]))  # row-major: row i's blocks in order
             return [[next(texts) for kept in row if kept] for row in present.tolist()]
         reasoning: list[list[str]] = [[] for _ in problems]
@@ -475,11 +476,12 @@ class LaDiR(Method):
             if t in wanted:
                 records.append((block, t, FlowMatchEuler.predicted_clean(u, t, z)[0]))
 
-        (completion,), z, present = self._generate([problem], RowNoise([seed], self.ctx.device), None, settings, on_step)
+        (completion,), z, (finished,) = self._generate([problem], RowNoise([seed], self.ctx.device), None, settings,
+                                                       on_step)
         if 0.0 in wanted:
             records += [(b, 0.0, z[0, b]) for b in range(z.size(1))]
         records.sort(key=lambda r: (r[0], -r[1]))
-        finished = self.decode_reasoning([problem], z, present)[0]  # the context of a later block's estimates
+        # a block's estimates are decoded after the finished sentences before it, as its final text was
         contexts = [reasoning_context(problem["prompt"], finished[:b]) for b, _, _ in records]
         texts = self.decode_blocks(torch.stack([r[2] for r in records]), contexts) if records else []
         traced = [{"block": b, "t": t, "text": text} for (b, t, _), text in zip(records, texts, strict=True)]

@@ -101,7 +101,8 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
         "pass1_generated": acc(generated),
         "pass1_swapped": acc(swapped),
     }
-    # every generated block decoded in one batched call, then handed back to its problem
+    # generated blocks decoded a batch of problems at a time (block by block where the decoder reads the
+    # earlier sentences)
     per_problem = []
     for start in range(0, len(problems), batch_size):
         z, present = stacked_blocks(generated[start : start + batch_size], oracle[0].shape[-2:], device)

@@ -267,7 +267,7 @@ def plot_command(
 
 @app.command("trace")
 def trace_command(
-    run: Annotated[str, typer.Option(help="a trained LaDiR run")],
+    run: Annotated[str, typer.Option(help="a trained LaDiR run, or an AR one (ar-sft, mtp, pretrained) for the text reference")],
     task: Annotated[Optional[str], typer.Option("--task", help="task (default: the run's task)")] = None,
     index: Annotated[int, typer.Option(help="problem index in the split")] = 0,
     split: Annotated[str, typer.Option(help="split")] = "test",
@@ -312,7 +312,7 @@ def trace_command(
 
 @app.command("probe")
 def probe_command(
-    run: Annotated[str, typer.Option(help="a trained LaDiR run")],
+    run: Annotated[str, typer.Option(help="a trained LaDiR run, or an AR one (ar-sft, mtp, pretrained) for the text reference")],
     task: Annotated[Optional[str], typer.Option("--task", help="task (default: the run's task)")] = None,
     split: Annotated[str, typer.Option(help="split with reference reasoning")] = "val",
     limit: Annotated[int, typer.Option(help="first N problems")] = 100,
@@ -324,16 +324,18 @@ def probe_command(
     runs_dir: RunsDirOpt = None,
 ) -> None:
     """Do LaDiR's latent blocks carry the answer? Greedy answer accuracy after oracle, shuffled, noise,
-    generated and swapped blocks; valid generated steps; latent shift across step counts."""
+    generated and swapped blocks; valid generated steps; latent shift across step counts. On an AR run the
+    blocks are its reasoning sentences: the same figures for reading the reasoning as text."""
     from harness.config import parse_override
     from harness.runs import open_run, runs_root
-    from ladir.probe import run_probe
+    from ladir.probe import is_probeable, run_probe
 
     if limit < 2 or steps < 1:
         raise BadInput("--limit must be >= 2 (shuffled blocks come from another problem) and --steps >= 1")
     method, ctx = open_run(run, runs_root(runs_dir))
-    if not hasattr(method, "answers_given_blocks"):
-        raise BadInput(f"method {method.name!r} has no latent blocks to probe (use a LaDiR run)")
+    if not is_probeable(type(method)):
+        raise BadInput(f"method {method.name!r} has neither latent blocks nor text reasoning to probe "
+                       "(use a LaDiR run or an ar-sft, mtp or pretrained one)")
     task_obj = ctx.task if task is None or task == ctx.config.task else _task(task, None, ctx.seed)
     knobs: dict = {}
     for text in knob or []:
@@ -350,8 +352,10 @@ def probe_command(
     for key, value in record.items():
         if key.startswith(("answer_acc", "pass1", "block")):
             table.add_row(key, f"{value:.3f}")
-    for key, value in record["latent_shift"].items():
+    for key, value in record.get("latent_shift", {}).items():
         table.add_row(f"latent_shift {key} steps", f"{value:.3f}")
+    for key, value in record.get("first_block_valid", {}).items():
+        table.add_row(f"first block valid, {key} steps", f"{value:.3f}")
     out.print(table)
 
 

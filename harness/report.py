@@ -79,6 +79,7 @@ def load_probe_frame(paths: list[str | Path]) -> pd.DataFrame:
         row.update({f"shift {k}": v for k, v in record.get("latent_shift", {}).items()})
         row.update({f"tolerance {k}": v for k, v in record.get("decoder_tolerance", {}).items()})
         row.update({f"reach {k}": v for k, v in record.get("denoise_reach", {}).items()})
+        row.update({f"first valid {k}": v for k, v in record.get("first_block_valid", {}).items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -86,7 +87,7 @@ def load_probe_frame(paths: list[str | Path]) -> pd.DataFrame:
 def render_table(frame: pd.DataFrame, fmt: str) -> str:
     shown = frame.copy()
     for column in shown.columns:
-        if column in PROBE_COLUMNS or column.startswith(("shift ", "tolerance ", "reach ")):
+        if column in PROBE_COLUMNS or column.startswith(("shift ", "tolerance ", "reach ", "first valid ")):
             shown[column] = shown[column].astype(float).round(3)
     for column in shown.columns:
         if column.startswith("pass@"):

@@ -24,8 +24,17 @@ Where generation of valid steps breaks (tasks with a step checker), on the first
     denoise_reach        valid-step rate after the reasoner denoises the oracle latent noised to t0
                          (z = (1 - t0) z0 + t0 eps); t0 = 1 is generation from pure noise
 
+    first_block_valid    valid-step rate of the first block generated from pure noise with 1, 5, 10
+                         and 30 Euler steps (the same initial noise): if it does not rise with the
+                         steps, neither can an answer that follows the blocks
+
 A decoder that tolerates sigma = 0.5 but a reach that collapses at t0 = 0.75 says the flow does not
 find the question's region from noise; a fragile decoder says the latent space itself is the limit.
+
+The same probe reads a method that writes its reasoning as text (AR-SFT, MTP, a pretrained model;
+`probe_autoregressive`): its "blocks" are the reasoning sentences themselves, so the oracle figure is
+the answer written after the reference reasoning text. That is the ceiling on what reading the
+reasoning can give at this model size, the scale for LaDiR's answer_acc_oracle.
 """
 
 from __future__ import annotations
@@ -37,7 +46,10 @@ import torch
 
 from harness.errors import BadInput
 from harness.jsonl import write_json_atomic
+from harness.lm import sample_completions
+from harness.methods import AutoregressiveMethod
 from harness.progress import progress_bar
+from harness.training import final_checkpoint
 from ladir.pipeline import denoise_block, start_sequence
 from ladir.reasoner import stacked_blocks
 from ladir.sampler import FlowMatchEuler
@@ -144,34 +156,104 @@ def first_block_validity(method, task: Task, problems: list[Problem], first: lis
             hits += sum(task.steps_valid(p, t)[0] for p, t in zip(chunk, texts, strict=True))
         return hits / len(problems)
 
-    def denoised(t0: float) -> torch.Tensor:
+    def denoised(t0: float, euler_steps: int) -> torch.Tensor:
         out = []
         for start in range(0, len(problems), batch_size):
             chunk = problems[start : start + batch_size]
             zt = ((1 - t0) * z0[start : start + batch_size] + t0 * eps[start : start + batch_size]).to(method.ctx.device)
             seq = start_sequence(method.reasoner, [method._question_ids(p) for p in chunk])
             active = torch.ones(len(chunk), dtype=torch.bool, device=method.ctx.device)
-            out.append(denoise_block(seq, FlowMatchEuler(), max(1, round(steps * t0)), active, z=zt, t_start=t0).cpu())
+            out.append(denoise_block(seq, FlowMatchEuler(), euler_steps, active, z=zt, t_start=t0).cpu())
         return torch.cat(out)
 
     return {"decoder_tolerance": {str(sigma): valid_rate(z0 + sigma * eps) for sigma in TOLERANCE_SIGMAS},
-            "denoise_reach": {str(t0): valid_rate(denoised(t0)) for t0 in REACH_T0}}
+            "denoise_reach": {str(t0): valid_rate(denoised(t0, max(1, round(steps * t0)))) for t0 in REACH_T0},
+            "first_block_valid": {str(s): valid_rate(denoised(1.0, s)) for s in SHIFT_STEPS}}
+
+
+@torch.no_grad()
+def probe_autoregressive(method: AutoregressiveMethod, task: Task, problems: list[Problem], seed: int = 0,
+                         batch_size: int = 100) -> dict:
+    """The probe's figures for a method that writes its reasoning as text (module docstring): greedy
+    answers after the reference reasoning (oracle), another problem's (shuffled), its own greedy
+    reasoning (generated) and another problem's (swapped). No noise or latent figures: text has none."""
+    perm = derangement(len(problems), seed)
+    max_new_tokens = method.sample_knobs({}).max_new_tokens
+
+    def completions(reasoning: list[str | None]) -> list[str]:
+        """Greedy completion of each problem's prompt followed by `reasoning` (None: from the prompt
+        alone), with the given reasoning kept in front so the checker reads the whole completion."""
+        texts = []
+        with progress_bar("probe", total=len(problems)) as bar:
+            for start in range(0, len(problems), batch_size):
+                rows = range(start, min(start + batch_size, len(problems)))
+                prompts = [method.prompt(problems[i]) + (reasoning[i] or "") for i in rows]
+                written = sample_completions(method.model, method.ctx.tokenizer, prompts, None, 0.0, 1.0, max_new_tokens,
+                                             add_bos=method.add_bos)
+                texts += [method.finish((reasoning[i] or "") + text) for i, text in zip(rows, written, strict=True)]
+                bar.update(advance=len(rows))
+        return texts
+
+    def reasoning_text(sentences: list[str]) -> str:
+        return " ".join(sentences)
+
+    def accuracy(texts: list[str]) -> float:
+        return _accuracy(task, problems, texts)
+
+    oracle = [task.split_target(p["reference"])[0] for p in problems]
+    generated_texts = completions([None] * len(problems))
+    generated = [task.split_target(text)[0] for text in generated_texts]
+    result = {
+        "answer_acc_oracle": accuracy(completions([reasoning_text(oracle[i]) for i in range(len(problems))])),
+        "answer_acc_shuffled": accuracy(completions([reasoning_text(oracle[perm[i]]) for i in range(len(problems))])),
+        "pass1_generated": accuracy(generated_texts),
+        "pass1_swapped": accuracy(completions([reasoning_text(generated[perm[i]]) for i in range(len(problems))])),
+    }
+    checks = [task.steps_valid(problem, steps) for problem, steps in zip(problems, generated, strict=True)]
+    if checks[0] is not None:
+        valid = [ok for verdicts in checks for ok in verdicts]
+        arithmetic = [ok for steps in generated for ok in task.steps_arithmetic(steps)]
+        result["block_valid"] = sum(valid) / max(1, len(valid))
+        result["block_arithmetic"] = sum(arithmetic) / max(1, len(arithmetic))
+    result["blocks_generated_mean"] = sum(map(len, generated)) / max(1, len(generated))
+    result["blocks_oracle_mean"] = sum(map(len, oracle)) / max(1, len(oracle))
+    result["examples"] = [{"task_id": problem["task_id"], "reference": problem.get("reference"), "generated": text}
+                          for problem, text in zip(problems[:3], generated_texts)]
+    return result
+
+
+def is_probeable(method_class: type) -> bool:
+    """LaDiR (latent blocks) or a method that writes its reasoning as text."""
+    return hasattr(method_class, "answers_given_blocks") or issubclass(method_class, AutoregressiveMethod)
 
 
 def run_probe(method, ctx, task: Task, split: str, limit: int, steps: int, seed: int, phase: str | None,
               knobs: dict | None = None) -> tuple[dict, Path]:
-    """Probe a run's reasoner (`phase`: stage1, stage2, or the last finished) and write
-    runs/NAME/probe/<phase>-step<N>.json."""
-    if phase is not None:
+    """Probe a run (LaDiR: `phase` stage1, stage2, or the last finished; a text method: its final
+    checkpoint) and write runs/NAME/probe/<phase>-step<N>.json."""
+    latent = hasattr(method, "answers_given_blocks")
+    if latent and phase is not None:
         method.load_reasoner(phase)
+    if not latent:
+        if knobs:
+            raise BadInput(f"--knob applies to LaDiR's sampling; the {method.name} probe answers greedily")
+        stages = getattr(method, "stages", ())
+        if phase is not None and phase not in stages:
+            raise BadInput(f"method {method.name!r} has no checkpoint {phase!r} to probe (its phases: {', '.join(stages) or 'none'})")
     problems = [p for p in task.problems(split) if p.get("reference")][:limit]
     if len(problems) < 2:
         raise BadInput(f"task {task.name!r} split {split!r} has fewer than 2 problems with reference reasoning "
                        "(the probe swaps blocks between problems)")
-    figures = probe_method(method, task, problems, steps=steps, seed=seed, knobs=knobs)
-    checkpoint = method.checkpoint
+    if latent:
+        figures = probe_method(method, task, problems, steps=steps, seed=seed, knobs=knobs)
+        checkpoint = method.checkpoint
+    else:
+        figures = probe_autoregressive(method, task, problems, seed=seed)
+        stages = getattr(method, "stages", ())
+        checkpoint = ({"phase": stages[-1], "step": final_checkpoint(ctx.run_dir / stages[-1])[0]} if stages
+                      else {"phase": "pretrained", "step": 0})
     record = {"run": ctx.run_dir.name, "checkpoint": {"phase": checkpoint["phase"], "step": checkpoint["step"]},
-              "task": task.name, "split": split, "n_problems": len(problems), "steps": steps, "seed": seed,
+              "task": task.name, "split": split, "n_problems": len(problems), "steps": steps if latent else None, "seed": seed,
               "knobs": knobs or {}, **figures}
     path = ctx.run_dir / "probe" / f"{checkpoint['phase']}-step{checkpoint['step']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

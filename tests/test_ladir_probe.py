@@ -7,7 +7,9 @@
 - `answer_sees_question=False` keeps the question out of the answer, classifier-free guidance
   reduces to its two branches at scales 0 and 1, the reasoner started from a decoder reproduces it,
   and the diversity force is normalised by n - 1;
-- `ladir-bench probe` end to end on a micro run, including its bad-input contract.
+- the text probe of an AR method tells a model that reads its reasoning from one that answers from
+  the question;
+- `ladir-bench probe` end to end on a micro run (LaDiR and AR-SFT), including its bad-input contract.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from harness.backbone import tiny_llama
 from harness.config import ModelConfig
 from ladir.pipeline import (commit_block, commit_blocks, generate_blocks, start_sequence, unconditional_sequence,
                             velocity)
-from ladir.probe import derangement
+from ladir import probe
+from ladir.probe import derangement, is_probeable
 from ladir.reasoner import (QUESTION, BlockDiffusionReasoner, LatentSequence, ReasoningBatch, answer_chunk_ids,
                             block_attention_mask, teacher_forcing_sequence)
 from ladir.sampler import FlowMatchEuler, diversity_force
@@ -77,6 +80,72 @@ def test_countdown_steps_valid():
     # a number given twice may be used twice
     assert task.steps_valid({"numbers": [4, 4, 2], "target": 8}, ["4*4=16.", "16/2=8."]) == [True, True]
     assert get_task("math500").steps_valid({}, ["x"]) is None  # no step checker outside Countdown
+
+
+# ---------------------------------------------------------------------------------- the text probe (AR methods)
+class _ScriptedAR:
+    """An AR method whose greedy writer is scripted (`write(problem, reasoning) -> continuation`)."""
+    add_bos = True
+    model = None
+    ctx = type("Context", (), {"tokenizer": None})
+
+    @staticmethod
+    def prompt(problem):
+        return problem["prompt"]
+
+    @staticmethod
+    def finish(text):
+        return text
+
+    @staticmethod
+    def sample_knobs(_):
+        return type("Knobs", (), {"max_new_tokens": 64})
+
+
+def _probe_scripted(monkeypatch, write) -> dict:
+    task = get_task("countdown4", val_size=12, test_size=5)
+    problems = task.problems("val")
+    by_prompt = {p["prompt"]: p for p in problems}
+
+    def sample_completions(model, tokenizer, prompts, noise, temperature, top_p, max_new_tokens, add_bos):
+        assert temperature == 0.0  # the probe's answers are greedy
+        out = []
+        for text in prompts:
+            problem = next(p for prompt, p in by_prompt.items() if text.startswith(prompt))
+            out.append(write(task, problem, task.split_target(text[len(problem["prompt"]):])[0]))
+        return out
+
+    monkeypatch.setattr(probe, "sample_completions", sample_completions)
+    return probe.probe_autoregressive(_ScriptedAR(), task, problems)
+
+
+def test_text_probe_tells_reading_the_reasoning_from_answering_from_the_question(monkeypatch):
+    def reader(task, problem, sentences):  # writes the reference from a bare prompt, then answers what its steps build
+        if not sentences:
+            return problem["reference"]
+        return " " + (task.answer_from_steps(problem, sentences) or "The answer is 0.")
+
+    figures = _probe_scripted(monkeypatch, reader)
+    # another problem's steps use numbers this problem does not have: no answer follows from them
+    assert figures["answer_acc_oracle"] == 1.0 and figures["answer_acc_shuffled"] == 0.0
+    assert figures["pass1_generated"] == 1.0 and figures["pass1_swapped"] == 0.0
+    assert figures["block_valid"] == 1.0 and figures["blocks_generated_mean"] == figures["blocks_oracle_mean"] == 3
+    assert "answer_acc_noise" not in figures and "latent_shift" not in figures  # text has no noise or latents
+
+    def from_the_question(task, problem, sentences):  # the right answer whatever reasoning precedes it
+        return " " + problem["reference"][problem["reference"].index("The answer is"):]
+
+    figures = _probe_scripted(monkeypatch, from_the_question)
+    assert figures["answer_acc_oracle"] == figures["answer_acc_shuffled"] == 1.0
+    assert figures["pass1_generated"] == figures["pass1_swapped"] == 1.0
+    assert figures["block_valid"] == 0.0 and figures["blocks_generated_mean"] == 0  # it writes no steps
+
+
+def test_probeable_methods():
+    from harness.methods import get_method_class
+
+    assert [name for name in ("ladir", "ar-sft", "mtp", "pretrained", "coconut", "ld4lg", "mdm")
+            if is_probeable(get_method_class(name))] == ["ladir", "ar-sft", "mtp", "pretrained"]
 
 
 # ---------------------------------------------------------------------------------- teacher forcing vs. the pipeline
@@ -302,7 +371,10 @@ def test_probe_cli_on_a_micro_run(runs_dir: Path, monkeypatch, capsys):
     # reasoner's reach from oracle latents noised to t0
     assert set(record["decoder_tolerance"]) == {"0.0", "0.25", "0.5", "1.0"}
     assert set(record["denoise_reach"]) == {"0.25", "0.5", "0.75", "1.0"}
-    assert all(0.0 <= v <= 1.0 for v in [*record["decoder_tolerance"].values(), *record["denoise_reach"].values()])
+    assert set(record["first_block_valid"]) == {"1", "5", "10", "30"}  # from pure noise, by Euler steps
+    assert record["first_block_valid"]["10"] == record["denoise_reach"]["1.0"]  # the same draw, the same steps
+    assert all(0.0 <= v <= 1.0 for key in ("decoder_tolerance", "denoise_reach", "first_block_valid")
+               for v in record[key].values())
     assert record["checkpoint"] == {"phase": "stage2", "step": 2} and record["n_problems"] == 6
     assert json.loads((runs_dir / "cd" / "probe" / "stage2-step2.json").read_text()) == record
 
@@ -316,7 +388,7 @@ def test_probe_cli_on_a_micro_run(runs_dir: Path, monkeypatch, capsys):
     probes = sorted(str(p) for p in (runs_dir / "cd" / "probe").glob("*.json"))
     code, out, _ = _cli_in_process(["table", *probes], capsys, monkeypatch)
     assert code == 0 and "answer_acc_oracle" in out and "stage1@2" in out and "stage2@2" in out
-    assert "tolerance 0.5" in out and "reach 1.0" in out
+    assert "tolerance 0.5" in out and "reach 1.0" in out and "first valid 30" in out
 
     # The bad-input contract: exit 2, one line on stderr, no traceback.
     bad_option = micro_args(LADIR_OPTIONS.replace("reasoner_init: decoder", "reasoner_init: foo"))
@@ -326,4 +398,14 @@ def test_probe_cli_on_a_micro_run(runs_dir: Path, monkeypatch, capsys):
     _exits_2_with_one_line(_cli_in_process(["probe", "--run", "nope"], capsys, monkeypatch), "no run named")
     ar_sft = ["train", "--method", "ar-sft", "--task", "countdown3", "--run", "ar", "--steps", "2", *micro_args()]
     assert _cli_in_process(ar_sft, capsys, monkeypatch)[0] == 0
-    _exits_2_with_one_line(_cli_in_process(["probe", "--run", "ar"], capsys, monkeypatch), "no latent blocks")
+    # an AR run is probed on its reasoning text: the reference for LaDiR's figures
+    code, out, _ = _cli_in_process(["probe", "--run", "ar", "--limit", "4", "--json"], capsys, monkeypatch)
+    ar = json.loads(out)
+    assert code == 0 and ar["checkpoint"] == {"phase": "sft", "step": 2} and ar["steps"] is None
+    assert all(0.0 <= ar[key] <= 1.0 for key in ["answer_acc_oracle", "answer_acc_shuffled", "pass1_generated",
+                                                  "pass1_swapped", "block_valid"])
+    assert json.loads((runs_dir / "ar" / "probe" / "sft-step2.json").read_text()) == ar
+    _exits_2_with_one_line(_cli_in_process(["probe", "--run", "ar", "--checkpoint", "stage1"], capsys, monkeypatch),
+                           "no checkpoint 'stage1'")
+    _exits_2_with_one_line(_cli_in_process(["probe", "--run", "ar", "--knob", "cfg_scale=2"], capsys, monkeypatch),
+                           "--knob")

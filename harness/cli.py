@@ -267,7 +267,7 @@ def plot_command(
 
 @app.command("trace")
 def trace_command(
-    run: Annotated[str, typer.Option(help="a trained LaDiR run, or an AR one (ar-sft, mtp, pretrained) for the text reference")],
+    run: Annotated[str, typer.Option(help="a trained LaDiR run")],
     task: Annotated[Optional[str], typer.Option("--task", help="task (default: the run's task)")] = None,
     index: Annotated[int, typer.Option(help="problem index in the split")] = 0,
     split: Annotated[str, typer.Option(help="split")] = "test",

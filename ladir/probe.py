@@ -75,6 +75,18 @@ def _accuracy(task: Task, problems: list[Problem], answers: list[str]) -> float:
     return sum(v.passed for v in verdicts) / max(1, len(verdicts))
 
 
+def generated_step_validity(task: Task, problems: list[Problem], reasoning: list[list[str]]) -> dict:
+    """`block_valid` and `block_arithmetic` of each problem's generated sentences; {} for a task
+    without a step checker."""
+    checks = [task.steps_valid(problem, steps) for problem, steps in zip(problems, reasoning, strict=True)]
+    if checks[0] is None:
+        return {}
+    valid = [ok for verdicts in checks for ok in verdicts]
+    # a valid step needs its arithmetic right and its operands taken from the pool: which one fails?
+    arithmetic = [ok for steps in reasoning for ok in task.steps_arithmetic(steps)]
+    return {"block_valid": sum(valid) / max(1, len(valid)), "block_arithmetic": sum(arithmetic) / max(1, len(arithmetic))}
+
+
 def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, seed: int = 0,
                  batch_size: int = 100, knobs: dict | None = None) -> dict:
     """The probe's figures on `problems` (a loaded LaDiR method); see the module docstring."""
@@ -119,13 +131,9 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
     for start in range(0, len(problems), batch_size):
         z, present = stacked_blocks(generated[start : start + batch_size], oracle[0].shape[-2:], device)
         per_problem += method.decode_reasoning(problems[start : start + batch_size], z, present)
-    checks = [task.steps_valid(problem, steps) for problem, steps in zip(problems, per_problem, strict=True)]
-    if checks[0] is not None:  # the task can check steps
-        valid = [ok for verdicts in checks for ok in verdicts]
-        arithmetic = [ok for steps in per_problem for ok in task.steps_arithmetic(steps)]
-        result["block_valid"] = sum(valid) / max(1, len(valid))
-        # a valid step needs its arithmetic right and its operands taken from the pool: which one fails?
-        result["block_arithmetic"] = sum(arithmetic) / max(1, len(arithmetic))
+    step_figures = generated_step_validity(task, problems, per_problem)
+    if step_figures:
+        result.update(step_figures)
         result.update(first_block_validity(method, task, problems, [b[0] for b in oracle], steps, seed, batch_size))
     result["blocks_generated_mean"] = sum(len(g) for g in generated) / max(1, len(generated))
     result["blocks_oracle_mean"] = sum(len(b) for b in oracle) / max(1, len(oracle))
@@ -194,27 +202,20 @@ def probe_autoregressive(method: AutoregressiveMethod, task: Task, problems: lis
                 bar.update(advance=len(rows))
         return texts
 
-    def reasoning_text(sentences: list[str]) -> str:
-        return " ".join(sentences)
-
-    def accuracy(texts: list[str]) -> float:
-        return _accuracy(task, problems, texts)
+    def accuracy_after(reasoning: list[list[str]]) -> float:
+        """Greedy answer accuracy when problem i's reasoning is `reasoning[i]`, the sentences joined."""
+        return _accuracy(task, problems, completions([" ".join(sentences) for sentences in reasoning]))
 
     oracle = [task.split_target(p["reference"])[0] for p in problems]
     generated_texts = completions([None] * len(problems))
     generated = [task.split_target(text)[0] for text in generated_texts]
     result = {
-        "answer_acc_oracle": accuracy(completions([reasoning_text(oracle[i]) for i in range(len(problems))])),
-        "answer_acc_shuffled": accuracy(completions([reasoning_text(oracle[perm[i]]) for i in range(len(problems))])),
-        "pass1_generated": accuracy(generated_texts),
-        "pass1_swapped": accuracy(completions([reasoning_text(generated[perm[i]]) for i in range(len(problems))])),
+        "answer_acc_oracle": accuracy_after(oracle),
+        "answer_acc_shuffled": accuracy_after([oracle[j] for j in perm]),
+        "pass1_generated": _accuracy(task, problems, generated_texts),
+        "pass1_swapped": accuracy_after([generated[j] for j in perm]),
     }
-    checks = [task.steps_valid(problem, steps) for problem, steps in zip(problems, generated, strict=True)]
-    if checks[0] is not None:
-        valid = [ok for verdicts in checks for ok in verdicts]
-        arithmetic = [ok for steps in generated for ok in task.steps_arithmetic(steps)]
-        result["block_valid"] = sum(valid) / max(1, len(valid))
-        result["block_arithmetic"] = sum(arithmetic) / max(1, len(arithmetic))
+    result.update(generated_step_validity(task, problems, generated))
     result["blocks_generated_mean"] = sum(map(len, generated)) / max(1, len(generated))
     result["blocks_oracle_mean"] = sum(map(len, oracle)) / max(1, len(oracle))
     result["examples"] = [{"task_id": problem["task_id"], "reference": problem.get("reference"), "generated": text}
@@ -232,12 +233,12 @@ def run_probe(method, ctx, task: Task, split: str, limit: int, steps: int, seed:
     """Probe a run (LaDiR: `phase` stage1, stage2, or the last finished; a text method: its final
     checkpoint) and write runs/NAME/probe/<phase>-step<N>.json."""
     latent = hasattr(method, "answers_given_blocks")
+    stages = () if latent else getattr(method, "stages", ())
     if latent and phase is not None:
         method.load_reasoner(phase)
     if not latent:
         if knobs:
             raise BadInput(f"--knob applies to LaDiR's sampling; the {method.name} probe answers greedily")
-        stages = getattr(method, "stages", ())
         if phase is not None and phase not in stages:
             raise BadInput(f"method {method.name!r} has no checkpoint {phase!r} to probe (its phases: {', '.join(stages) or 'none'})")
     problems = [p for p in task.problems(split) if p.get("reference")][:limit]
@@ -249,7 +250,6 @@ def run_probe(method, ctx, task: Task, split: str, limit: int, steps: int, seed:
         checkpoint = method.checkpoint
     else:
         figures = probe_autoregressive(method, task, problems, seed=seed)
-        stages = getattr(method, "stages", ())
         checkpoint = ({"phase": stages[-1], "step": final_checkpoint(ctx.run_dir / stages[-1])[0]} if stages
                       else {"phase": "pretrained", "step": 0})
     record = {"run": ctx.run_dir.name, "checkpoint": {"phase": checkpoint["phase"], "step": checkpoint["step"]},

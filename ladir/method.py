@@ -138,6 +138,9 @@ class LaDiRSampleKnobs:
     batch_size: int = 100  # trajectories per forward, across problems (guidance on: whole problems per batch)
     cache: bool = True  # KV-cache the question and finished blocks (off: recompute, same result)
     cfg_scale: float = 1.0  # classifier-free guidance on the question (1 = off; needs cfg_drop > 0 in training)
+    # each finished block decoded to its sentence and replaced by that sentence's VAE code (the posterior
+    # mean, normalised) before the reasoner reads it: the latent stage 1 taught it to read
+    reencode: bool = False
 
     def __post_init__(self) -> None:
         if (self.steps < 1 or self.init_noise <= 0 or self.gamma_max < 0 or self.temperature < 0 or self.batch_size < 1
@@ -398,11 +401,13 @@ class LaDiR(Method):
         """
         sampler = FlowMatchEuler(init_noise=knobs.init_noise, gamma_max=knobs.gamma_max)
         seq = start_sequence(self.reasoner, [self._question_ids(p) for p in problems], cache=knobs.cache)
+        project, reasoning = self.reencoding(problems) if knobs.reencode else (None, None)
         z, present = generate_blocks(seq, sampler, knobs.steps, knobs.max_blocks, on_step, knobs.cfg_scale,
-                                     noise=noise.stream("blocks"), groups=groups)
+                                     noise=noise.stream("blocks"), groups=groups, project=project)
         answers = decode_answer(seq, knobs.max_answer_tokens, knobs.temperature, noise.stream("answer"))
         tok = self.ctx.tokenizer
-        reasoning = self.decode_reasoning(problems, z, present)
+        if reasoning is None:
+            reasoning = self.decode_reasoning(problems, z, present)
         completions = [" ".join([*sentences, tok.decode(answer, skip_special_tokens=True).strip()]).strip()
                        for sentences, answer in zip(reasoning, answers, strict=True)]
         return completions, z, reasoning
@@ -423,7 +428,35 @@ class LaDiR(Method):
         settings = self.sample_knobs({**knobs, "gamma_max": 0.0})
         sampler = FlowMatchEuler(init_noise=settings.init_noise)
         seq = start_sequence(self.reasoner, [self._question_ids(p) for p in problems], cache=settings.cache)
-        return generate_blocks(seq, sampler, settings.steps, settings.max_blocks, cfg_scale=settings.cfg_scale)
+        project = self.reencoding(problems)[0] if settings.reencode else None
+        return generate_blocks(seq, sampler, settings.steps, settings.max_blocks, cfg_scale=settings.cfg_scale,
+                               project=project)
+
+    def reencoding(self, problems: list[Problem]) -> tuple[Callable, list[list[str]]]:
+        """The `reencode` knob: a projection for `generate_blocks` that decodes each finished block to its
+        sentence (after the sentences before it, for a context-reading decoder) and returns the VAE's
+        normalised posterior mean of that sentence; and the rows' sentences, filled as it goes (the
+        completion's reasoning, so it is not decoded twice).
+
+        Stage 1 teaches the reasoner to read codes of real sentences; a flow sample near a code decodes
+        to the same sentence but is read as something else (probe: an answer that does not follow the
+        steps its blocks decode to). Projecting onto the code removes that gap at sampling time."""
+        reasoning: list[list[str]] = [[] for _ in problems]
+
+        def project(block: int, z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+            rows = active.nonzero().squeeze(1).tolist()
+            if self.decoder_reads_context:
+                contexts = [reasoning_context(problems[i]["prompt"], reasoning[i]) for i in rows]
+            else:
+                contexts = [problems[i]["prompt"] for i in rows]
+            texts = self.decode_blocks(z[rows], contexts if self.decoder_reads_context else None)
+            for i, text in zip(rows, texts, strict=True):
+                reasoning[i].append(text)
+            projected = z.clone()
+            projected[rows] = self.stats.normalize(encode_means(self.vae, list(zip(contexts, texts, strict=True))))
+            return projected
+
+        return project, reasoning
 
     def decode_blocks(self, z: torch.Tensor, contexts: list[str] | None = None) -> list[str]:
         """VAE-decoded text of normalised block latents (N, L_b, d_z) (`contexts`: each one's context

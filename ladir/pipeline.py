@@ -28,6 +28,8 @@ from ladir.sampler import FlowMatchEuler
 
 # on_step(block, t, z_t, u): called at every denoising step (the trace uses it)
 StepHook = Callable[[int, float, torch.Tensor, torch.Tensor], None]
+# project(block, z, active) -> z: what a finished block is replaced by before it is committed
+BlockProjection = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def start_sequence(reasoner: BlockDiffusionReasoner, question_ids: list[list[int]],
@@ -114,16 +116,20 @@ def commit_blocks(seq: LatentSequence, blocks: list[torch.Tensor]) -> None:
 @torch.no_grad()
 def generate_blocks(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, max_blocks: int,
                     on_step: StepHook | None = None, cfg_scale: float = 1.0, noise: RowNoise | None = None,
-                    groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    groups: torch.Tensor | None = None,
+                    project: BlockProjection | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Blocks until each row's spec head says <SOA> (or max_blocks): latents (B, N, L_b, d_z), presence (B, N).
 
     Row i's initial noises are its stream's draws from `noise` (default: the global generator);
-    guidance acts within `groups` (default: the whole batch is one question)."""
+    guidance acts within `groups` (default: the whole batch is one question). `project` replaces each
+    finished block before it is committed (LaDiR's `reencode` knob: the VAE code of its sentence)."""
     active = torch.ones(seq.batch, dtype=torch.bool, device=seq.reasoner.device)
     uncond = unconditional_sequence(seq) if cfg_scale != 1.0 else None
     blocks, present = [], []
     for b in range(max_blocks):
         z = denoise_block(seq, sampler, steps, active, b, on_step, uncond, cfg_scale, noise=noise, groups=groups)
+        if project is not None:
+            z = project(b, z, active)
         spec_logit = commit_block(seq, z, active, uncond)
         blocks.append(z)
         present.append(active.clone())

@@ -23,7 +23,7 @@ from ladir.pipeline import decode_answer, generate_blocks, start_sequence
 from ladir.reasoner import (BlockDiffusionReasoner, LatentSequence, ReasoningBatch, block_attention_mask,
                             flow_matching_pair, teacher_forcing_losses, teacher_forcing_sequence)
 from ladir.sampler import FlowMatchEuler, diversity_force
-from ladir.vae import SentenceVAE
+from ladir.vae import SentenceVAE, encode_means
 from tests.conftest import MICRO_SETTINGS
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -318,6 +318,60 @@ def test_context_decoder_decodes_blocks_in_order_after_the_earlier_sentences(tmp
     pairs = method.sentence_pairs(problems[:1])
     sentences, _ = method.ctx.task.split_target(problems[0]["reference"])
     assert pairs == [(" ".join([prompts[0], *sentences[:i]]), s) for i, s in enumerate(sentences)]
+
+
+@pytest.mark.parametrize("decoder_context", ["none", "reasoning"])
+def test_reencode_commits_the_vae_code_of_each_decoded_sentence(tmp_path, decoder_context):
+    overrides = ["method=ladir", *MICRO_SETTINGS,
+                 f"method_options={{decoder_context: {decoder_context}, max_sentence_tokens: 8}}"]
+    config = load_config("tiny", None, [parse_override(o) for o in overrides])
+    method = get_method_class("ladir")(RunContext(config, tmp_path / "r", tmp_path))
+    method.load_untrained()
+    method.stats.mean += 0.5  # a normalisation that is not the identity, so it must be applied
+    problems = method.ctx.task.problems("test")[:3]
+    prompts = [p["prompt"] for p in problems]
+    shape = (method.options.latent_tokens, method.options.latent_dim)
+    project, reasoning = method.reencoding(problems)
+    torch.manual_seed(0)
+    first, second = torch.randn(3, *shape), torch.randn(3, *shape)
+
+    out = project(0, first, torch.tensor([True, False, True]))
+    assert [len(r) for r in reasoning] == [1, 0, 1]  # rows that stopped reasoning are left alone
+    assert torch.equal(out[1], first[1])
+    texts = method.decode_blocks(first[[0, 2]], prompts[0::2] if decoder_context == "reasoning" else None)
+    assert [reasoning[0][0], reasoning[2][0]] == texts
+    codes = method.stats.normalize(encode_means(method.vae, list(zip(prompts[0::2], texts))))
+    assert torch.allclose(out[[0, 2]], codes, atol=1e-6)
+
+    out = project(1, second, torch.tensor([True, True, False]))
+    assert [len(r) for r in reasoning] == [2, 1, 1]
+    # the second sentence is written, and encoded, after the first where the decoder reads the reasoning
+    contexts = ([f"{prompts[0]} {reasoning[0][0]}", prompts[1]] if decoder_context == "reasoning"
+                else prompts[:2])
+    pairs = [(contexts[0], reasoning[0][1]), (contexts[1], reasoning[1][0])]
+    assert torch.allclose(out[:2], method.stats.normalize(encode_means(method.vae, pairs)), atol=1e-6)
+
+    # sampling with the knob commits the projection's output and writes its sentences, decoded once
+    method.decode_reasoning = lambda *a: pytest.fail("re-encoded sentences were decoded a second time")
+    calls, written = [], []
+    reencoding = method.reencoding
+
+    def spy(rows):
+        project, sentences = reencoding(rows)
+        written.append(sentences)
+
+        def wrapped(block, z, active):
+            calls.append(project(block, z, active))
+            return calls[-1]
+        return wrapped, sentences
+
+    method.reencoding = spy
+    ((completion,),) = method.sample(problems[:1], 1, steps=2, max_blocks=2, max_answer_tokens=4, reencode=True)
+    assert calls and written[0][0] and completion.startswith(" ".join(written[0][0]))
+    calls.clear()
+    z, present = method.sample_blocks(problems[:1], steps=2, max_blocks=2, reencode=True)
+    assert len(calls) == int(present[0].sum()) >= 1
+    assert all(torch.equal(z[0, b], calls[b][0]) for b in range(len(calls)))
 
 
 # ---------------------------------------------------------------------------------- end to end

@@ -350,7 +350,7 @@ def probe_command(
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in record.items():
-        if key.startswith(("answer_acc", "pass1", "block")):
+        if key.startswith(("answer_acc", "pass1", "block", "swapped_code")):
             table.add_row(key, f"{value:.3f}")
     for key, value in record.get("latent_shift", {}).items():
         table.add_row(f"latent_shift {key} steps", f"{value:.3f}")

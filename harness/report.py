@@ -50,7 +50,7 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
 
 
 PROBE_COLUMNS = ["answer_acc_oracle", "answer_acc_shuffled", "answer_acc_noise", "pass1_generated", "pass1_swapped",
-                 "block_valid", "block_arithmetic", "blocks_generated_mean"]
+                 "block_valid", "block_arithmetic", "swapped_code_valid", "blocks_generated_mean"]
 
 
 def is_probe_file(path: Path) -> bool:

@@ -27,6 +27,11 @@ Where generation of valid steps breaks (tasks with a step checker), on the first
     first_block_valid    valid-step rate of the first block generated from pure noise with 1, 5, 10
                          and 30 Euler steps (the same initial noise): if it does not rise with the
                          steps, neither can an answer that follows the blocks
+    swapped_code_valid   valid-step rate of another problem's oracle first latent (the derangement)
+                         decoded after this problem's question: near 0 when a code names its step's
+                         numbers; high when a decoder that reads the context writes a step of *this*
+                         problem from it, so the code says which step, not which numbers (then the
+                         shuffled and swapped figures do not feed the answer wrong steps)
 
 A decoder that tolerates sigma = 0.5 but a reach that collapses at t0 = 0.75 says the flow does not
 find the question's region from noise; a fragile decoder says the latent space itself is the limit.
@@ -134,7 +139,8 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
     step_figures = generated_step_validity(task, problems, per_problem)
     if step_figures:
         result.update(step_figures)
-        result.update(first_block_validity(method, task, problems, [b[0] for b in oracle], steps, seed, batch_size))
+        result.update(first_block_validity(method, task, problems, [b[0] for b in oracle], steps, seed, batch_size,
+                                           perm))
     result["blocks_generated_mean"] = sum(len(g) for g in generated) / max(1, len(generated))
     result["blocks_oracle_mean"] = sum(len(b) for b in oracle) / max(1, len(oracle))
     first = {s: torch.cat(v) for s, v in shifts.items()}
@@ -147,8 +153,9 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
 
 @torch.no_grad()
 def first_block_validity(method, task: Task, problems: list[Problem], first: list[torch.Tensor], steps: int,
-                         seed: int, batch_size: int) -> dict:
-    """`decoder_tolerance` and `denoise_reach` (module docstring) from the oracle first blocks `first`.
+                         seed: int, batch_size: int, perm: list[int]) -> dict:
+    """`decoder_tolerance`, `denoise_reach`, `first_block_valid` and `swapped_code_valid` (module
+    docstring) from the oracle first blocks `first`; `perm` is the probe's derangement.
     Denoising from t0 takes round(steps * t0) Euler steps, the step size of generation from noise."""
     generator = torch.Generator().manual_seed(seed)
     z0 = torch.stack(first).cpu()
@@ -176,7 +183,8 @@ def first_block_validity(method, task: Task, problems: list[Problem], first: lis
 
     return {"decoder_tolerance": {str(sigma): valid_rate(z0 + sigma * eps) for sigma in TOLERANCE_SIGMAS},
             "denoise_reach": {str(t0): valid_rate(denoised(t0, max(1, round(steps * t0)))) for t0 in REACH_T0},
-            "first_block_valid": {str(s): valid_rate(denoised(1.0, s)) for s in SHIFT_STEPS}}
+            "first_block_valid": {str(s): valid_rate(denoised(1.0, s)) for s in SHIFT_STEPS},
+            "swapped_code_valid": valid_rate(z0[perm])}
 
 
 @torch.no_grad()

@@ -373,6 +373,7 @@ def test_probe_cli_on_a_micro_run(runs_dir: Path, monkeypatch, capsys):
     assert set(record["denoise_reach"]) == {"0.25", "0.5", "0.75", "1.0"}
     assert set(record["first_block_valid"]) == {"1", "5", "10", "30"}  # from pure noise, by Euler steps
     assert record["first_block_valid"]["10"] == record["denoise_reach"]["1.0"]  # the same draw, the same steps
+    assert 0.0 <= record["swapped_code_valid"] <= 1.0  # another problem's code, read in this one's context
     assert all(0.0 <= v <= 1.0 for key in ("decoder_tolerance", "denoise_reach", "first_block_valid")
                for v in record[key].values())
     assert record["checkpoint"] == {"phase": "stage2", "step": 2} and record["n_problems"] == 6

@@ -396,6 +396,9 @@ def test_probe_cli_on_a_micro_run(runs_dir: Path, monkeypatch, capsys):
     _exits_2_with_one_line(_cli_in_process([*train, "--run", "bad", *bad_option], capsys, monkeypatch),
                            "reasoner_init")
     assert not (runs_dir / "bad" / "config.yaml").exists()  # rejected before anything is written
+    _exits_2_with_one_line(_cli_in_process([*train, "--run", "bad-stage", "--stage", "nope", *micro_args(LADIR_OPTIONS)],
+                                           capsys, monkeypatch), "no stage 'nope'")
+    assert not (runs_dir / "bad-stage").exists()
     _exits_2_with_one_line(_cli_in_process(["probe", "--run", "nope"], capsys, monkeypatch), "no run named")
     ar_sft = ["train", "--method", "ar-sft", "--task", "countdown3", "--run", "ar", "--steps", "2", *micro_args()]
     assert _cli_in_process(ar_sft, capsys, monkeypatch)[0] == 0

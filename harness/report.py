@@ -11,7 +11,9 @@ import pandas as pd
 from harness.errors import BadInput
 
 IDENTITY_COLUMNS = ["run", "method", "engine", "task", "split", "k", "steps", "init_noise", "gamma_max",
-                    "temperature"]
+                    "temperature", "cfg_scale", "reencode"]
+# sampling settings that, where they differ between files of one run, make separate curves in a plot
+SERIES_KNOBS = ["k", "steps", "init_noise", "gamma_max", "temperature", "cfg_scale", "reencode"]
 
 
 def find_metrics(paths: list[str | Path]) -> list[Path]:
@@ -104,6 +106,16 @@ def render_table(frame: pd.DataFrame, fmt: str) -> str:
     raise BadInput(f"unknown table format {fmt!r} (markdown, latex, csv)")
 
 
+def _series(data: pd.DataFrame, x: str):
+    """(label, rows) per curve: one per run and task, split further by any sampling setting other than
+    the x axis that differs among them (e.g. the same run sampled with and without `reencode`)."""
+    keys = ["run", "task"] + [c for c in SERIES_KNOBS
+                              if c != x and c in data.columns and data[c].nunique(dropna=False) > 1]
+    for values, group in data.groupby(keys, dropna=False):
+        settings = [f"{key}={value}" for key, value in zip(keys[2:], values[2:]) if pd.notna(value)]
+        yield " ".join([str(values[0]), *settings]), group
+
+
 def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
     import matplotlib
 
@@ -116,10 +128,10 @@ def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
             raise BadInput("step-scaling needs evaluations of a diffusion method at several --steps")
         data = frame[frame["steps"].notna()]
         pass_columns = [c for c in data.columns if c.startswith("pass@") and data[c].notna().any()]
-        for (run, task), group in data.groupby(["run", "task"]):
+        for name, group in _series(data, "steps"):
             group = group.sort_values("steps")
             for column in pass_columns[:2]:
-                ax.plot(group["steps"], 100 * group[column], marker="o", label=f"{run} {column}")
+                ax.plot(group["steps"], 100 * group[column], marker="o", label=f"{name} {column}")
         ax.set_xlabel("denoising (ODE) steps")
         ax.set_ylabel("accuracy (%)")
         ax.set_title("Accuracy vs. denoising steps")
@@ -129,13 +141,13 @@ def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
         data = frame[frame["gamma_max"].notna()]
         pass_columns = [c for c in data.columns if c.startswith("pass@") and data[c].notna().any()]
         right = ax.twinx()
-        for (run, task), group in data.groupby(["run", "task"]):
+        for name, group in _series(data, "gamma_max"):
             group = group.sort_values("gamma_max")
             for column in pass_columns[:2]:
-                ax.plot(group["gamma_max"], 100 * group[column], marker="o", label=f"{run} {column}")
+                ax.plot(group["gamma_max"], 100 * group[column], marker="o", label=f"{name} {column}")
             if "diversity" in group.columns and group["diversity"].notna().any():
-                right.plot(group["gamma_max"], group["diversity"], marker="s", linestyle="--", color="black",
-                           label=f"{run} diversity")
+                right.plot(group["gamma_max"], group["diversity"], marker="s", linestyle="--",
+                           label=f"{name} diversity")
         right.set_ylabel("distinct correct solutions per problem")
         right.legend(fontsize=7, loc="lower right")
         ax.set_xlabel("diversity guidance gamma_max")

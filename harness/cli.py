@@ -175,15 +175,13 @@ def train_command(
 ) -> None:
     """Train a method on a task (resumable: the same command continues from the last checkpoint)."""
     from harness.config import load_config
-    from harness.methods import get_method_class
     from harness.runs import create_run, runs_root
 
     direct = {"method": method, "task": task, "seed": seed, "train__steps": steps, "model__name": model, "device": device}
     if data_file:
         direct["task_options__data_file"] = str(data_file)
     run_config = load_config(preset, config, _overrides(set_, **direct))
-    get_method_class(run_config.method).check_stage(stage)  # before the run folder is made
-    method_obj, ctx = create_run(run_config, run, runs_root(runs_dir))
+    method_obj, ctx = create_run(run_config, run, runs_root(runs_dir), stage=stage)
     from harness.distributed import is_main_process
 
     main = is_main_process()  # the other processes of a multi-process launch train silently

@@ -165,12 +165,11 @@ class Method(ABC):
     def sample_knobs(self, knobs: dict[str, Any]) -> Any:
         return build_dataclass(self.SampleKnobs, knobs, "knob")
 
-    @classmethod
-    def check_stage(cls, stage: str | None) -> None:
+    def check_stage(self, stage: str | None) -> None:
         """`train(stage=...)` names one of the method's phases (or None: all of them)."""
-        if stage is not None and stage not in cls.stages:
-            known = ", ".join(cls.stages) or "none"
-            raise BadInput(f"method {cls.name!r} has no stage {stage!r} (stages: {known})")
+        if stage is not None and stage not in self.stages:
+            known = ", ".join(self.stages) or "none"
+            raise BadInput(f"method {self.ctx.config.method!r} has no stage {stage!r} (stages: {known})")
 
     def finished(self, phase: str) -> Path | None:
         """The final checkpoint of a phase already trained to its end, else None: `train` on a finished

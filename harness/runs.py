@@ -59,8 +59,9 @@ def read_saved_config(path: Path) -> RunConfig:
     return build_dataclass(RunConfig, data, "")
 
 
-def create_run(config: RunConfig, name: str | None, root: Path) -> tuple[Method, RunContext]:
-    """A method bound to `runs/NAME`; an existing run must have the same config (then it resumes)."""
+def create_run(config: RunConfig, name: str | None, root: Path, stage: str | None = None) -> tuple[Method, RunContext]:
+    """A method bound to `runs/NAME`; an existing run must have the same config (then it resumes).
+    `stage` (train --stage) is checked against the method's stages before anything is written."""
     method_cls = get_method_class(config.method)
     config.method = method_cls.name
     config.method_options = resolved_options(method_cls, config.method_options)  # validates them, too
@@ -86,6 +87,7 @@ def create_run(config: RunConfig, name: str | None, root: Path) -> tuple[Method,
     if not config.model.from_scratch:
         check_model_available(config.model.name)
     method = method_cls(ctx)
+    method.check_stage(stage)  # the stages may follow the run's options (Coconut's max_stage)
     if distributed.is_main_process():  # every rank has the same config; one writes it
         config.save(config_path)
     return method, ctx

@@ -16,6 +16,7 @@ from harness.backbone import EOT, build_char_tokenizer, tiny_llama
 from harness.config import ModelConfig, load_config, parse_override
 from harness.context import RunContext
 from harness.errors import BadInput
+from harness.runs import create_run
 from harness.lm import IGNORE, next_token_loss
 from harness.sampling import draw_tokens
 from tests.conftest import micro_args, run_cli
@@ -159,6 +160,12 @@ def test_options_and_stages_are_validated(tmp_path):
     assert sum(method.stage_steps(s) for s in range(6)) == method.ctx.config.train.steps
     with pytest.raises(BadInput, match="stage9"):
         method.train(stage="stage9")
+    # `train --stage` is checked against the run's own stages, before the run folder is written
+    config = method.ctx.config
+    assert create_run(config, "five", tmp_path, stage="stage5")[0].stages[-1] == "stage5"
+    with pytest.raises(BadInput, match="stage9"):
+        create_run(config, "nine", tmp_path, stage="stage9")
+    assert not (tmp_path / "nine").exists()
     for bad in ({"thoughts_per_step": 0}, {"max_stage": -1}, {"val_problems": -1}):
         with pytest.raises(BadInput):
             coconut(**bad)

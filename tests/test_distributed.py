@@ -102,51 +102,63 @@ def test_fp16_on_cpu_is_one_line(runs_dir):
     assert bad.returncode == 2 and "train.mixed_precision must be one of no, bf16, fp16" in bad.stderr
 
 
-def _fit_tiny_lm(directory: Path, **train_fields) -> dict:
-    """Three steps of a 2-layer Llama on fixed random tokens through the Trainer; what its decoder layers
-    ran (calls, output dtypes of their attention projections) and the weights it saved."""
+def _fit_tiny_lm(directory: Path, monkeypatch, **train_fields) -> dict:
+    """Three steps of a 2-layer Llama on fixed random tokens through the Trainer: how often its MLPs ran
+    (a checkpointed layer runs again in backward), the output dtypes of its attention projections, the
+    losses and the weights it saved."""
     from collections import Counter
 
+    from accelerate.state import AcceleratorState
     from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama import modeling_llama
 
     from harness.config import TrainConfig
     from harness.training import Phase, Trainer, final_checkpoint
 
+    seen: Counter = Counter()
+    mlp_forward = modeling_llama.LlamaMLP.forward
+
+    def counted(self, hidden):  # a module hook would not see the recomputation
+        seen["mlp_calls"] += 1
+        return mlp_forward(self, hidden)
+
+    monkeypatch.setattr(modeling_llama.LlamaMLP, "forward", counted)
+    # accelerate keeps one precision per process (a run has one); these fits each set their own
+    AcceleratorState._reset_state(reset_partial_state=True)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=2, max_position_embeddings=64))
     tokens = torch.randint(0, 40, (8, 24), generator=torch.Generator().manual_seed(1))
-    seen: Counter = Counter()
     for layer in model.model.layers:
-        layer.register_forward_hook(lambda *_: seen.update(["layer_calls"]))
         layer.self_attn.q_proj.register_forward_hook(lambda _m, _i, out: seen.update([str(out.dtype)]))
     train = TrainConfig(steps=3, batch_size=8, warmup_steps=1, checkpoint_every=3, log_every=1, **train_fields)
     losses = []
 
     def loss_fn(step: int):
         loss = model(input_ids=tokens, labels=tokens).loss
-        losses.append(float(loss))
+        losses.append(loss.item())
         return loss, {}
 
     Trainer(Phase("lm", directory, steps=3, lr=1e-2, seed=0, train=train), model).fit(loss_fn)
+    monkeypatch.setattr(modeling_llama.LlamaMLP, "forward", mlp_forward)  # a later call counts on its own
     weights = load_file(str(final_checkpoint(directory)[1] / "model" / "model.safetensors"))
     return {"seen": seen, "losses": losses, "weights": weights}
 
 
-def test_gradient_checkpointing_recomputes_and_keeps_the_update(tmp_path):
-    plain = _fit_tiny_lm(tmp_path / "plain")
-    recomputed = _fit_tiny_lm(tmp_path / "recomputed", gradient_checkpointing=True)
+def test_gradient_checkpointing_recomputes_and_keeps_the_update(tmp_path, monkeypatch):
+    plain = _fit_tiny_lm(tmp_path / "plain", monkeypatch)
+    recomputed = _fit_tiny_lm(tmp_path / "recomputed", monkeypatch, gradient_checkpointing=True)
     # every layer runs again in backward (2 layers x 3 steps forward, as many again recomputed)
-    assert plain["seen"]["layer_calls"] == 6 and recomputed["seen"]["layer_calls"] == 12
+    assert plain["seen"]["mlp_calls"] == 6 and recomputed["seen"]["mlp_calls"] == 12
     assert recomputed["losses"] == pytest.approx(plain["losses"], abs=1e-6)
     _assert_equal_weights(plain["weights"], recomputed["weights"])
 
 
-def test_bf16_autocast_on_cpu_trains_float32_weights(tmp_path):
-    full = _fit_tiny_lm(tmp_path / "fp32")
-    bf16 = _fit_tiny_lm(tmp_path / "bf16", mixed_precision="bf16")
+def test_bf16_autocast_on_cpu_trains_float32_weights(tmp_path, monkeypatch):
+    full = _fit_tiny_lm(tmp_path / "fp32", monkeypatch)
+    bf16 = _fit_tiny_lm(tmp_path / "bf16", monkeypatch, mixed_precision="bf16")
     # the projections really ran in bf16 under autocast, and only there
-    assert set(full["seen"]) == {"layer_calls", "torch.float32"}
+    assert full["seen"]["torch.float32"] == 6 and "torch.bfloat16" not in full["seen"]
     assert bf16["seen"]["torch.bfloat16"] == 6 and "torch.float32" not in bf16["seen"]
     # master weights and checkpoints stay float32; the update is close to, not equal to, float32's
     assert {t.dtype for t in bf16["weights"].values()} == {torch.float32}

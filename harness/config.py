@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from harness.distributed import fsdp_requested
 from harness.errors import BadInput
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -248,6 +249,11 @@ def check_parallel_layout(train: TrainConfig, processes: int, device_type: str) 
     if train.batch_size % micro:
         raise BadInput(f"train.batch_size={train.batch_size} is not divisible by {processes} process(es) x "
                        f"train.grad_accum_steps={train.grad_accum_steps} = {micro} micro-batches")
+    # accelerate turns an FSDP config into FSDP only for GPU processes: CPU ones would train as plain
+    # data parallelism, every process holding the whole model, under a config that says sharded
+    if fsdp_requested() and device_type != "cuda":
+        raise BadInput(f"FSDP (ACCELERATE_USE_FSDP, from an FSDP accelerate config) needs GPUs; this run is on "
+                       f"{device_type}: launch without the FSDP config (data parallel) or on GPUs")
     # accelerate runs bf16 autocast on the CPU too, but fp16's loss scaler only on a GPU
     if train.mixed_precision == "fp16" and device_type != "cuda":
         raise BadInput(f"train.mixed_precision=fp16 needs a GPU; this run is on {device_type} "

@@ -20,6 +20,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def fsdp_requested() -> bool:
+    """`accelerate launch` with an FSDP config exports ACCELERATE_USE_FSDP=true."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
 def init(device: torch.device) -> torch.device:
     """Join the launch's process group (a no-op alone); returns the device this rank computes on:
     `cuda` becomes this rank's own GPU, so ranks never share GPU 0."""

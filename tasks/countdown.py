@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 from tasks import register_task
-from tasks.base import SPLIT_SIZE_OPTIONS, Problem, Task, Verdict, extract_after_answer_marker, read_local_rows
+from tasks.base import (ANSWER_MARKER, SPLIT_SIZE_OPTIONS, Problem, Task, Verdict, extract_after_answer_marker,
+                        read_local_rows)
 
 NUMBER_RANGE = (1, 99)
 TARGET_RANGE = (10, 99)
@@ -41,6 +42,8 @@ _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 _AST_OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _DECIMAL_LITERAL_RE = re.compile(r"[0-9]+")
 _STEP_RE = re.compile(r"([0-9]+)\s*([-+*/])\s*([0-9]+)\s*=\s*([0-9]+)\s*\.?")
+_STEP_IN_TEXT_RE = re.compile(r"[0-9]+\s*[-+*/]\s*[0-9]+\s*=\s*[0-9]+")
+_TARGET_IN_TEXT_RE = re.compile(r"\b(?:target|equals?|reach|make|get)\b\D{0,24}?([0-9]+)", re.IGNORECASE)
 
 # An expression tree from the generator: an int leaf, or (operator, left, right).
 Tree = int | tuple[str, "Tree", "Tree"]
@@ -468,26 +471,40 @@ class CountdownTask(Task):
 
     def file_problems(self, data_file: str) -> list[Problem]:
         """The test problems of a local file (JSON / JSONL / parquet), one problem a row, in the shapes
-        in use: ours (`ladir-bench data`: "numbers", "target", optional "reference") and
-        Stream-of-Search / TinyZero's ("nums", "target", optional "solution": the steps as a list of
-        `a op b = c` strings or one string). A solution whose steps are valid from the numbers becomes
-        the reference (sentences, then `The answer is ...`). Every row must have this task's count of
+        in use:
+        - ours (`ladir-bench data`): "numbers", "target", optional "reference";
+        - Stream-of-Search / TinyZero's: "nums", "target", optional "solution" (the steps as a list of
+          `a op b = c` strings, or one string);
+        - the official LaDiR release's text pairs: "input" (the question, naming the numbers and the
+          target), "output" (the reasoning sentences, then `The answer is ...`), optional "solutions"
+          (more solutions, each a string or a list of steps).
+        The first solution whose steps are valid from the numbers and leave the target becomes the
+        reference (sentences, then `The answer is ...`). Every row must have this task's count of
         numbers; the generated train and val splits then leave out the file's problems."""
         from harness.errors import BadInput
 
         problems = []
         for index, row in enumerate(read_local_rows(data_file)):
-            numbers, target = row.get("numbers", row.get("nums")), row.get("target")
+            if "numbers" not in row and "nums" not in row and isinstance(row.get("input"), str):
+                numbers, target = self._numbers_and_target_in_text(row["input"])
+                if numbers is None:
+                    raise BadInput(f"{data_file}: row {index}: cannot read {self.n_numbers} numbers and a target "
+                                   f"from its 'input' {row['input'][:80]!r}")
+            else:
+                numbers, target = row.get("numbers", row.get("nums")), row.get("target")
             try:
                 numbers, target = [int(n) for n in numbers], int(target)
             except (TypeError, ValueError):
-                raise BadInput(f"{data_file}: row {index} needs integer 'nums' (or 'numbers') and 'target'") from None
+                raise BadInput(f"{data_file}: row {index} needs integer 'nums' (or 'numbers') and 'target', "
+                               "or an 'input' question naming them") from None
             if len(numbers) != self.n_numbers:
                 raise BadInput(f"{data_file}: row {index} has {len(numbers)} numbers; task {self.name!r} takes "
                                f"{self.n_numbers}")
             problem: Problem = {"task_id": f"{self.name}/test/{index}", "prompt": format_prompt(numbers, target),
                                 "numbers": numbers, "target": target}
-            reference = row.get("reference") or self._reference_from_solution(problem, row.get("solution"))
+            solutions = [row.get("solution"), row.get("output"), *(row.get("solutions") or [])]
+            reference = row.get("reference") or next(
+                filter(None, (self._reference_from_solution(problem, s) for s in solutions)), None)
             if reference:
                 problem["reference"] = reference
             problems.append(problem)
@@ -495,14 +512,34 @@ class CountdownTask(Task):
             raise BadInput(f"{data_file}: no problems")
         return problems
 
+    def _numbers_and_target_in_text(self, text: str) -> tuple[list[int] | None, int | None]:
+        """A question in words: the target is the integer after "target", "equals", "reach", "make" or
+        "get"; the numbers are a bracketed list of this task's size, or else every other integer of the
+        text. (None, None) unless that gives exactly `n_numbers` numbers."""
+        marked = _TARGET_IN_TEXT_RE.search(text)
+        if marked is None:
+            return None, None
+        target = int(marked[1])
+        listed = [[int(n) for n in re.findall(r"[0-9]+", group)] for group in re.findall(r"\[([^\]]*)\]", text)]
+        listed = [numbers for numbers in listed if len(numbers) == self.n_numbers]
+        if listed:
+            return listed[0], target
+        numbers = [int(m[0]) for m in re.finditer(r"[0-9]+", text) if m.start() != marked.start(1)]
+        return (numbers, target) if len(numbers) == self.n_numbers else (None, None)
+
     def _reference_from_solution(self, problem: Problem, solution) -> str | None:
+        """Our reference from a solution's steps, when they are valid and leave the target. A string
+        solution (`"3*5=15, 15+7=22"`, or sentences ending in `The answer is ...`) gives its `a op b = c`
+        steps before the answer."""
         if isinstance(solution, str):
-            solution = re.split(r"[,;\n]+", solution)
+            solution = [m[0] for m in _STEP_IN_TEXT_RE.finditer(solution.split(ANSWER_MARKER)[0])]
         if not isinstance(solution, list):
             return None
-        sentences = [f"{step.strip().rstrip('.')}." for step in solution if str(step).strip()]
+        sentences = [f"{str(step).strip().rstrip('.')}." for step in solution if str(step).strip()]
         answer = self.answer_from_steps(problem, sentences)
-        return " ".join([*sentences, answer]) if answer else None
+        if answer is None or not self.check(problem, " ".join([*sentences, answer])).passed:
+            return None
+        return " ".join([*sentences, answer])
 
     def _replay(self, problem: Problem, sentences: Sequence[str]) -> tuple[list[bool], list[tuple[int, Tree]]]:
         """Apply the steps `a op b = c.` to the pool of (value, expression tree): a step is valid when a

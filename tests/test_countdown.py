@@ -147,22 +147,35 @@ def test_real_countdown_data_files_become_the_test_split(tmp_path):
         {"nums": [3, 5, 7], "target": 22, "solution": "3*5=15, 15+7=22"},
         {"nums": [2, 9, 40], "target": 22},  # TinyZero: no solution, evaluation only
         {"numbers": [6, 8, 11], "target": 37, "reference": "6*8=48. 48-11=37. The answer is 6*8-11."},  # ours
+        # the official LaDiR release's text pairs: the numbers and target named in the question
+        {"input": "Use the numbers [44, 19, 35] and basic arithmetic to make 98.",
+         "output": "44 + 19 = 63. 63 + 35 = 98. The answer is 44 + 19 + 35."},
+        {"input": "Numbers: 3 5 7\nTarget: 22", "output": "3*7=21. The answer is 21.",  # wrong output
+         "solutions": ["3 + 5 = 8, 8 * 7 = 56", ["3*5=15", "15+7=22"]]},
+        {"nums": [2, 9, 40], "target": 22, "solution": ["2+9=11", "11+40=51"]},  # valid steps, not the target
     ]
     path = tmp_path / "cd3.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     task = get_task("countdown3", data_file=str(path), train_size=300, val_size=20)
     test = task.problems("test")
-    assert [p["task_id"] for p in test] == [f"countdown3/test/{i}" for i in range(4)]
+    assert [p["task_id"] for p in test] == [f"countdown3/test/{i}" for i in range(7)]
     assert test[0]["reference"] == "44+19=63. 63+35=98. The answer is 44+19+35."
     assert test[1]["reference"] == "3*5=15. 15+7=22. The answer is 3*5+7."
     assert "reference" not in test[2] and test[3]["reference"] == rows[3]["reference"]
+    assert (test[4]["numbers"], test[4]["target"]) == ([44, 19, 35], 98)
+    assert test[4]["reference"] == "44 + 19 = 63. 63 + 35 = 98. The answer is 44+19+35."
+    assert (test[5]["numbers"], test[5]["target"]) == ([3, 5, 7], 22)
+    assert test[5]["reference"] == "3*5=15. 15+7=22. The answer is 3*5+7."  # the first solution that checks
+    assert "reference" not in test[6]
     assert all(task.check(p, p["reference"]).passed for p in test if "reference" in p)
     file_keys = {(tuple(sorted(p["numbers"])), p["target"]) for p in test}
     assert not file_keys & {(tuple(sorted(p["numbers"])), p["target"]) for p in task.problems("train")}
 
     bad = tmp_path / "bad.jsonl"
     for content, needle in [('{"nums": [1, 2, 3, 4], "target": 10}\n', "has 4 numbers"),
-                            ('{"nums": "abc", "target": 10}\n', "integer 'nums'")]:
+                            ('{"nums": "abc", "target": 10}\n', "integer 'nums'"),
+                            ('{"input": "What is 2 + 2?", "output": "4"}\n', "cannot read 3 numbers and a target"),
+                            ('{"input": "Make 24 from 1 2 3 4", "output": ""}\n', "cannot read 3 numbers")]:
         bad.write_text(content)
         with pytest.raises(BadInput, match=needle):
             get_task("countdown3", data_file=str(bad)).problems("test")

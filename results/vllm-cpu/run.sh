@@ -15,6 +15,7 @@ mkdir -p "$LADIR_RUNS"
 
 evaluate() {  # RUN ENGINE NAME EVAL_ARGS...: evaluate, then copy metrics and manifest here as NAME.ENGINE.*
     local run=$1 engine=$2 name=$3; shift 3
+    [ -s "$here/$name.$engine.manifest.json" ] && return  # done by an earlier invocation
     "$bin/ladir-bench" eval --run "$run" --engine "$engine" "$@" --json > "$here/$name.$engine.metrics.json"
     local folder
     folder=$(ls -td "$LADIR_RUNS/$run"/results/*/*/ | head -1)
@@ -29,5 +30,7 @@ for engine in hf vllm; do evaluate smolhf-cd3 "$engine" smollm2-cd3.k4 --k 4 --l
 
 # 2. The trained tiny AR-SFT run (countdown4), k = 100 on the 200 test problems; its weights and
 #    config copied, not its results, so both engines sample here
-[ -d "$LADIR_RUNS/cd4-ar-2x" ] || rsync -a --exclude results --exclude probe "$AR_RUNS/cd4-ar-2x" "$LADIR_RUNS/"
+if [ ! -d "$LADIR_RUNS/cd4-ar-2x" ]; then
+    cp -a "$AR_RUNS/cd4-ar-2x" "$LADIR_RUNS/" && rm -rf "$LADIR_RUNS/cd4-ar-2x/results" "$LADIR_RUNS/cd4-ar-2x/probe"
+fi
 for engine in hf vllm; do evaluate cd4-ar-2x "$engine" cd4-ar-2x.k100 --k 100; done

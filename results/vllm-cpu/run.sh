@@ -28,9 +28,9 @@ evaluate() {  # RUN ENGINE NAME EVAL_ARGS...: evaluate, then copy metrics and ma
     --task countdown3 --run smolhf-cd3
 for engine in hf vllm; do evaluate smolhf-cd3 "$engine" smollm2-cd3.k4 --k 4 --limit 100; done
 
-# 2. The trained tiny AR-SFT run (countdown4), k = 100 on the 200 test problems; its weights and
-#    config copied, not its results, so both engines sample here
+# 2. The trained tiny AR-SFT run (countdown4), k = 100 on 200 test problems; its weights and
+#    config copied, not its results, so both engines sample here (the first 200, as in ladir-countdown4)
 if [ ! -d "$LADIR_RUNS/cd4-ar-2x" ]; then
     cp -a "$AR_RUNS/cd4-ar-2x" "$LADIR_RUNS/" && rm -rf "$LADIR_RUNS/cd4-ar-2x/results" "$LADIR_RUNS/cd4-ar-2x/probe"
 fi
-for engine in hf vllm; do evaluate cd4-ar-2x "$engine" cd4-ar-2x.k100 --k 100; done
+for engine in hf vllm; do evaluate cd4-ar-2x "$engine" cd4-ar-2x.k100 --k 100 --limit 200; done

@@ -42,6 +42,8 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
         row = {**{k: v for k, v in knobs.items() if k in IDENTITY_COLUMNS}, **metrics, "path": str(path.parent)}
         rows.append(row)
     frame = pd.DataFrame(rows)
+    if "engine" in frame.columns:  # metrics name the engine only when it is not the default
+        frame["engine"] = frame["engine"].fillna("hf")
     pass_columns = sorted([c for c in frame.columns if c.startswith("pass@")], key=lambda c: int(c.split("@")[1]))
     leading = [c for c in IDENTITY_COLUMNS if c in frame.columns and frame[c].notna().any()]
     trailing = [c for c in ("diversity", "distinct-2", "unique_answers", "n_problems", "n_samples", "samples_per_s",

@@ -43,6 +43,13 @@ def test_a_run_sampled_two_ways_plots_as_two_curves(tmp_path):
     assert plot(frame, "step-scaling", tmp_path / "steps.png").stat().st_size > 1000
 
 
+def test_the_default_engine_is_named_in_the_table():
+    """metrics.json names the engine only when it is not `hf`; a table holding both says hf, not nan."""
+    frame = load_frame([RESULTS / "vllm-cpu"])
+    assert sorted(frame["engine"]) == ["hf", "hf", "vllm", "vllm"]
+    assert "| smolhf-cd3 | pretrained | hf " in render_table(frame, "markdown")
+
+
 # Made before the manifest recorded the problem set's sha256 (the 2026-11-23 CPU runs; the LaDiR
 # metrics carry their checkpoint's sha256, the AR-SFT one does not), or, for tiny-countdown4 (made on a
 # lent H100), before it recorded a real git revision ("HEAD"). Their manifests still name the config,

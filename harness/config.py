@@ -16,7 +16,6 @@ from typing import Any
 
 import yaml
 
-from harness.distributed import fsdp_requested
 from harness.errors import BadInput
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -245,6 +244,8 @@ def _validate_ranges(config: RunConfig) -> None:
 def check_parallel_layout(train: TrainConfig, processes: int, device_type: str) -> None:
     """The batch must split evenly into micro-batches, and fp16 needs a GPU: rejected before a run
     directory is written rather than silently trained differently from what its config says."""
+    from harness.distributed import fsdp_requested  # here: it imports torch, which `ladir-bench methods` need not
+
     micro = processes * train.grad_accum_steps
     if train.batch_size % micro:
         raise BadInput(f"train.batch_size={train.batch_size} is not divisible by {processes} process(es) x "

@@ -139,7 +139,10 @@ def _fit_tiny_lm(directory: Path, monkeypatch, **train_fields) -> dict:
         losses.append(loss.item())
         return loss, {}
 
-    Trainer(Phase("lm", directory, steps=3, lr=1e-2, seed=0, train=train), model).fit(loss_fn)
+    try:
+        Trainer(Phase("lm", directory, steps=3, lr=1e-2, seed=0, train=train), model).fit(loss_fn)
+    finally:  # the tests after this one, in this process, build their own Accelerator
+        AcceleratorState._reset_state(reset_partial_state=True)
     monkeypatch.setattr(modeling_llama.LlamaMLP, "forward", mlp_forward)  # a later call counts on its own
     weights = load_file(str(final_checkpoint(directory)[1] / "model" / "model.safetensors"))
     return {"seen": seen, "losses": losses, "weights": weights}

@@ -41,3 +41,15 @@ for engine in hf vllm; do evaluate cd4-ar-2x "$engine" cd4-ar-2x.k100 --k 100 --
 # 3. MTP (results/baselines-countdown4's cd4-mtp): vLLM serves its next-token model (the lm/ folder)
 copy_run cd4-mtp
 for engine in hf vllm; do evaluate cd4-mtp "$engine" cd4-mtp.k100 --k 100 --limit 200; done
+
+# 4. vLLM's worker on both cores: on this 2-core machine its default keeps one for the front end. Its
+#    own runs folder, as the results folders of 1 and 2 are already vLLM's.
+(
+    export VLLM_CPU_NUM_OF_RESERVED_CPU=0 LADIR_RUNS=$LADIR_RUNS/two-cores
+    mkdir -p "$LADIR_RUNS"
+    [ -d "$LADIR_RUNS/smolhf-cd3" ] || "$bin/ladir-bench" train --method pretrained \
+        --model "$LADIR_RUNS/../smollm2-135m-hf" --task countdown3 --run smolhf-cd3
+    evaluate smolhf-cd3 vllm smollm2-cd3.k4.two-cores --k 4 --limit 100
+    copy_run cd4-ar-2x
+    evaluate cd4-ar-2x vllm cd4-ar-2x.k100.two-cores --k 100 --limit 200
+)

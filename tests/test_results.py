@@ -46,7 +46,7 @@ def test_a_run_sampled_two_ways_plots_as_two_curves(tmp_path):
 def test_the_default_engine_is_named_in_the_table():
     """metrics.json names the engine only when it is not `hf`; a table holding both says hf, not nan."""
     frame = load_frame([RESULTS / "vllm-cpu"])
-    assert sorted(frame["engine"]) == ["hf"] * 3 + ["vllm"] * 3
+    assert sorted(frame["engine"]) == ["hf"] * 3 + ["vllm"] * 5
     assert "| smolhf-cd3 | pretrained | hf " in render_table(frame, "markdown")
 
 

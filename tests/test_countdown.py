@@ -153,12 +153,13 @@ def test_real_countdown_data_files_become_the_test_split(tmp_path):
         {"input": "Numbers: 3 5 7\nTarget: 22", "output": "3*7=21. The answer is 21.",  # wrong output
          "solutions": ["3 + 5 = 8, 8 * 7 = 56", ["3*5=15", "15+7=22"]]},
         {"nums": [2, 9, 40], "target": 22, "solution": ["2+9=11", "11+40=51"]},  # valid steps, not the target
+        {"input": "Reach 22 with [3, 5, 7].", "output": "", "solutions": "3*5=15. 15+7=22."},  # one string
     ]
     path = tmp_path / "cd3.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     task = get_task("countdown3", data_file=str(path), train_size=300, val_size=20)
     test = task.problems("test")
-    assert [p["task_id"] for p in test] == [f"countdown3/test/{i}" for i in range(7)]
+    assert [p["task_id"] for p in test] == [f"countdown3/test/{i}" for i in range(8)]
     assert test[0]["reference"] == "44+19=63. 63+35=98. The answer is 44+19+35."
     assert test[1]["reference"] == "3*5=15. 15+7=22. The answer is 3*5+7."
     assert "reference" not in test[2] and test[3]["reference"] == rows[3]["reference"]
@@ -167,6 +168,7 @@ def test_real_countdown_data_files_become_the_test_split(tmp_path):
     assert (test[5]["numbers"], test[5]["target"]) == ([3, 5, 7], 22)
     assert test[5]["reference"] == "3*5=15. 15+7=22. The answer is 3*5+7."  # the first solution that checks
     assert "reference" not in test[6]
+    assert test[7]["reference"] == "3*5=15. 15+7=22. The answer is 3*5+7."
     assert all(task.check(p, p["reference"]).passed for p in test if "reference" in p)
     file_keys = {(tuple(sorted(p["numbers"])), p["target"]) for p in test}
     assert not file_keys & {(tuple(sorted(p["numbers"])), p["target"]) for p in task.problems("train")}

@@ -42,7 +42,6 @@ _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 _AST_OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _DECIMAL_LITERAL_RE = re.compile(r"[0-9]+")
 _STEP_RE = re.compile(r"([0-9]+)\s*([-+*/])\s*([0-9]+)\s*=\s*([0-9]+)\s*\.?")
-_STEP_IN_TEXT_RE = re.compile(r"[0-9]+\s*[-+*/]\s*[0-9]+\s*=\s*[0-9]+")
 _TARGET_IN_TEXT_RE = re.compile(r"\b(?:target|equals?|reach|make|get)\b\D{0,24}?([0-9]+)", re.IGNORECASE)
 
 # An expression tree from the generator: an int leaf, or (operator, left, right).
@@ -521,11 +520,11 @@ class CountdownTask(Task):
         if marked is None:
             return None, None
         target = int(marked[1])
-        listed = [[int(n) for n in re.findall(r"[0-9]+", group)] for group in re.findall(r"\[([^\]]*)\]", text)]
+        listed = [[int(n) for n in _DECIMAL_LITERAL_RE.findall(group)] for group in re.findall(r"\[([^\]]*)\]", text)]
         listed = [numbers for numbers in listed if len(numbers) == self.n_numbers]
         if listed:
             return listed[0], target
-        numbers = [int(m[0]) for m in re.finditer(r"[0-9]+", text) if m.start() != marked.start(1)]
+        numbers = [int(m[0]) for m in _DECIMAL_LITERAL_RE.finditer(text) if m.start() != marked.start(1)]
         return (numbers, target) if len(numbers) == self.n_numbers else (None, None)
 
     def _reference_from_solution(self, problem: Problem, solution) -> str | None:
@@ -533,14 +532,13 @@ class CountdownTask(Task):
         solution (`"3*5=15, 15+7=22"`, or sentences ending in `The answer is ...`) gives its `a op b = c`
         steps before the answer."""
         if isinstance(solution, str):
-            solution = [m[0] for m in _STEP_IN_TEXT_RE.finditer(solution.split(ANSWER_MARKER)[0])]
+            solution = [m[0] for m in _STEP_RE.finditer(solution.split(ANSWER_MARKER)[0])]
         if not isinstance(solution, list):
             return None
         sentences = [f"{str(step).strip().rstrip('.')}." for step in solution if str(step).strip()]
         answer = self.answer_from_steps(problem, sentences)
-        if answer is None or not self.check(problem, " ".join([*sentences, answer])).passed:
-            return None
-        return " ".join([*sentences, answer])
+        reference = " ".join([*sentences, answer]) if answer else None
+        return reference if reference and self.check(problem, reference).passed else None
 
     def _replay(self, problem: Problem, sentences: Sequence[str]) -> tuple[list[bool], list[tuple[int, Tree]]]:
         """Apply the steps `a op b = c.` to the pool of (value, expression tree): a step is valid when a

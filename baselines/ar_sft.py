@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.lm import lm_loss
-from harness.lora import apply_lora
 from harness.methods import AutoregressiveMethod
-from harness.training import Trainer, final_checkpoint, load_modules
+from harness.train.checkpoint import final_checkpoint, load_modules
+from harness.train.lora import apply_lora
+from harness.train.seeding import Shard
+from harness.train.trainer import Trainer
 
 
 @dataclass
@@ -41,8 +43,8 @@ class ArSft(AutoregressiveMethod):
         # with train.lora_r > 0 only adapters train; the checkpoint holds the merged model all the same
         model = apply_lora(ctx.backbone.base_model(), ctx.config.train.lora_r)
 
-        def loss_fn(step: int):
-            return lm_loss(model, ctx.tokenizer, ctx.batch(self.phase_name, step), ctx.config.model.max_length,
+        def loss_fn(step: int, shard: Shard):
+            return lm_loss(model, ctx.tokenizer, ctx.batch(self.phase_name, step, shard=shard), ctx.config.model.max_length,
                            self.options.loss_on_prompt, ctx.device), {}
 
         final = Trainer(ctx.phase(self.phase_name, count_tokens=True), model).fit(loss_fn)

@@ -33,13 +33,15 @@ import torch
 from baselines.ar_sft import load_final_model
 from harness.backbone import BOT, EOT
 from harness.errors import BadInput
-from harness import distributed
 from harness.jsonl import write_json_atomic
 from harness.lm import IGNORE, CachedSequence, next_token_loss, pad_ids, write_tokens
 from harness.methods import Method
-from harness.sampling import RowNoise, Trajectory
 from harness.progress import console
-from harness.training import Trainer, final_checkpoint, phase_done
+from harness.sampling import RowNoise, Trajectory
+from harness.train import distributed
+from harness.train.checkpoint import final_checkpoint, phase_done
+from harness.train.seeding import Shard
+from harness.train.trainer import Trainer
 from tasks import Problem
 
 
@@ -230,8 +232,8 @@ class Coconut(Method):
             return final_checkpoint(phase.directory)[1]
         model = ctx.backbone.base_model() if stage == 0 else load_final_model(ctx, stage_name(stage - 1))
 
-        def loss_fn(step: int):
-            return coconut_loss(model, self.stage_batch(ctx.batch(name, step), stage))
+        def loss_fn(step: int, shard: Shard):
+            return coconut_loss(model, self.stage_batch(ctx.batch(name, step, shard=shard), stage))
 
         final = Trainer(phase, model).fit(loss_fn)
         self.model = model.eval()

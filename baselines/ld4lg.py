@@ -27,12 +27,25 @@ import torch
 from harness.errors import BadInput
 from harness.methods import Method
 from harness.sampling import RowNoise, Trajectory
-from harness.training import Trainer, final_checkpoint, load_modules
+from harness.train.checkpoint import final_checkpoint, load_modules
+from harness.train.seeding import Shard
+from harness.train.trainer import Trainer
 from ladir.pipeline import denoise_block, start_sequence
-from ladir.reasoner import BlockDiffusionReasoner, ReasoningBatch, teacher_forcing_losses
+from ladir.reasoner import (
+    BlockDiffusionReasoner,
+    ReasoningBatch,
+    teacher_forcing_losses,
+)
 from ladir.sampler import FlowMatchEuler
-from ladir.vae import (STATS_FILE, LatentStats, SentenceVAE, decoder_is_trained, encode_means, finish_vae_phase,
-                       finished_vae_phase)
+from ladir.vae import (
+    STATS_FILE,
+    LatentStats,
+    SentenceVAE,
+    decoder_is_trained,
+    encode_means,
+    finish_vae_phase,
+    finished_vae_phase,
+)
 from tasks import Problem
 
 
@@ -109,7 +122,7 @@ class LD4LG(Method):
         backbone = ctx.backbone
         vae = self._vae(backbone.base_model(), backbone.base_model())
         phase = ctx.phase("autoencoder", steps=o.vae_steps, lr=o.vae_lr)
-        final = Trainer(phase, vae).fit(lambda step: vae.loss(self.text_pairs(ctx.batch("autoencoder", step))))
+        final = Trainer(phase, vae).fit(lambda step, shard: vae.loss(self.text_pairs(ctx.batch("autoencoder", step, shard=shard))))
         held_out = [p for p in ctx.task.problems("val") if p.get("reference")][: o.report_problems]
         finish_vae_phase(vae, phase.directory, self.text_pairs(ctx.train_problems()[: o.stats_problems]),
                          {"split": "val", "pairs": self.text_pairs(held_out)})
@@ -137,8 +150,8 @@ class LD4LG(Method):
         ctx = self.ctx
         denoiser = self._denoiser(ctx.backbone.base_model())
 
-        def loss_fn(step: int):
-            losses = teacher_forcing_losses(denoiser, self.oracle_batch(ctx.batch("diffusion", step)), answer=False)
+        def loss_fn(step: int, shard: Shard):
+            losses = teacher_forcing_losses(denoiser, self.oracle_batch(ctx.batch("diffusion", step, shard=shard)), answer=False)
             return losses["fm"], {}
 
         final = Trainer(ctx.phase("diffusion"), denoiser).fit(loss_fn)

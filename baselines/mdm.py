@@ -38,14 +38,15 @@ import torch
 import torch.nn.functional as F
 
 from baselines.ar_sft import load_final_model
-from harness import distributed
 from harness.backbone import MASK
 from harness.errors import BadInput
 from harness.lm import IGNORE, pad_ids
 from harness.methods import Method
 from harness.progress import console
 from harness.sampling import RowNoise, Trajectory, draw_tokens
-from harness.training import Trainer
+from harness.train import distributed
+from harness.train.seeding import Shard
+from harness.train.trainer import Trainer
 from tasks import Problem
 
 if TYPE_CHECKING:
@@ -233,8 +234,8 @@ class MaskedDiffusion(Method):
         self._report_targets()
         model = ctx.backbone.base_model()
 
-        def loss_fn(step: int):
-            return training_loss(model, ctx.tokenizer, ctx.batch(self.phase_name, step), options.gen_length,
+        def loss_fn(step: int, shard: Shard):
+            return training_loss(model, ctx.tokenizer, ctx.batch(self.phase_name, step, shard=shard), options.gen_length,
                                  options.min_mask_rate, ctx.device)
 
         final = Trainer(ctx.phase(self.phase_name, count_tokens=True), model).fit(loss_fn)

@@ -24,7 +24,9 @@ from torch import nn
 from baselines.ar_sft import ArSft
 from harness.errors import BadInput
 from harness.lm import IGNORE, lm_loss
-from harness.training import Trainer, final_checkpoint, load_modules
+from harness.train.checkpoint import final_checkpoint, load_modules
+from harness.train.seeding import Shard
+from harness.train.trainer import Trainer
 
 
 @dataclass
@@ -97,8 +99,8 @@ class MultiTokenPrediction(ArSft):
         ctx, o = self.ctx, self.options
         module = self._module(ctx.backbone.base_model())
 
-        def loss_fn(step: int):
-            next_loss, batch, hidden = lm_loss(module.lm, ctx.tokenizer, ctx.batch(self.phase_name, step),
+        def loss_fn(step: int, shard: Shard):
+            next_loss, batch, hidden = lm_loss(module.lm, ctx.tokenizer, ctx.batch(self.phase_name, step, shard=shard),
                                                ctx.config.model.max_length, o.loss_on_prompt, ctx.device,
                                                return_hidden=True)
             if not module.heads:

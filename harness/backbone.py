@@ -17,14 +17,22 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
-from harness import distributed
 from harness.config import ModelConfig, RunConfig, TrainConfig
 from harness.errors import BadInput
 from harness.hub import hub_access
 from harness.lm import lm_loss
-from harness.training import Phase, Trainer, final_checkpoint, load_modules, phase_done
+from harness.train import distributed
+from harness.train.checkpoint import final_checkpoint, load_modules, phase_done
+from harness.train.seeding import Shard
+from harness.train.trainer import Phase, Trainer
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 BOT, EOT, SOA, LATENT, MASK = "<BOT>", "<EOT>", "<SOA>", "<LAT>", "<MASK>"
@@ -240,8 +248,8 @@ class SharedBackbone:
         return model.to(self.device)
 
     def _train_base(self, model, phase: Phase) -> None:
-        def loss_fn(step: int):
-            return lm_loss(model, self.tokenizer, self._batch("base", step), self.model_config.max_length,
+        def loss_fn(step: int, shard: Shard):
+            return lm_loss(model, self.tokenizer, self._batch("base", step, shard=shard), self.model_config.max_length,
                            loss_on_prompt=True, device=self.device), {}
 
         phase.tokens_per_step = lambda step: self._tokens_in(self._batch("base", step))

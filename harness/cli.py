@@ -133,9 +133,7 @@ def score_command(
     data_file: DataFileOpt = None,
 ) -> None:
     """Check a samples file against the task's problems; write verdicts beside it and print metrics."""
-    from harness.evaluation import score_file
-
-    from harness.evaluation import output_paths
+    from harness.evaluate.score import output_paths, score_file
 
     scored_task = _task(task, data_file, seed)
     metrics, verdicts_path = score_file(scored_task, samples, _parse_ks(k))
@@ -182,7 +180,7 @@ def train_command(
         direct["task_options__data_file"] = str(data_file)
     run_config = load_config(preset, config, _overrides(set_, **direct))
     method_obj, ctx = create_run(run_config, run, runs_root(runs_dir), stage=stage)
-    from harness.distributed import is_main_process
+    from harness.train.distributed import is_main_process
 
     main = is_main_process()  # the other processes of a multi-process launch train silently
     if main:
@@ -210,7 +208,7 @@ def eval_command(
 ) -> None:
     """Sample k completions per problem from a trained run and score them (resumable)."""
     from harness.config import parse_override
-    from harness.evaluation import evaluate_run
+    from harness.evaluate.run import evaluate_run
     from harness.runs import open_run, runs_root
 
     knobs: dict = {}
@@ -243,7 +241,12 @@ def table_command(
     fmt: Annotated[str, typer.Option("--format", help="markdown, latex or csv")] = "markdown",
 ) -> None:
     """A Pass@k / diversity table over evaluation results (or, given probe JSON files, a probe table)."""
-    from harness.report import is_probe_file, load_frame, load_probe_frame, render_table
+    from harness.evaluate.report import (
+        is_probe_file,
+        load_frame,
+        load_probe_frame,
+        render_table,
+    )
 
     if results and all(is_probe_file(path) for path in results):
         print(render_table(load_probe_frame(results), fmt))
@@ -258,7 +261,7 @@ def plot_command(
     out_file: Annotated[Optional[Path], typer.Option("--out", help="PNG path (default: <kind>.png)")] = None,
 ) -> None:
     """Accuracy vs. denoising steps, accuracy and diversity vs. guidance strength, or Pass@k curves, as a PNG."""
-    from harness.report import load_frame, plot
+    from harness.evaluate.report import load_frame, plot
 
     path = plot(load_frame(results or []), kind, out_file or Path(f"{kind}.png"))
     err.print(f"wrote {path}")
@@ -364,9 +367,9 @@ def ablate_command(
     runs_dir: RunsDirOpt = None,
 ) -> None:
     """Run a grid of training settings x sampling knobs (resumable), then print its table."""
-    from harness.ablation import run_grid
-    from harness.report import load_frame, render_table
+    from harness.evaluate.report import load_frame, render_table
     from harness.runs import runs_root
+    from harness.tools.ablation import run_grid
 
     folders = run_grid(grid, runs_root(runs_dir))
     print(render_table(load_frame([folder / "metrics.json" for folder in folders]), "markdown"))
@@ -382,8 +385,8 @@ def demo_command(
     runs_dir: RunsDirOpt = None,
 ) -> None:
     """The embedded default: train tiny AR-SFT and LaDiR from scratch, evaluate, print the table, plot."""
-    from harness.demo import run_demo
     from harness.runs import runs_root
+    from harness.tools.demo import run_demo
 
     run_demo(task, limit, k, steps, base_steps, runs_root(runs_dir))
 
@@ -399,8 +402,8 @@ def bench_command(
 ) -> None:
     """Throughput figures against their targets: LaDiR vs AR sampling and training, KV cache, MFU,
     cross-problem batching, the three checkers."""
-    from harness.bench import figures_table, run_bench
     from harness.jsonl import write_json_atomic
+    from harness.tools.bench import figures_table, run_bench
 
     report = run_bench(preset, device, repeats, scale)
     name = f"{report['environment']['device'].split(':')[0]}-{preset}" + ("" if scale == 1.0 else f"-scale{scale:g}")

@@ -57,7 +57,7 @@ class TrainConfig:
     base_steps: int = 600
     base_lr: float = 1e-3
     # A step's batch is split into (processes x grad_accum_steps) micro-batches; the update equals one
-    # process taking the whole batch (harness.training).
+    # process taking the whole batch (harness.train.trainer).
     grad_accum_steps: int = 1
     mixed_precision: str = "no"  # no, bf16 (autocast; GPU or CPU) or fp16 (autocast + loss scaling; GPU only)
     gradient_checkpointing: bool = False  # recompute activations in backward: memory for time
@@ -244,7 +244,9 @@ def _validate_ranges(config: RunConfig) -> None:
 def check_parallel_layout(train: TrainConfig, processes: int, device_type: str) -> None:
     """The batch must split evenly into micro-batches, and fp16 needs a GPU: rejected before a run
     directory is written rather than silently trained differently from what its config says."""
-    from harness.distributed import fsdp_requested  # here: it imports torch, which `ladir-bench methods` need not
+    from harness.train.distributed import (
+        fsdp_requested,  # here: it imports torch, which `ladir-bench methods` need not
+    )
 
     micro = processes * train.grad_accum_steps
     if train.batch_size % micro:

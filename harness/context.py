@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
-from harness import distributed
 from harness.backbone import SharedBackbone
 from harness.config import RunConfig
 from harness.errors import BadInput
-from harness.training import Phase, batch_indices
+from harness.train import distributed
+from harness.train.seeding import Shard, batch_indices
+from harness.train.trainer import Phase
 from tasks import Problem, Task, get_task
 
 
@@ -47,11 +48,12 @@ class RunContext:
             raise BadInput(f"task {self.task.name!r} has no training problems with reference solutions")
         return problems
 
-    def batch(self, phase: str, step: int, batch_size: int | None = None) -> list[Problem]:
-        """The training problems of one step, a pure function of (seed, phase, step)."""
+    def batch(self, phase: str, step: int, batch_size: int | None = None, shard: Shard = Shard.WHOLE) -> list[Problem]:
+        """The training problems of one step (or of the micro-batch `shard` the Trainer hands a loss call):
+        a pure function of (seed, phase, step, shard)."""
         problems = self.train_problems()
         size = batch_size or self.config.train.batch_size
-        return [problems[i] for i in batch_indices(self.seed, phase, step, len(problems), size)]
+        return [problems[i] for i in batch_indices(self.seed, phase, step, len(problems), size, shard)]
 
     def tokens_in(self, problems: list[Problem]) -> int:
         """Tokens a batch trains on (character tokenizer: characters), for the train log's tokens/s."""

@@ -1,10 +1,10 @@
 """The shared protocol: the `Method` interface and the method registry.
 
-A method is one file: a `Method` subclass that trains through `harness.training.Trainer` and samples
+A method is one file: a `Method` subclass that trains through `harness.train.trainer.Trainer` and samples
 completions, using only what its `RunContext` (harness.context) gives it, so AR-SFT, LaDiR and the
 baselines all start from the same base checkpoint and see the same problems. The protocol, not the
-method, owns the run directory, checkpoints and logs (harness.training) and evaluation
-(harness.evaluation).
+method, owns the run directory, checkpoints and logs (harness.train.trainer) and evaluation
+(harness.evaluate.run).
 
 The registry names methods as `"module:Class"` strings, as lm-evaluation-harness does, so listing
 them imports nothing (no torch, no import cycle: `ladir` and `baselines` import `harness`, never the
@@ -174,7 +174,7 @@ class Method(ABC):
     def finished(self, phase: str) -> Path | None:
         """The final checkpoint of a phase already trained to its end, else None: `train` on a finished
         run returns it without building the phase's starting point (nor training a missing base)."""
-        from harness.training import final_checkpoint, phase_done
+        from harness.train.checkpoint import final_checkpoint, phase_done
 
         directory = self.ctx.run_dir / phase
         return final_checkpoint(directory)[1] if phase_done(directory) else None
@@ -192,7 +192,7 @@ class Method(ABC):
 class AutoregressiveMethod(Method):
     """A method that writes its completion left to right with one Hugging Face causal LM (AR-SFT, MTP's
     next-token head, a pretrained model), so either engine of `ladir-bench eval` can sample it: this
-    class (`--engine hf`) or vLLM (`--engine vllm`, harness.vllm_engine). What it samples from is defined
+    class (`--engine hf`) or vLLM (`--engine vllm`, harness.engines.vllm_engine). What it samples from is defined
     here once for both: the prompt text, whether `<s>` goes before it, what is kept of a completion,
     and the weights (`hf_model_path`). `self.model` is the loaded LM; `SampleKnobs` has `temperature`,
     `top_p`, `max_new_tokens` and `batch_size`."""

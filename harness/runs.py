@@ -10,13 +10,12 @@ from pathlib import Path
 import yaml
 
 from harness.backbone import check_model_available
-from harness import distributed
 from harness.config import RunConfig, build_dataclass, check_parallel_layout
-from harness.errors import BadInput
 from harness.context import RunContext
-from harness.lora import check_available
+from harness.errors import BadInput
 from harness.methods import Method, get_method_class
-
+from harness.train import distributed
+from harness.train.lora import check_available
 
 LAYOUT_FIELDS = ("train.grad_accum_steps",)
 

@@ -1,6 +1,6 @@
 """LaDiR under the shared protocol: the beta-VAE, then the reasoner's two training stages, then sampling.
 
-Phases (each a `harness.training.Trainer` run, so checkpoints and exact resumption come for free):
+Phases (each a `harness.train.trainer.Trainer` run, so checkpoints and exact resumption come for free):
 
     vae     beta-VAE on every reasoning sentence of the training problems (paper §3.1); afterwards
             the latent statistics and the held-out reconstruction exact-match go to vae/report.json
@@ -18,30 +18,62 @@ budget (`train.steps`); the VAE has its own (`vae_steps`).
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
 from harness.errors import BadInput
 from harness.methods import Method
 from harness.sampling import RowNoise, Trajectory
-from harness.training import COSINE_FLOOR, Trainer, final_checkpoint, load_modules, phase_done
-from ladir.pipeline import (commit_block, commit_blocks, decode_answer, denoise_block, generate_blocks,
-                            start_sequence)
-from ladir.reasoner import (BlockDiffusionReasoner, ReasoningBatch, answer_chunk_ids, answer_loss,
-                            flow_matching_pair, stacked_blocks, teacher_forcing_losses)
+from harness.train.checkpoint import final_checkpoint, load_modules, phase_done
+from harness.train.seeding import Shard
+from harness.train.trainer import COSINE_FLOOR, Trainer
+from ladir.pipeline import (
+    commit_block,
+    commit_blocks,
+    decode_answer,
+    denoise_block,
+    generate_blocks,
+    start_sequence,
+)
+from ladir.reasoner import (
+    BlockDiffusionReasoner,
+    ReasoningBatch,
+    answer_chunk_ids,
+    answer_loss,
+    flow_matching_pair,
+    stacked_blocks,
+    teacher_forcing_losses,
+)
 from ladir.sampler import FlowMatchEuler
-from ladir.vae import (STATS_FILE, LatentStats, SentenceVAE, decoder_is_trained, encode_means, finish_vae_phase,
-                       finished_vae_phase, reasoning_context, sentence_context, sentence_pairs)
+from ladir.vae import (
+    STATS_FILE,
+    LatentStats,
+    SentenceVAE,
+    decoder_is_trained,
+    encode_means,
+    finish_vae_phase,
+    finished_vae_phase,
+    reasoning_context,
+    sentence_context,
+    sentence_pairs,
+)
 from tasks import Problem
 
+@dataclass
+class ImpliedAnswers:
+    """Per rolled-out row, the answer ids its blocks imply (None: they imply none), and training logs
+    about them (how often the rollouts imply an answer, and a right one)."""
 
-# answers_for(rolled-out blocks (B, N, L_b, d_z), presence (B, N)) -> per row answer ids or None
-AnswersFor = Callable[[torch.Tensor, torch.Tensor], list[list[int] | None]]
+    ids: list[list[int] | None]
+    logs: dict[str, float]
+
+
+# answers_for(rolled-out blocks (B, N, L_b, d_z), presence (B, N)) -> the answers they imply
+AnswersFor = Callable[[torch.Tensor, torch.Tensor], ImpliedAnswers]
 
 
 @dataclass
@@ -151,20 +183,22 @@ class LaDiRSampleKnobs:
 
 # ------------------------------------------------------------------------------------------ stage 2
 def rollout_answer_loss(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch, euler_steps: int,
-                        t0: float = 1.0, answers_for: AnswersFor | None = None) -> torch.Tensor:
+                        t0: float = 1.0, answers_for: AnswersFor | None = None
+                        ) -> tuple[torch.Tensor, dict[str, float]]:
     """Stage 2's L_Ans: the answer CE given blocks the model rolled out itself (as many as the oracle
     has), with gradients kept through every Euler step into the velocity head and backbone.
 
     Each rollout starts from noise (t0 = 1, the paper) or from its oracle block noised to t0 < 1,
     z_t0 = (1 - t0) z_0 + t0 eps, so that the blocks stay close enough to the reference for the
     reference answer to follow from them. `answers_for(blocks, present)` replaces each row's target
-    by the answer its rolled-out blocks imply (None: no answer loss for that row).
+    by the answer its rolled-out blocks imply (None: no answer loss for that row); its logs are returned
+    with the loss.
     """
     sampler = FlowMatchEuler()
     seq = start_sequence(reasoner, batch.question_ids, cache=True)
     counts = batch.num_blocks.to(reasoner.device)
     oracle, present = stacked_blocks(batch.blocks, (reasoner.latent_tokens, reasoner.latent_dim), reasoner.device)
-    rolled = []
+    rolled, logs = [], {}
     for b in range(int(counts.max()) if len(batch) else 0):
         active = b < counts
         start = None
@@ -177,12 +211,50 @@ def rollout_answer_loss(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch,
     if answers_for is not None and rolled:
         # a row whose blocks imply no answer gets no answer loss: no target may contradict its blocks
         implied = answers_for(torch.stack(rolled, 1).detach(), present)
-        batch = ReasoningBatch(batch.question_ids, [ids or [] for ids in implied], batch.blocks)
+        batch = ReasoningBatch(batch.question_ids, [ids or [] for ids in implied.ids], batch.blocks)
+        logs = implied.logs
     ids, valid = answer_chunk_ids(reasoner, batch)
     hidden = seq.run(seq.token_chunk(ids, valid))
     if not bool(valid[:, 1:].any()):
-        return hidden.sum() * 0.0
-    return answer_loss(reasoner, hidden, ids, valid)
+        return hidden.sum() * 0.0, logs
+    return answer_loss(reasoner, hidden, ids, valid), logs
+
+
+@dataclass
+class Generation:
+    """What one batch of trajectories made: the completions, and what they were made of."""
+
+    completions: list[str]
+    latents: torch.Tensor  # (B, N, L_b, d_z), normalised
+    reasoning: list[list[str]]  # each row's blocks decoded to sentences
+
+
+class SentenceReencoder:
+    """The `reencode` knob: `project`, a projection for `generate_blocks`, decodes each finished block
+    to its sentence (after the sentences before it, for a context-reading decoder) and replaces the
+    block by the VAE's normalised posterior mean of that sentence; the sentences it decoded are kept
+    in `sentences` (the completion's reasoning, so it is not decoded twice).
+
+    Stage 1 teaches the reasoner to read codes of real sentences; a flow sample near a code decodes
+    to the same sentence but is read as something else (probe: an answer that does not follow the
+    steps its blocks decode to). Projecting onto the code removes that gap at sampling time."""
+
+    def __init__(self, method: LaDiR, problems: list[Problem]):
+        self.method, self.problems = method, problems
+        self.sentences: list[list[str]] = [[] for _ in problems]
+
+    def project(self, block: int, z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        method = self.method
+        rows = active.nonzero().squeeze(1).tolist()
+        # the sentence's encoding context, as for the oracle codes (a question-only decoder ignores it)
+        contexts = [sentence_context(self.problems[i]["prompt"], self.sentences[i], method.decoder_reads_context)
+                    for i in rows]
+        texts = method.decode_blocks(z[rows], contexts)
+        for i, text in zip(rows, texts, strict=True):
+            self.sentences[i].append(text)
+        projected = z.clone()
+        projected[rows] = method.stats.normalize(encode_means(method.vae, list(zip(contexts, texts, strict=True))))
+        return projected
 
 
 # ------------------------------------------------------------------------------------------ the method
@@ -279,8 +351,8 @@ class LaDiR(Method):
         phase = ctx.phase("vae", steps=o.vae_steps, lr=o.vae_lr)
         size = o.vae_batch_size or None
 
-        def loss_fn(step: int):
-            return vae.loss(self.sentence_pairs(ctx.batch("vae", step, size)))
+        def loss_fn(step: int, shard: Shard):
+            return vae.loss(self.sentence_pairs(ctx.batch("vae", step, size, shard)))
 
         final = Trainer(phase, vae).fit(loss_fn)
         finish_vae_phase(vae, phase.directory,
@@ -317,8 +389,8 @@ class LaDiR(Method):
         reasoner = self._initial_reasoner()
         phase = ctx.phase("stage1", steps=self._stage_steps()[0])
 
-        def loss_fn(step: int):
-            return self.stage1_losses(reasoner, self.drop_questions(self.oracle_batch(ctx.batch("stage1", step))))
+        def loss_fn(step: int, shard: Shard):
+            return self.stage1_losses(reasoner, self.drop_questions(self.oracle_batch(ctx.batch("stage1", step, shard=shard))))
 
         final = Trainer(phase, reasoner).fit(loss_fn)
         self.reasoner = reasoner.eval()
@@ -337,22 +409,22 @@ class LaDiR(Method):
                           lr=o.stage2_lr or COSINE_FLOOR * ctx.config.train.lr,
                           schedule="cosine" if o.stage2_lr else "constant")
 
-        def loss_fn(step: int):
-            problems = ctx.batch("stage2", step)
+        def loss_fn(step: int, shard: Shard):
+            problems = ctx.batch("stage2", step, shard=shard)
             batch = self.drop_questions(self.oracle_batch(problems))
             oracle, logs = self.stage1_losses(reasoner, batch, answer_weight=o.stage2_tf_answer)  # L_FM, L_Spec kept
-            stats: dict[str, float] = {}  # filled by implied_answer_ids: how often rollouts imply an answer
-            answers_for = (functools.partial(self.implied_answer_ids, problems, stats=stats)
-                           if o.stage2_answer == "implied" else None)
-            rollout = rollout_answer_loss(reasoner, batch, o.stage2_euler_steps, o.stage2_t0, answers_for)
-            return oracle + o.lambda_ans * rollout, {**logs, **stats, "ans_rollout": float(rollout.detach())}
+            def implied(z: torch.Tensor, present: torch.Tensor) -> ImpliedAnswers:
+                return self.implied_answers(problems, z, present)
+
+            rollout, rollout_logs = rollout_answer_loss(reasoner, batch, o.stage2_euler_steps, o.stage2_t0,
+                                                        implied if o.stage2_answer == "implied" else None)
+            return oracle + o.lambda_ans * rollout, {**logs, **rollout_logs, "ans_rollout": float(rollout.detach())}
 
         final = Trainer(phase, reasoner).fit(loss_fn)
         self.reasoner = reasoner.eval()
         return final
 
-    def implied_answer_ids(self, problems: list[Problem], z: torch.Tensor, present: torch.Tensor,
-                           stats: dict[str, float] | None = None) -> list[list[int] | None]:
+    def implied_answers(self, problems: list[Problem], z: torch.Tensor, present: torch.Tensor) -> ImpliedAnswers:
         """Per row, the answer its blocks imply (decoded by the VAE, `Task.answer_from_steps`), as ids."""
         tok, task = self.ctx.tokenizer, self.ctx.task
         answers, correct = [], 0
@@ -360,10 +432,9 @@ class LaDiR(Method):
             answer = task.answer_from_steps(problem, steps)
             answers.append(None if answer is None else [*tok.encode(answer, add_special_tokens=False), tok.eos_token_id])
             correct += answer is not None and task.check(problem, answer).passed
-        if stats is not None:  # how often the rollouts imply an answer, and a right one
-            stats["rollout_implied"] = sum(a is not None for a in answers) / max(1, len(answers))
-            stats["rollout_correct"] = correct / max(1, len(answers))
-        return answers
+        rows = max(1, len(answers))
+        return ImpliedAnswers(answers, {"rollout_implied": sum(a is not None for a in answers) / rows,
+                                        "rollout_correct": correct / rows})
 
     # ------------------------------------------------------------------------------- sampling
     def load(self, phase: str | None = None) -> None:
@@ -397,20 +468,21 @@ class LaDiR(Method):
         blocks, decoded by the VAE (`decode_reasoning`), then the reasoner's answer (KV-cached).
         Guidance acts within `groups` (B,): one question's trajectories.
 
-        Returns (completions, block latents (B, N, L_b, d_z) normalised, each row's decoded sentences).
+        Returns the completions with the block latents and decoded sentences they were made of.
         """
         sampler = FlowMatchEuler(init_noise=knobs.init_noise, gamma_max=knobs.gamma_max)
         seq = start_sequence(self.reasoner, [self._question_ids(p) for p in problems], cache=knobs.cache)
-        project, reasoning = self.reencoding(problems) if knobs.reencode else (None, None)
+        reencoder = SentenceReencoder(self, problems) if knobs.reencode else None
         z, present = generate_blocks(seq, sampler, knobs.steps, knobs.max_blocks, on_step, knobs.cfg_scale,
-                                     noise=noise.stream("blocks"), groups=groups, project=project)
+                                     noise=noise.stream("blocks"), groups=groups,
+                                     project=reencoder.project if reencoder else None)
         answers = decode_answer(seq, knobs.max_answer_tokens, knobs.temperature, noise.stream("answer"))
         tok = self.ctx.tokenizer
-        if reasoning is None:
-            reasoning = self.decode_reasoning(problems, z, present)
+        # re-encoding already decoded every block; otherwise decode them now
+        reasoning = reencoder.sentences if reencoder else self.decode_reasoning(problems, z, present)
         completions = [" ".join([*sentences, tok.decode(answer, skip_special_tokens=True).strip()]).strip()
                        for sentences, answer in zip(reasoning, answers, strict=True)]
-        return completions, z, reasoning
+        return Generation(completions, z, reasoning)
 
     # ------------------------------------------------------------------------------- probing (ladir.probe)
     @torch.no_grad()
@@ -428,33 +500,9 @@ class LaDiR(Method):
         settings = self.sample_knobs({**knobs, "gamma_max": 0.0})
         sampler = FlowMatchEuler(init_noise=settings.init_noise)
         seq = start_sequence(self.reasoner, [self._question_ids(p) for p in problems], cache=settings.cache)
-        project = self.reencoding(problems)[0] if settings.reencode else None
+        project = SentenceReencoder(self, problems).project if settings.reencode else None
         return generate_blocks(seq, sampler, settings.steps, settings.max_blocks, cfg_scale=settings.cfg_scale,
                                project=project)
-
-    def reencoding(self, problems: list[Problem]) -> tuple[Callable, list[list[str]]]:
-        """The `reencode` knob: a projection for `generate_blocks` that decodes each finished block to its
-        sentence (after the sentences before it, for a context-reading decoder) and returns the VAE's
-        normalised posterior mean of that sentence; and the rows' sentences, filled as it goes (the
-        completion's reasoning, so it is not decoded twice).
-
-        Stage 1 teaches the reasoner to read codes of real sentences; a flow sample near a code decodes
-        to the same sentence but is read as something else (probe: an answer that does not follow the
-        steps its blocks decode to). Projecting onto the code removes that gap at sampling time."""
-        reasoning: list[list[str]] = [[] for _ in problems]
-
-        def project(block: int, z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-            rows = active.nonzero().squeeze(1).tolist()
-            # the sentence's encoding context, as for the oracle codes (a question-only decoder ignores it)
-            contexts = [sentence_context(problems[i]["prompt"], reasoning[i], self.decoder_reads_context) for i in rows]
-            texts = self.decode_blocks(z[rows], contexts)
-            for i, text in zip(rows, texts, strict=True):
-                reasoning[i].append(text)
-            projected = z.clone()
-            projected[rows] = self.stats.normalize(encode_means(self.vae, list(zip(contexts, texts, strict=True))))
-            return projected
-
-        return project, reasoning
 
     def decode_blocks(self, z: torch.Tensor, contexts: list[str] | None = None) -> list[str]:
         """VAE-decoded text of normalised block latents (N, L_b, d_z) (`contexts`: each one's context
@@ -485,7 +533,7 @@ class LaDiR(Method):
         def run_batch(rows: list[Trajectory]) -> list[str]:
             groups = torch.tensor([r.problem for r in rows], device=self.ctx.device)
             return self._generate([problems[r.problem] for r in rows], RowNoise.of(rows, self.ctx.device), groups,
-                                  settings)[0]
+                                  settings).completions
 
         return self.sample_batched(problems, n, settings.batch_size, run_batch, whole_problems=settings.gamma_max > 0)
 
@@ -510,8 +558,8 @@ class LaDiR(Method):
             if t in wanted:
                 records.append((block, t, FlowMatchEuler.predicted_clean(u, t, z)[0]))
 
-        (completion,), z, (finished,) = self._generate([problem], RowNoise([seed], self.ctx.device), None, settings,
-                                                       on_step)
+        generation = self._generate([problem], RowNoise([seed], self.ctx.device), None, settings, on_step)
+        (completion,), z, (finished,) = generation.completions, generation.latents, generation.reasoning
         if 0.0 in wanted:
             records += [(b, 0.0, z[0, b]) for b in range(z.size(1))]
         records.sort(key=lambda r: (r[0], -r[1]))

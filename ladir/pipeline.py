@@ -21,9 +21,14 @@ from collections.abc import Callable
 
 import torch
 
-from harness.sampling import RowNoise, draw_tokens
 from harness.lm import pad_ids
-from ladir.reasoner import QUESTION, BlockDiffusionReasoner, LatentSequence, stacked_blocks
+from harness.sampling import RowNoise, draw_tokens
+from ladir.reasoner import (
+    QUESTION,
+    BlockDiffusionReasoner,
+    LatentSequence,
+    stacked_blocks,
+)
 from ladir.sampler import FlowMatchEuler
 
 # on_step(block, t, z_t, u): called at every denoising step (the trace uses it)

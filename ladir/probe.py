@@ -54,7 +54,7 @@ from harness.jsonl import write_json_atomic
 from harness.lm import sample_completions
 from harness.methods import AutoregressiveMethod
 from harness.progress import progress_bar
-from harness.training import final_checkpoint
+from harness.train.checkpoint import final_checkpoint
 from ladir.pipeline import denoise_block, start_sequence
 from ladir.reasoner import stacked_blocks
 from ladir.sampler import FlowMatchEuler

@@ -33,8 +33,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import DynamicCache
 
-from harness import distributed
 from harness.lm import IGNORE, pad_ids
+from harness.train import distributed
 from tasks import Problem, Task
 
 # (context, sentence): a sentence is encoded with its question (and, with `decoder_context`, the

@@ -8,7 +8,12 @@ import math
 
 import torch
 
-from harness.bench import KEYS, figures_table, matmul_peak_flops, training_flops_per_sequence
+from harness.tools.bench import (
+    KEYS,
+    figures_table,
+    matmul_peak_flops,
+    training_flops_per_sequence,
+)
 from tests.conftest import run_cli
 
 

@@ -1,4 +1,4 @@
-"""Checker throughput (`harness.bench_checkers`) and the fast paths behind it, each held to the
+"""Checker throughput (`harness.tools.bench_checkers`) and the fast paths behind it, each held to the
 verdicts of the path it shortcuts: countdown's plain-arithmetic parser against `ast`, the math
 checker's de-duplication, batching and parse cache against math-verify called afresh per pair, and
 the code sandbox's launcher against a fresh interpreter per sample."""
@@ -15,7 +15,11 @@ import time
 import pytest
 
 import tasks.math as math_tasks
-from harness.bench_checkers import checker_figures, countdown_workload, math_workload
+from harness.tools.bench_checkers import (
+    checker_figures,
+    countdown_workload,
+    math_workload,
+)
 from tasks import code, get_task
 from tasks.countdown import _verdict_by_ast, _verdict_plain, check_countdown_answer
 from tasks.math import TimeoutWorkerPool

@@ -10,14 +10,22 @@ import time
 import pytest
 import torch
 
-from baselines.coconut import (Coconut, ThoughtChain, coconut_loss, decode_after_thoughts, encode_prefixes,
-                               encode_thought_batch, stage_layout, start_thoughts)
+from baselines.coconut import (
+    Coconut,
+    ThoughtChain,
+    coconut_loss,
+    decode_after_thoughts,
+    encode_prefixes,
+    encode_thought_batch,
+    stage_layout,
+    start_thoughts,
+)
 from harness.backbone import EOT, build_char_tokenizer, tiny_llama
 from harness.config import ModelConfig, load_config, parse_override
 from harness.context import RunContext
 from harness.errors import BadInput
-from harness.runs import create_run
 from harness.lm import IGNORE, next_token_loss
+from harness.runs import create_run
 from harness.sampling import draw_tokens
 from tests.conftest import micro_args, run_cli
 

@@ -338,7 +338,7 @@ def test_plus_verdicts_split_base_and_plus(humanevalplus):
 
 
 def test_metrics_report_base_and_plus(humanevalplus, tmp_path):
-    from harness.evaluation import score_file
+    from harness.evaluate.score import score_file
 
     samples = tmp_path / "samples.jsonl"
     right, plus_wrong, wrong = "    return a + b\n", "    return a + b if abs(a) < 1000 else 0\n", "    return a - b\n"
@@ -364,14 +364,14 @@ def test_metrics_report_base_and_plus(humanevalplus, tmp_path):
 
 
 def test_non_plus_metrics_have_no_split():
-    from harness.metrics import SampleResult, summarize
+    from harness.evaluate.metrics import SampleResult, summarize
 
     metrics = summarize([SampleResult("a", "x", True, None, None)], [1])
     assert "pass@1.base" not in metrics and metrics["pass@1"] == 1.0
 
 
 def test_score_reads_gzip_and_evalplus_folders(humanevalplus, tmp_path):
-    from harness.evaluation import output_paths, read_samples, score_file
+    from harness.evaluate.score import output_paths, read_samples, score_file
 
     add, halve = HUMANEVAL_PLUS
     records = [{"task_id": "HumanEval/0", "completion": "    return a + b\n"},
@@ -408,7 +408,7 @@ def test_score_reads_gzip_and_evalplus_folders(humanevalplus, tmp_path):
     (lambda d: (d / "bad.jsonl.gz").mkdir(), "no samples"),  # an empty folder
 ])
 def test_bad_evalplus_inputs_are_one_line_errors(make, message, tmp_path):
-    from harness.evaluation import score_file
+    from harness.evaluate.score import score_file
 
     make(tmp_path)
     with pytest.raises(BadInput, match=message) as raised:

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from harness.backbone import SharedBackbone
 from harness.config import load_config, parse_override
-from harness.training import DONE_MARKER, batch_indices, micro_batch_shard
+from harness.train.checkpoint import DONE_MARKER
+from harness.train.seeding import Shard, batch_indices
 from tests.conftest import MICRO_SETTINGS, micro_args, run_cli
 
 TRAIN = ["train", "--method", "ar-sft", "--task", "countdown3", "--steps", "4", "--device", "cpu"]
@@ -79,12 +80,11 @@ def test_micro_batches_partition_the_step_batch(micro_batches):
     full = batch_indices(0, "sft", 5, population=50, batch_size=24)
     shards = []
     for micro in range(micro_batches):
-        with micro_batch_shard(micro, micro_batches):
-            shards.append(batch_indices(0, "sft", 5, population=50, batch_size=24))
+        shards.append(batch_indices(0, "sft", 5, population=50, batch_size=24, shard=Shard(micro, micro_batches)))
     assert sum(len(s) for s in shards) == len(full)
     # every position of the batch in exactly one shard: position i goes to shard i mod M
     assert [shards[i % micro_batches][i // micro_batches] for i in range(len(full))] == full
-    assert batch_indices(0, "sft", 5, population=50, batch_size=24) == full  # outside a shard: the whole batch
+    assert batch_indices(0, "sft", 5, population=50, batch_size=24) == full  # no shard: the whole batch
 
 
 def test_batch_not_divisible_into_micro_batches_is_one_line(runs_dir):
@@ -113,7 +113,8 @@ def _fit_tiny_lm(directory: Path, monkeypatch, **train_fields) -> dict:
     from transformers.models.llama import modeling_llama
 
     from harness.config import TrainConfig
-    from harness.training import Phase, Trainer, final_checkpoint
+    from harness.train.checkpoint import final_checkpoint
+    from harness.train.trainer import Phase, Trainer
 
     seen: Counter = Counter()
     mlp_forward = modeling_llama.LlamaMLP.forward
@@ -134,7 +135,7 @@ def _fit_tiny_lm(directory: Path, monkeypatch, **train_fields) -> dict:
     train = TrainConfig(steps=3, batch_size=8, warmup_steps=1, checkpoint_every=3, log_every=1, **train_fields)
     losses = []
 
-    def loss_fn(step: int):
+    def loss_fn(step: int, shard):
         loss = model(input_ids=tokens, labels=tokens).loss
         losses.append(loss.item())
         return loss, {}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.evaluation import problem_index, score_file
+from harness.evaluate.score import problem_index, score_file
 from tasks import get_task
 from tests.test_code import HUMANEVAL_PLUS, MBPP_PLUS, _write
 

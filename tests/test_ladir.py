@@ -12,16 +12,22 @@ import pytest
 import torch
 
 from harness.backbone import build_char_tokenizer, tiny_llama
-from harness.config import ModelConfig
-from harness.config import load_config, parse_override
-from harness.lm import encode_pairs, next_token_loss
+from harness.config import ModelConfig, load_config, parse_override
 from harness.context import RunContext
+from harness.lm import encode_pairs, next_token_loss
 from harness.methods import get_method_class
-from harness.training import checkpoints
-from ladir.method import rollout_answer_loss
+from harness.train.checkpoint import checkpoints
+from ladir.method import SentenceReencoder, rollout_answer_loss
 from ladir.pipeline import decode_answer, generate_blocks, start_sequence
-from ladir.reasoner import (BlockDiffusionReasoner, LatentSequence, ReasoningBatch, block_attention_mask,
-                            flow_matching_pair, teacher_forcing_losses, teacher_forcing_sequence)
+from ladir.reasoner import (
+    BlockDiffusionReasoner,
+    LatentSequence,
+    ReasoningBatch,
+    block_attention_mask,
+    flow_matching_pair,
+    teacher_forcing_losses,
+    teacher_forcing_sequence,
+)
 from ladir.sampler import FlowMatchEuler, diversity_force
 from ladir.vae import SentenceVAE, encode_means
 from tests.conftest import MICRO_SETTINGS
@@ -182,7 +188,7 @@ def test_flow_matching_target_and_loss(reasoner, tokenizer):
 # ---------------------------------------------------------------------------------- stage 2
 def test_answer_loss_reaches_the_velocity_head_through_the_rollout(reasoner):
     batch = ReasoningBatch([[1, 20, 21], [1, 22]], [[23, 24, 2], [25, 2]], [torch.randn(2, 2, 3), torch.randn(1, 2, 3)])
-    loss = rollout_answer_loss(reasoner, batch, euler_steps=3)
+    loss, _ = rollout_answer_loss(reasoner, batch, euler_steps=3)
     loss.backward()
     grad = reasoner.velocity_head.weight.grad
     assert grad is not None and grad.abs().sum() > 0
@@ -321,7 +327,7 @@ def test_context_decoder_decodes_blocks_in_order_after_the_earlier_sentences(tmp
 
 
 @pytest.mark.parametrize("decoder_context", ["none", "reasoning"])
-def test_reencode_commits_the_vae_code_of_each_decoded_sentence(tmp_path, decoder_context):
+def test_reencode_commits_the_vae_code_of_each_decoded_sentence(tmp_path, decoder_context, monkeypatch):
     overrides = ["method=ladir", *MICRO_SETTINGS,
                  f"method_options={{decoder_context: {decoder_context}, max_sentence_tokens: 8}}"]
     config = load_config("tiny", None, [parse_override(o) for o in overrides])
@@ -331,7 +337,8 @@ def test_reencode_commits_the_vae_code_of_each_decoded_sentence(tmp_path, decode
     problems = method.ctx.task.problems("test")[:3]
     prompts = [p["prompt"] for p in problems]
     shape = (method.options.latent_tokens, method.options.latent_dim)
-    project, reasoning = method.reencoding(problems)
+    reencoder = SentenceReencoder(method, problems)
+    project, reasoning = reencoder.project, reencoder.sentences
     torch.manual_seed(0)
     first, second = torch.randn(3, *shape), torch.randn(3, *shape)
 
@@ -354,18 +361,15 @@ def test_reencode_commits_the_vae_code_of_each_decoded_sentence(tmp_path, decode
     # sampling with the knob commits the projection's output and writes its sentences, decoded once
     method.decode_reasoning = lambda *a: pytest.fail("re-encoded sentences were decoded a second time")
     calls, written = [], []
-    reencoding = method.reencoding
+    project_unspied = SentenceReencoder.project
 
-    def spy(rows):
-        project, sentences = reencoding(rows)
-        written.append(sentences)
+    def spy(self, block, z, active):
+        if not written or written[-1] is not self.sentences:
+            written.append(self.sentences)
+        calls.append(project_unspied(self, block, z, active))
+        return calls[-1]
 
-        def wrapped(block, z, active):
-            calls.append(project(block, z, active))
-            return calls[-1]
-        return wrapped, sentences
-
-    method.reencoding = spy
+    monkeypatch.setattr(SentenceReencoder, "project", spy)
     ((completion,),) = method.sample(problems[:1], 1, steps=2, max_blocks=2, max_answer_tokens=4, reencode=True)
     assert calls and written[0][0] and completion.startswith(" ".join(written[0][0]))
     calls.clear()

@@ -24,12 +24,25 @@ import torch
 
 from harness.backbone import tiny_llama
 from harness.config import ModelConfig
-from ladir.pipeline import (commit_block, commit_blocks, generate_blocks, start_sequence, unconditional_sequence,
-                            velocity)
 from ladir import probe
+from ladir.pipeline import (
+    commit_block,
+    commit_blocks,
+    generate_blocks,
+    start_sequence,
+    unconditional_sequence,
+    velocity,
+)
 from ladir.probe import derangement, is_probeable
-from ladir.reasoner import (QUESTION, BlockDiffusionReasoner, LatentSequence, ReasoningBatch, answer_chunk_ids,
-                            block_attention_mask, teacher_forcing_sequence)
+from ladir.reasoner import (
+    QUESTION,
+    BlockDiffusionReasoner,
+    LatentSequence,
+    ReasoningBatch,
+    answer_chunk_ids,
+    block_attention_mask,
+    teacher_forcing_sequence,
+)
 from ladir.sampler import FlowMatchEuler, diversity_force
 from tasks import get_task
 from tests.conftest import micro_args, run_cli

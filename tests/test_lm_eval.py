@@ -17,8 +17,7 @@ import lm_eval  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from harness.errors import BadInput  # noqa: E402
-from harness.lm_eval_adapter import (  # noqa: E402
+from harness.engines.lm_eval_adapter import (  # noqa: E402
     FILTER_NAME,
     LadirBenchLM,
     check_doc,
@@ -28,6 +27,7 @@ from harness.lm_eval_adapter import (  # noqa: E402
     main,
     run_task_spec,
 )
+from harness.errors import BadInput  # noqa: E402
 from tests.conftest import micro_args, run_cli  # noqa: E402
 
 TASK = "ladir_countdown3"
@@ -168,7 +168,7 @@ def test_cli_export_and_lm_eval_wrapper(setup, tmp_path, capsys):
           "--out", str(out)])
     assert f"--include_path {out.resolve()} --tasks {TASK}" in capsys.readouterr().out
     env = {**os.environ, "LADIR_NO_PROGRESS": "1"}
-    command = [sys.executable, "-m", "harness.lm_eval_adapter", "--model", "ladir-bench", "--model_args",
+    command = [sys.executable, "-m", "harness.engines.lm_eval_adapter", "--model", "ladir-bench", "--model_args",
                f"run=x,runs_dir={setup['runs']}", "--tasks", TASK, "--include_path", str(out),
                "--batch_size", "auto", "--device", "cpu", "--limit", "2", "--output_path", str(tmp_path / "results")]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)

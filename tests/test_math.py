@@ -10,7 +10,14 @@ import pytest
 
 import tasks.math as math_tasks
 from harness.errors import BadInput
-from tasks.math import GSM8K, Arith, Math500, TimeoutWorkerPool, extract_math_answer, plain_integer
+from tasks.math import (
+    GSM8K,
+    Arith,
+    Math500,
+    TimeoutWorkerPool,
+    extract_math_answer,
+    plain_integer,
+)
 
 SMALL = {"train_size": 400, "val_size": 50, "test_size": 100}
 STALL = "STALL"

@@ -9,8 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.mdm import (MdmOptions, MdmSampleKnobs, block_plan, decode_target, diffusion_loss, encode_targets,
-                           join_rows, last_logits, prompt_ids, training_loss, unmasking_schedule, unmasking_steps)
+from baselines.mdm import (
+    MdmOptions,
+    MdmSampleKnobs,
+    block_plan,
+    decode_target,
+    diffusion_loss,
+    encode_targets,
+    join_rows,
+    last_logits,
+    prompt_ids,
+    training_loss,
+    unmasking_schedule,
+    unmasking_steps,
+)
 from harness.backbone import MASK, build_char_tokenizer, tiny_llama
 from harness.config import ModelConfig, build_dataclass
 from harness.errors import BadInput

@@ -2,7 +2,13 @@ from math import comb
 
 import pytest
 
-from harness.metrics import SampleResult, default_ks, distinct_n, pass_at_k, summarize
+from harness.evaluate.metrics import (
+    SampleResult,
+    default_ks,
+    distinct_n,
+    pass_at_k,
+    summarize,
+)
 
 
 @pytest.mark.parametrize("n,c,k", [(10, 0, 1), (10, 3, 1), (10, 3, 5), (10, 10, 10), (100, 7, 10), (100, 95, 100), (20, 1, 20)])

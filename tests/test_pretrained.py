@@ -7,8 +7,7 @@ import json
 
 from baselines.pretrained import cut_at_answer
 from harness.backbone import RESERVED_TOKENS, build_char_tokenizer, tiny_llama
-from harness.config import ModelConfig
-from harness.config import load_config, parse_override
+from harness.config import ModelConfig, load_config, parse_override
 from harness.runs import create_run
 from tasks import get_task
 from tests.conftest import MICRO_SETTINGS, micro_args, run_cli

@@ -281,7 +281,7 @@ def test_ablate_grid_then_table_and_plot(tmp_path, runs_dir):
 
 def test_demo_runs_end_to_end_on_a_small_budget(runs_dir, capsys):
     """The embedded default, with a handful of steps: both methods train, evaluate, tabulate and plot."""
-    from harness.demo import run_demo
+    from harness.tools.demo import run_demo
 
     folders = run_demo("countdown3", limit=2, k=2, steps=4, base_steps=4, runs_root=runs_dir)
     assert len(folders) == 4  # AR-SFT once, LaDiR at 5, 10 and 30 denoising steps

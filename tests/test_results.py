@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.report import _series, find_metrics, load_frame, plot, render_table
+from harness.evaluate.report import (
+    _series,
+    find_metrics,
+    load_frame,
+    plot,
+    render_table,
+)
 
 RESULTS = Path(__file__).parents[1] / "results"
 FOLDERS = sorted(p for p in RESULTS.iterdir() if p.is_dir() and any(p.rglob("*metrics.json")))

@@ -22,11 +22,11 @@ import pytest
 
 from harness.config import load_config, parse_override
 from harness.context import RunContext
+from harness.engines.vllm_engine import MISSING, check_engine
 from harness.errors import BadInput
 from harness.methods import get_method_class
 from harness.runs import create_run
 from harness.sampling import problem_seed
-from harness.vllm_engine import MISSING, check_engine
 from tests.conftest import MICRO_SETTINGS, micro_args, run_cli
 
 FAKE_VLLM = '''
@@ -144,7 +144,7 @@ def test_without_vllm_the_engine_is_one_line_and_exit_2(trained):
 def test_ar_sft_through_the_fake_vllm(trained):
     from transformers import AutoTokenizer
 
-    from harness.training import final_checkpoint
+    from harness.train.checkpoint import final_checkpoint
     from tasks import get_task
 
     runs = trained["runs"]

@@ -1,6 +1,6 @@
 """The sampling figures of `ladir-bench bench`, measured on the code before cross-problem batching
 (commit 3227b68: one problem per `sample` call, HF `generate` for AR, LaDiR one problem at a time),
-with the same untrained tiny models and the same pinned workload (see harness/bench.py).
+with the same untrained tiny models and the same pinned workload (see harness/tools/bench.py).
 
     git worktree add /tmp/old 3227b68 && cd /tmp/old
     PYTHONPATH=/tmp/old python /path/to/ladir-bench/results/bench/before_batching.py > before-batching.json

@@ -1,12 +1,11 @@
 """The training loop every method's phases run through: optimizer, schedule, accelerate, progress,
 JSONL logs, atomic checkpoints and exact resumption.
 
-A method supplies a module and `loss_fn(step) -> (loss, logs)`; the loop owns everything else.
-Randomness is a function of (seed, phase, step): each step reseeds torch before calling
-`loss_fn`, and `batch_indices` draws the step's examples from a generator seeded the same way. A run
-killed at any point and resumed from its last checkpoint therefore replays exactly the steps an
-uninterrupted run would have taken. RNG and optimizer state are stored too, as the record of
-where the run stood.
+A method supplies a module and `loss_fn(step, shard) -> (loss, logs)`; the loop owns everything
+else. `optimizer_step` is one update, read top to bottom. Randomness is a function of (seed, phase,
+step) (`harness.train.seeding`): a run killed at any point and resumed from its last checkpoint
+replays exactly the steps an uninterrupted run would have taken. RNG and optimizer state are stored
+too, as the record of where the run stood.
 """
 
 from __future__ import annotations
@@ -18,179 +17,43 @@ import pickle
 import random
 import shutil
 import time
-import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
 from harness.config import TrainConfig, check_parallel_layout
 from harness.errors import BadInput
-from harness.jsonl import fsync_directory, read_append_log, write_json_atomic, write_jsonl_atomic
+from harness.jsonl import (
+    fsync_directory,
+    read_append_log,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 from harness.locks import exclusive
-from harness.lora import is_lora, load_lora, save_lora
 from harness.progress import progress_bar
+from harness.train.checkpoint import (
+    CHECKPOINT_PREFIX,
+    DONE_MARKER,
+    checkpoints,
+    fsync_tree,
+    load_modules,
+    phase_done,
+    read_modules,
+    save_modules,
+)
+from harness.train.lora import is_lora, load_lora, save_lora
+from harness.train.seeding import Shard, micro_seed
 
-CHECKPOINT_PREFIX = "step-"
 COSINE_FLOOR = 0.1  # the cosine schedule ends at this fraction of the phase's learning rate
-DONE_MARKER = "DONE"
 
 
-def step_seed(seed: int, phase: str, step: int) -> int:
-    return (seed * 1_000_003 + zlib.crc32(phase.encode()) * 7_919 + step) % (2**63 - 1)
-
-
-def micro_seed(seed: int, phase: str, step: int, micro: int, micro_batches: int) -> int:
-    """The torch seed of micro-batch `micro` of a step: its noise (flow matching, dropout) is the same
-    whichever process and accumulation slot runs it. One micro-batch keeps the step's seed, so
-    single-process runs (and their cached checkpoints) are what they were before micro-batches."""
-    if micro_batches == 1:
-        return step_seed(seed, phase, step)
-    return step_seed(seed, f"{phase}/micro{micro}", step)
-
-
-# (micro-batch index, micro-batches per step) while the Trainer runs a micro-batch's loss_fn: every
-# method draws its data through `batch_indices`, so each gets its shard without knowing about it
-_shard: ContextVar[tuple[int, int] | None] = ContextVar("micro_batch_shard", default=None)
-
-
-@contextmanager
-def micro_batch_shard(micro: int, micro_batches: int) -> Iterator[None]:
-    """`batch_indices` draws micro-batch `micro` of `micro_batches` inside the block."""
-    token = _shard.set((micro, micro_batches) if micro_batches > 1 else None)
-    try:
-        yield
-    finally:
-        _shard.reset(token)
-
-
-def micro_batch(indices: list[int], micro: int, micro_batches: int) -> list[int]:
-    """Micro-batch `micro` of a step's examples: every `micro_batches`-th one, so shards differ in size by
-    at most one and together are the batch."""
-    if len(indices) < micro_batches:
-        raise BadInput(f"a batch of {len(indices)} examples cannot feed {micro_batches} micro-batches "
-                       "(processes x train.grad_accum_steps); use a larger batch")
-    return indices[micro::micro_batches]
-
-
-def batch_indices(seed: int, phase: str, step: int, population: int, batch_size: int) -> list[int]:
-    """The examples of one step: a deterministic function of (seed, phase, step); inside a micro-batch of
-    the Trainer, that micro-batch's share of them."""
-    generator = torch.Generator().manual_seed(step_seed(seed, phase + "/data", step))
-    indices = torch.randint(population, (batch_size,), generator=generator).tolist()
-    shard = _shard.get()
-    return indices if shard is None else micro_batch(indices, *shard)
-
-
-def save_modules(module: torch.nn.Module, directory: Path, tokenizer=None,
-                 state: dict[str, torch.Tensor] | None = None) -> None:
-    """Hugging Face format for every pretrained-model child (with the tokenizer, if given), safetensors
-    for the remaining parameters. `state` replaces the module's own state dict (the full weights FSDP
-    gathered from its shards)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rest: dict[str, torch.Tensor] = {}
-    hf_children = {name for name, child in module.named_children() if isinstance(child, PreTrainedModel)}
-    if isinstance(module, PreTrainedModel):
-        module.save_pretrained(directory / "model", safe_serialization=True, state_dict=state)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(directory / "model")
-        return
-    for name in hf_children:
-        child_state = None if state is None else {k[len(name) + 1:]: v for k, v in state.items()
-                                                  if k.startswith(name + ".")}
-        getattr(module, name).save_pretrained(directory / name, safe_serialization=True, state_dict=child_state)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(directory / name)
-    for key, tensor in (module.state_dict() if state is None else state).items():
-        if key.split(".", 1)[0] not in hf_children:
-            rest[key] = tensor.detach().cpu().contiguous()
-    if rest:
-        save_file(rest, str(directory / "extra.safetensors"))
-
-
-def _load_hf_weights(model: PreTrainedModel, directory: Path) -> None:
-    state: dict[str, torch.Tensor] = {}
-    for file in sorted(directory.glob("*.safetensors")):
-        state.update(load_file(str(file)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    if unexpected or any(key not in tied and "lm_head" not in key for key in missing):
-        raise RuntimeError(f"checkpoint {directory} does not match the model: missing {missing}, unexpected {unexpected}")
-    model.tie_weights()
-
-
-def load_modules(module: torch.nn.Module, directory: Path) -> None:
-    """Inverse of `save_modules`, in place; a corrupt or truncated checkpoint is a BadInput naming it."""
-    try:
-        _load_modules(module, directory)
-    except (SafetensorError, OSError, ValueError) as error:
-        raise BadInput(f"checkpoint {directory} is corrupt or truncated ({type(error).__name__}: {error}); "
-                       "delete it to resume from the previous checkpoint") from None
-
-
-def read_modules(module: torch.nn.Module, directory: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors named as in `module.state_dict()`, for loaders that take a full state dict
-    (FSDP's, which scatters it over the shards)."""
-    def read(folder: Path, prefix: str = "") -> dict[str, torch.Tensor]:
-        state: dict[str, torch.Tensor] = {}
-        for file in sorted(folder.glob("*.safetensors")):
-            state.update({prefix + key: value for key, value in load_file(str(file)).items()})
-        return state
-
-    if isinstance(module, PreTrainedModel):
-        return read(directory / "model")
-    state: dict[str, torch.Tensor] = {}
-    for name, child in module.named_children():
-        if isinstance(child, PreTrainedModel):
-            state.update(read(directory / name, name + "."))
-    extra = directory / "extra.safetensors"
-    if extra.is_file():
-        state.update(load_file(str(extra)))
-    return state
-
-
-def _load_modules(module: torch.nn.Module, directory: Path) -> None:
-    if isinstance(module, PreTrainedModel):
-        _load_hf_weights(module, directory / "model")
-        return
-    for name, child in module.named_children():
-        if isinstance(child, PreTrainedModel):
-            _load_hf_weights(child, directory / name)
-    extra = directory / "extra.safetensors"
-    if extra.is_file():
-        missing, unexpected = module.load_state_dict(load_file(str(extra)), strict=False)
-        if unexpected:
-            raise RuntimeError(f"checkpoint {directory} has unexpected tensors {unexpected}")
-
-
-def checkpoints(phase_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a phase, oldest first (a checkpoint is complete once renamed into place)."""
-    found = []
-    for path in (phase_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*"):
-        suffix = path.name[len(CHECKPOINT_PREFIX):]
-        if suffix.isdigit() and (path / "trainer_state.pt").is_file():
-            found.append((int(suffix), path))
-    return sorted(found)
-
-
-def final_checkpoint(phase_dir: Path) -> tuple[int, Path]:
-    """(step, directory) of the phase's latest complete checkpoint; FileNotFoundError if it has none."""
-    found = checkpoints(phase_dir)
-    if not found:
-        raise FileNotFoundError(f"no {phase_dir.name} checkpoint in {phase_dir.parent}")
-    return found[-1]
-
-
-def phase_done(phase_dir: Path) -> bool:
-    return (phase_dir / DONE_MARKER).is_file()
+LossFn = Callable[[int, Shard], tuple[torch.Tensor, dict[str, float]]]
 
 
 @dataclass
@@ -210,6 +73,7 @@ class Phase:
     tokenizer: Any = None
     # Another process training the same phase: wait for it (a base checkpoint runs share) or refuse
     shared: bool = False
+
 
 
 class Trainer:
@@ -315,7 +179,7 @@ class Trainer:
                 },
                 staging / "trainer_state.pt",
             )
-            _fsync_tree(staging)  # on disk before the rename declares the checkpoint complete
+            fsync_tree(staging)  # on disk before the rename declares the checkpoint complete
             shutil.rmtree(final, ignore_errors=True)
             os.replace(staging, final)
             fsync_directory(root)
@@ -329,7 +193,10 @@ class Trainer:
         # FSDP each holds a shard, gathered here into the same full, process-count-free form.
         if not self.fsdp:
             return self.optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
 
         return get_optimizer_state_dict(self.prepared, self.optimizer.optimizer,
                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -339,7 +206,10 @@ class Trainer:
         if is_lora(model):
             load_lora(model, path)
         elif self.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+            )
 
             set_model_state_dict(self.prepared, read_modules(model, path),
                                  options=StateDictOptions(full_state_dict=True, strict=False))
@@ -364,7 +234,10 @@ class Trainer:
             raise BadInput(f"checkpoint {path} has a corrupt trainer_state.pt ({type(error).__name__}: {error}); "
                            "delete it to resume from the previous checkpoint") from None
         if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_optimizer_state_dict,
+            )
 
             set_optimizer_state_dict(self.prepared, self.optimizer.optimizer, state["optimizer"],
                                      options=StateDictOptions(full_state_dict=True))
@@ -381,7 +254,7 @@ class Trainer:
         return True
 
     # ---------------------------------------------------------------- the loop
-    def fit(self, loss_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]]) -> Path:
+    def fit(self, loss_fn: LossFn) -> Path:
         """Run the phase to `phase.steps`, resuming if a checkpoint exists; returns the final checkpoint.
 
         One run per phase: the main process locks the phase folder while it trains (harness.locks), and
@@ -393,7 +266,37 @@ class Trainer:
             self.accelerator.wait_for_everyone()
             return self._fit(loss_fn)
 
-    def _fit(self, loss_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]]) -> Path:
+    def optimizer_step(self, loss_fn: LossFn) -> tuple[float, dict[str, float], float]:
+        """One update: every micro-batch of this process (reseeded, its shard of the step's examples),
+        gradients averaged over all micro-batches of all processes, clipped, one AdamW step, one
+        schedule step. Returns the loss and logs averaged over every micro-batch, and the grad norm."""
+        accelerator, accum = self.accelerator, self.phase.train.grad_accum_steps
+        micro_batches = accelerator.num_processes * accum
+        self.optimizer.zero_grad(set_to_none=True)
+        sums, keys = [], []
+        for slot in range(accum):
+            shard = Shard(accelerator.process_index * accum + slot, micro_batches)
+            torch.manual_seed(micro_seed(self.phase.seed, self.phase.name, self.step, shard.index, micro_batches))
+            # FSDP reduces gradients in every backward unless told not to; the last micro-batch's does it once
+            skip_sync = self.fsdp and slot < accum - 1
+            with accelerator.no_sync(self.prepared) if skip_sync else nullcontext():
+                with accelerator.autocast():
+                    loss, logs = loss_fn(self.step, shard)
+                accelerator.backward(loss)  # divided by accum: the micro-batch gradients sum to the mean
+            keys = sorted(logs)
+            values = [float(loss.detach()), *(float(logs[k]) for k in keys)]
+            sums = values if not sums else [a + b for a, b in zip(sums, values, strict=True)]
+        if self.ddp:
+            self._average_gradients()
+        grad_norm = accelerator.clip_grad_norm_(self.prepared.parameters(), self.phase.train.grad_clip)
+        self.optimizer.step()
+        if not self.optimizer.step_was_skipped:  # fp16: an overflowing step is not a schedule step
+            self.scheduler.step()
+        self.step += 1
+        means = self._mean_over_micro_batches(sums, micro_batches)
+        return means[0], dict(zip(keys, means[1:], strict=True)), float(grad_norm)
+
+    def _fit(self, loss_fn: LossFn) -> Path:
         phase = self.phase
         main = self.accelerator.is_main_process
         phase.directory.mkdir(parents=True, exist_ok=True)
@@ -417,19 +320,12 @@ class Trainer:
             if resumed and main:
                 bar.console.log(f"[{phase.name}] resumed from step {self.step}")
             while self.step < phase.steps:
-                loss, logs = self._accumulate(loss_fn)
-                if self.ddp:
-                    self._average_gradients()
-                grad_norm = self.accelerator.clip_grad_norm_(self.prepared.parameters(), phase.train.grad_clip)
-                self.optimizer.step()
-                if not self.optimizer.step_was_skipped:  # fp16: an overflowing step is not a schedule step
-                    self.scheduler.step()
-                self.step += 1
+                loss, logs, grad_norm = self.optimizer_step(loss_fn)
                 if phase.tokens_per_step is not None:
                     tokens_seen += phase.tokens_per_step(self.step - 1)
                 elapsed = max(time.time() - self.started, 1e-9)
                 record = {"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                          "grad_norm": float(grad_norm), **logs, "elapsed_s": round(self.elapsed_before + elapsed, 2)}
+                          "grad_norm": grad_norm, **logs, "elapsed_s": round(self.elapsed_before + elapsed, 2)}
                 if tokens_seen:
                     record["tokens_per_s"] = tokens_seen / elapsed
                 last = record
@@ -452,33 +348,12 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return checkpoints(phase.directory)[-1][1]
 
-    def _accumulate(self, loss_fn) -> tuple[float, dict[str, float]]:
-        """This process's micro-batches of the step, their gradients summed into `.grad`; returns the loss
-        and logs averaged over every micro-batch of every process."""
-        accelerator, accum = self.accelerator, self.phase.train.grad_accum_steps
-        micro_batches = accelerator.num_processes * accum
-        self.optimizer.zero_grad(set_to_none=True)
-        sums: list[float] = []
-        keys: list[str] = []
-        for slot in range(accum):
-            micro = accelerator.process_index * accum + slot
-            torch.manual_seed(micro_seed(self.phase.seed, self.phase.name, self.step, micro, micro_batches))
-            # FSDP reduces gradients in every backward unless told not to; the last micro-batch's does it once
-            skip_sync = self.fsdp and slot < accum - 1
-            with micro_batch_shard(micro, micro_batches), \
-                    accelerator.no_sync(self.prepared) if skip_sync else nullcontext():
-                with accelerator.autocast():
-                    loss, logs = loss_fn(self.step)
-                accelerator.backward(loss)
-            keys = sorted(logs)
-            values = [float(loss.detach()), *(float(logs[k]) for k in keys)]
-            sums = values if not sums else [a + b for a, b in zip(sums, values, strict=True)]
-        if accelerator.num_processes > 1:
-            total = torch.tensor(sums, dtype=torch.float64, device=accelerator.device)
+    def _mean_over_micro_batches(self, sums: list[float], micro_batches: int) -> list[float]:
+        if self.accelerator.num_processes > 1:
+            total = torch.tensor(sums, dtype=torch.float64, device=self.accelerator.device)
             torch.distributed.all_reduce(total)
             sums = total.tolist()
-        means = [value / micro_batches for value in sums] if micro_batches > 1 else sums
-        return means[0], dict(zip(keys, means[1:], strict=True))
+        return [value / micro_batches for value in sums] if micro_batches > 1 else sums
 
     def _average_gradients(self) -> None:
         """Mean of the processes' gradients (what DDP's hooks would compute), in buckets of one dtype.
@@ -513,7 +388,9 @@ class Trainer:
         write_jsonl_atomic(log_path, [r for r in records if r.get("step", 0) <= self.step])
 
 
+
 GRAD_BUCKET_ELEMENTS = 2**25  # gradients all-reduced per call: few calls, bounded extra memory
+
 
 
 def _buckets(grads: list[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
@@ -530,18 +407,13 @@ def _buckets(grads: list[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
     return buckets
 
 
-def _fsync_tree(directory: Path) -> None:
-    for path in directory.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-
 
 def _short(record: dict) -> str:
     parts = [f"loss {record['loss']:.4f}"]
     if "tokens_per_s" in record:
         parts.append(f"{record['tokens_per_s']:.0f} tok/s")
     return "  ".join(parts)
+
 
 
 def _tensorboard_writer(directory: Path):
@@ -553,3 +425,4 @@ def _tensorboard_writer(directory: Path):
         return SummaryWriter(log_dir=str(directory / "tensorboard"))
     except Exception:
         return None
+

@@ -64,7 +64,7 @@ def load_grid(path: Path) -> Grid:
 
 def run_grid(path: Path, runs_root: Path) -> list[Path]:
     """Train every cell (resuming), then evaluate it at every sampling cell; returns metrics folders."""
-    from harness.evaluation import evaluate_run
+    from harness.evaluate.run import evaluate_run
     from harness.runs import create_run, open_run
 
     grid = load_grid(path)

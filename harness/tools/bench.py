@@ -10,7 +10,7 @@ Every figure is the median of `repeats` timed runs after one untimed warm-up, on
   mfu                     AR-SFT training FLOP/s / this machine's measured fp32 matmul peak
   batching_speedup        evaluation samples/s filling batches across problems / one problem per
                           batch, k = 10
-  *_checker_per_s         the three exact checkers (harness.bench_checkers)
+  *_checker_per_s         the three exact checkers (harness.tools.bench_checkers)
 
 The models are freshly initialised (`Method.load_untrained`): timing does not depend on what the
 weights learned, only on how much they write, and an untrained model writes a length set by chance.
@@ -234,8 +234,8 @@ def run_bench(preset: str = "tiny", device: str = "auto", repeats: int = 3, scal
     import tempfile
     from pathlib import Path
 
-    from harness.bench_checkers import checker_figures
-    from harness.evaluation import git_revision
+    from harness.evaluate.provenance import git_revision
+    from harness.tools.bench_checkers import checker_figures
 
     figures: dict[str, float] = {}
     details: dict[str, Any] = {}

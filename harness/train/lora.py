@@ -54,7 +54,7 @@ def adapter_state(model) -> dict[str, torch.Tensor]:
 def save_lora(model, directory: Path, tokenizer=None) -> None:
     from safetensors.torch import save_file
 
-    from harness.training import save_modules
+    from harness.train.checkpoint import save_modules
 
     save_modules(merged(model), directory, tokenizer)
     save_file(adapter_state(model), str(directory / ADAPTER_FILE))

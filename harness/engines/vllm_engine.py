@@ -9,7 +9,7 @@ tokenizer, so none of its own adds or drops a special token), the same stop toke
 `method.finish`). The random
 numbers are vLLM's: one seed per problem, from (evaluation seed, task_id), so a problem's samples do not
 depend on which problems share a `generate` call; they are not the HF engine's samples, and the two
-engines' results live in different folders (`harness.evaluation.results_dir`).
+engines' results live in different folders (`harness.evaluate.run.results_dir`).
 """
 
 from __future__ import annotations

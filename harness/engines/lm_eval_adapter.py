@@ -5,17 +5,17 @@ Needs the `lm-eval` extra (`pip install -e '.[lm-eval]' -c requirements-lock.txt
 The model, `ladir-bench`, is registered in lm-eval's model registry when this module is imported:
 
     import lm_eval
-    import harness.lm_eval_adapter  # noqa: F401  (registers the "ladir-bench" model)
+    import harness.engines.lm_eval_adapter  # noqa: F401  (registers the "ladir-bench" model)
     from lm_eval.tasks import TaskManager
 
-    harness.lm_eval_adapter.export_tasks(["countdown3"], "lm_eval_tasks", limit=100, repeats=4)
+    harness.engines.lm_eval_adapter.export_tasks(["countdown3"], "lm_eval_tasks", limit=100, repeats=4)
     results = lm_eval.simple_evaluate(model="ladir-bench", model_args={"run": "NAME", "steps": 30},
                                       tasks=["ladir_countdown3"],
                                       task_manager=TaskManager(include_path="lm_eval_tasks"))
 
 lm-eval's own `lm_eval` command cannot import it (it loads tasks from `--include_path`, never models),
-so this module is also a command: `python -m harness.lm_eval_adapter <lm_eval arguments>` registers the
-model and runs lm-eval's CLI, and `python -m harness.lm_eval_adapter export ...` writes the task files.
+so this module is also a command: `python -m harness.engines.lm_eval_adapter <lm_eval arguments>` registers the
+model and runs lm-eval's CLI, and `python -m harness.engines.lm_eval_adapter export ...` writes the task files.
 
 Sampling: `generate_until` draws every completion through the run's `Method.sample`, so sample i of a
 problem depends only on (seed, task_id, i) as in `ladir-bench eval`. lm-eval sends `repeats` copies of
@@ -48,7 +48,7 @@ try:
     from lm_eval.api.model import LM
     from lm_eval.api.registry import model_registry
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError("harness.lm_eval_adapter needs lm-evaluation-harness: "
+    raise ImportError("harness.engines.lm_eval_adapter needs lm-evaluation-harness: "
                       "pip install -e '.[lm-eval]' -c requirements-lock.txt") from error
 
 MODEL_NAME = "ladir-bench"
@@ -69,7 +69,7 @@ def register() -> None:
     Registered by "module:Class" path, so running this file as `python -m` and importing it by name
     resolve to one class."""
     if MODEL_NAME not in model_registry:
-        model_registry.register(MODEL_NAME, target="harness.lm_eval_adapter:LadirBenchLM")
+        model_registry.register(MODEL_NAME, target="harness.engines.lm_eval_adapter:LadirBenchLM")
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -111,7 +111,7 @@ class LadirBenchLM(LM):
                  batch_size: int | str | None = None, max_batch_size: int | None = None, device: str | None = None,
                  **knobs: Any) -> None:
         super().__init__()
-        from harness.evaluation import knob_defaults
+        from harness.evaluate.run import knob_defaults
         from harness.runs import open_run, runs_root
 
         if not run:
@@ -227,9 +227,9 @@ register()
 
 
 # ------------------------------------------------------------------------------------- task export
-_UTILS_TEMPLATE = '''"""{lm_name}: the harness checker scores it (from `python -m harness.lm_eval_adapter export`)."""
+_UTILS_TEMPLATE = '''"""{lm_name}: the harness checker scores it (from `python -m harness.engines.lm_eval_adapter export`)."""
 
-from harness.lm_eval_adapter import check_doc
+from harness.engines.lm_eval_adapter import check_doc
 
 TASK = {spec}
 
@@ -316,7 +316,7 @@ def export_tasks(task_names: Sequence[str], out_dir: str | Path, split: str = "t
         if max_gen_toks is not None:
             generation.append(f"  max_gen_toks: {int(max_gen_toks)}")
         yaml_text = "\n".join([
-            f"# Written by `python -m harness.lm_eval_adapter export`: ladir-bench task {task.name}, split {split},",
+            f"# Written by `python -m harness.engines.lm_eval_adapter export`: ladir-bench task {task.name}, split {split},",
             f"# {len(problems)} problems (seed {seed}, options {json.dumps(spec['options'])}); scored by its checker.",
             f"task: {lm_name}",
             f"tag: {TASK_TAG}",
@@ -370,7 +370,7 @@ def _export_main(argv: list[str]) -> None:
     from harness.config import parse_override
 
     parser = argparse.ArgumentParser(
-        prog="python -m harness.lm_eval_adapter export",
+        prog="python -m harness.engines.lm_eval_adapter export",
         description="Write harness tasks as lm-eval task YAML (+ JSONL + utils.py) for --include_path.")
     parser.add_argument("--tasks", help="comma-separated harness tasks (default: the --run's task)")
     parser.add_argument("--out", required=True, type=Path, help="folder to pass to lm-eval as --include_path")
@@ -424,6 +424,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from harness.lm_eval_adapter import main as _main  # the registered class lives in the named module
+    from harness.engines.lm_eval_adapter import (
+        main as _main,  # the registered class lives in the named module
+    )
 
     _main()

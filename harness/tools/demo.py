@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config import load_config, parse_override
-from harness.evaluation import evaluate_run
+from harness.evaluate.report import load_frame, plot, render_table
+from harness.evaluate.run import evaluate_run
 from harness.progress import console
-from harness.report import load_frame, plot, render_table
 from harness.runs import create_run, open_run
 
 STEP_SCALING = (5, 10, 30)

@@ -1,0 +1,164 @@
+"""Evaluating a trained run (`ladir-bench eval`): sample k completions per problem, resumably, in
+one results folder per setting, then score them (`harness.evaluate.score`) and stamp the manifest
+(`harness.evaluate.provenance`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness.context import RunContext
+from harness.errors import BadInput
+from harness.evaluate.provenance import (
+    evaluated_checkpoint,
+    manifest,
+    problems_sha256,
+    training_minutes,
+)
+from harness.evaluate.score import metrics_of
+from harness.jsonl import read_append_log, write_json_atomic, write_jsonl_atomic
+from harness.locks import exclusive
+from harness.methods import Method
+from harness.progress import console, progress_bar
+from tasks import Problem, Task
+
+
+def knob_defaults(method: Method, ctx: RunContext) -> dict[str, Any]:
+    """Run-config eval settings that the method's SampleKnobs accept (temperature, top_p, ...)."""
+    fields = set(method.SampleKnobs.__dataclass_fields__)
+    return {k: v for k, v in asdict(ctx.config.eval).items() if k in fields}
+
+
+def results_dir(ctx: RunContext, task: Task, split: str, k: int, knobs: dict[str, Any], seed: int,
+                checkpoint: dict[str, Any] | None = None, engine: str = "hf") -> Path:
+    """One folder per (task, split, k, non-default sampling knobs, seed, sampling engine, and the
+    checkpoint for methods with several, e.g. LaDiR's stage1/stage2): evaluations never mix. The
+    default engine and seed leave no mark, so folders written before they were keys keep their names."""
+    parts = [f"k{k}"] + [f"{name}{value}" for name, value in sorted(knobs.items())]
+    if seed != ctx.seed:
+        parts.append(f"seed{seed}")
+    if engine != "hf":
+        parts.append(f"engine-{engine}")
+    folder = f"{task.name}-{split}"
+    if checkpoint is not None:
+        folder += f"-{checkpoint['phase']}-step{checkpoint['step']}"
+    return ctx.run_dir / "results" / folder / "_".join(parts)
+
+
+def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx: RunContext, task: Task,
+                    problems: list[Problem], k: int, resolved: dict[str, Any], seed: int,
+                    samples_path: Path, start: Callable[[], None] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Sample (`sample`: the method's own sampler or another engine's, with its contract) and check the
+    problems samples.jsonl does not hold all k samples of; task_id -> its k rows. `start`, when given,
+    readies the engine untimed, and only when there is something left to sample.
+
+    The file is an append log: a re-run keeps the problems that have all k samples, drops any partial
+    one and a line torn by a kill (rewriting the file atomically), and continues."""
+    done: dict[str, list[dict[str, Any]]] = {}
+    if samples_path.is_file():
+        records, torn = read_append_log(samples_path)
+        for line_number, record in enumerate(records, start=1):
+            if not isinstance(record.get("task_id"), str):
+                raise BadInput(f"{samples_path}: sample {line_number} has no task_id; move the file away to resample")
+            done.setdefault(record["task_id"], []).append(record)
+        complete = {tid: rows for tid, rows in done.items() if len(rows) == k}
+        if torn or len(complete) != len(done):
+            write_jsonl_atomic(samples_path, [r for rows in complete.values() for r in rows])
+        done = complete
+    todo = [p for p in problems if p["task_id"] not in done]
+    if done:
+        console.print(f"resuming: {len(done)} problems already sampled, {len(todo)} to go")
+    if todo and start is not None:
+        start()
+
+    # Problems go to the method in groups that fill about one sampling batch (the method fills its
+    # batches across the group's problems); sample i of a problem still depends only on (seed, task_id,
+    # i) (harness.sampling), and each group is written once finished.
+    group_size = max(1, int(resolved.get("batch_size", ctx.config.eval.batch_size)) // k)
+    method.eval_seed = seed
+    with progress_bar(f"eval {task.name}", total=len(problems), completed=len(problems) - len(todo)) as bar, \
+            samples_path.open("a", encoding="utf-8") as out:
+        for start in range(0, len(todo), group_size):
+            group = todo[start:start + group_size]
+            started = time.time()
+            completions_per_problem = sample(group, k, **resolved)
+            seconds_per_sample = round((time.time() - started) / (k * len(group)), 5)
+            if len(completions_per_problem) != len(group) or any(len(c) != k for c in completions_per_problem):
+                raise RuntimeError(f"method {method.name} returned {[len(c) for c in completions_per_problem]} samples "
+                                   f"for {len(group)} problems, expected {k} each")
+            pairs = [(p, c) for p, cs in zip(group, completions_per_problem) for c in cs]
+            verdicts = task.check_many(pairs)
+            rows = [{"task_id": p["task_id"], "completion": c, **v.to_json(), "seconds": seconds_per_sample}
+                    for (p, c), v in zip(pairs, verdicts, strict=True)]
+            out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            out.flush()
+            os.fsync(out.fileno())
+            for problem, first in zip(group, range(0, len(rows), k)):
+                done[problem["task_id"]] = rows[first:first + k]
+            bar.update(len(group), info=f"{sum(r['passed'] for r in rows)}/{len(rows)} correct")
+
+    return done
+
+
+def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int, limit: int | None,
+                 knobs: dict[str, Any], seed: int | None = None, engine: str = "hf") -> tuple[dict[str, Any], Path]:
+    """Draw k samples per problem, check them, write samples.jsonl / metrics.json / manifest.json.
+
+    `engine` "hf" samples with the method itself (its weights loaded); "vllm" samples an AR-based
+    method through vLLM (harness.engines.vllm_engine; the run opened without loading its weights).
+
+    samples.jsonl is appended one finished problem at a time; a re-run keeps the problems that have
+    all k samples, drops any partial one, and continues, so an interruption loses nothing and
+    duplicates nothing.
+    """
+    from harness.engines.vllm_engine import VllmSampler, check_engine, engine_record
+
+    seed = ctx.seed if seed is None else seed
+    check_engine(engine, method)
+    resolved = {**knob_defaults(method, ctx), **knobs}
+    settings = method.sample_knobs(resolved)  # validate before any work
+    problems = task.problems(split)[: limit if limit is not None else None]
+    if not problems:
+        raise BadInput(f"task {task.name!r} split {split!r} has no problems")
+    vllm_sampler = None if engine == "hf" else VllmSampler(method, seed, problems, settings.max_new_tokens,
+                                                           ctx.run_dir.name)
+    defaults = asdict(method.SampleKnobs())
+    checkpoint = getattr(method, "checkpoint", None)  # which weights are sampled, where a method has several
+    out_dir = results_dir(ctx, task, split, k, {n: v for n, v in resolved.items() if defaults.get(n) != v}, seed,
+                          checkpoint, engine)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(out_dir, "results folder"):
+        done = _sample_missing(method, vllm_sampler or method.sample, ctx, task, problems, k, resolved, seed,
+                               out_dir / "samples.jsonl", vllm_sampler and vllm_sampler.start)
+        wanted = {p["task_id"] for p in problems}
+        checked = [r for tid, rows in done.items() if tid in wanted for r in rows]
+        metrics = {"task": task.name, "split": split, "run": ctx.run_dir.name, "method": method.name,
+                   "k": k, "knobs": {**defaults, **resolved}, "seed": seed, **metrics_of(checked, None)}
+        if engine != "hf":  # a column in `ladir-bench table`, so the two engines' rows are told apart
+            metrics["engine"] = engine
+            if vllm_sampler.startup_seconds is not None:  # not in samples_per_s
+                metrics["engine_startup_s"] = vllm_sampler.startup_seconds
+        evaluated = evaluated_checkpoint(method, ctx)
+        if evaluated is not None:
+            metrics["checkpoint"] = evaluated
+        training = training_minutes(ctx.run_dir)
+        if training is not None:
+            metrics["train_minutes"] = training
+        # From the per-sample times stored in samples.jsonl, so a resumed evaluation reports all of it.
+        total_seconds = sum(r.get("seconds", 0.0) for r in checked)
+        if total_seconds:
+            metrics["samples_per_s"] = round(len(checked) / total_seconds, 3)
+        write_json_atomic(out_dir / "metrics.json", metrics)
+        write_json_atomic(out_dir / "manifest.json", manifest(ctx, {"task": task.name, "split": split, "k": k,
+                                                                     "limit": limit, "knobs": resolved, "eval_seed": seed,
+                                                                     "checkpoint": evaluated,
+                                                                     "engine": engine_record(engine),
+                                                                     "problems_sha256": problems_sha256(problems),
+                                                                     "checker": task.checker_settings()}))
+    return metrics, out_dir

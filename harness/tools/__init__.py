@@ -1,0 +1,1 @@
+"""The tooling built on the protocol: ablation grids, the demo, bench."""

@@ -36,15 +36,27 @@ class Verdict:
     `canonical` identifies the solution for diversity metrics: two correct completions with the
     same canonical form count as one distinct solution (Countdown: the expression with commutative
     operands sorted; math: the normalised final answer; code: None).
+
+    Diagnostics that only some tasks can compute stay None elsewhere (and out of `to_json`):
+    `chain_valid`, MGDM's Countdown criterion: every reasoning step is valid arithmetic on the pool
+    of numbers and the last one reaches the target, whatever the answer sentence says;
+    `uses_given_numbers`: the answer expression uses exactly the question's numbers, whatever its
+    value (a model that copies the numbers but cannot combine them still scores here).
     """
 
     passed: bool
     answer: str | None = None
     canonical: str | None = None
     reason: str = ""
+    chain_valid: bool | None = None
+    uses_given_numbers: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "answer": self.answer, "canonical": self.canonical, "reason": self.reason}
+        record = {"passed": self.passed, "answer": self.answer, "canonical": self.canonical, "reason": self.reason}
+        for diagnostic in ("chain_valid", "uses_given_numbers"):
+            if getattr(self, diagnostic) is not None:
+                record[diagnostic] = getattr(self, diagnostic)
+        return record
 
 
 def extract_after_answer_marker(completion: str) -> str | None:

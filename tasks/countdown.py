@@ -21,8 +21,11 @@ import ast
 import random
 import re
 import warnings
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from fractions import Fraction
+from numbers import Integral
 
 from tasks import register_task
 from tasks.base import (ANSWER_MARKER, SPLIT_SIZE_OPTIONS, Problem, Task, Verdict, extract_after_answer_marker,
@@ -205,7 +208,7 @@ def _parse_step(sentence: str) -> tuple[int, str, int, int, bool] | None:
         return None
     a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
     try:
-        exact = _apply(op, Fraction(a), Fraction(b)) == c
+        exact = _tree_value((op, a, b)) == c  # int arithmetic: the checker calls this for every step it sees
     except _Rejected:
         exact = False
     return a, op, b, c, exact
@@ -244,28 +247,42 @@ def canonical_expression(node: ast.AST) -> str:
 
 def _verdict_by_ast(numbers: list[int], target: int, expression: str) -> Verdict:
     """The general checker: Python's own parser, then the whitelist. Any text, however odd, ends here."""
+    literals: list[int] | None = None  # known once the whole expression passed the whitelist
     try:
         with warnings.catch_warnings():  # model text like "3and" makes the parser warn on stderr
             warnings.simplefilter("ignore", SyntaxWarning)
             tree = ast.parse(expression, mode="eval")
-        literals: list[int] = []
-        _check_syntax(tree.body, expression, literals)
+        collected: list[int] = []
+        _check_syntax(tree.body, expression, collected)
+        literals = collected
         canonical = canonical_expression(tree)
         value = _evaluate(tree.body)
     except _Rejected as rejected:
-        return Verdict(False, answer=expression, reason=str(rejected))
+        return _rejected_verdict(numbers, expression, str(rejected), literals)
     except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as error:
-        return Verdict(False, answer=expression, reason=f"unparseable answer ({type(error).__name__})")
+        return _rejected_verdict(numbers, expression, f"unparseable answer ({type(error).__name__})", literals)
     return _final_verdict(numbers, target, expression, literals, canonical, value)
+
+
+def _uses_given_numbers(numbers: list[int], literals: list[int] | None) -> bool:
+    """Whether a whitelisted answer's literals are exactly the given numbers (None: not whitelisted)."""
+    return literals is not None and sorted(literals) == sorted(numbers)
+
+
+def _rejected_verdict(numbers: list[int], expression: str, reason: str, literals: list[int] | None) -> Verdict:
+    """An answer that has no value: unparseable, outside the whitelist, or failing to evaluate (a
+    division by zero still tells whether the numbers were the right ones)."""
+    return Verdict(False, answer=expression, reason=reason, uses_given_numbers=_uses_given_numbers(numbers, literals))
 
 
 def _final_verdict(numbers: list[int], target: int, expression: str, literals: list[int], canonical: str,
                    value: Fraction | int) -> Verdict:
-    if sorted(literals) != sorted(numbers):
-        return Verdict(False, expression, canonical, f"uses {sorted(literals)}, must use each of {sorted(numbers)} once")
+    if not _uses_given_numbers(numbers, literals):
+        return Verdict(False, expression, canonical, f"uses {sorted(literals)}, must use each of {sorted(numbers)} once",
+                       uses_given_numbers=False)
     if value != target:
-        return Verdict(False, expression, canonical, f"evaluates to {value}, not {target}")
-    return Verdict(True, expression, canonical)
+        return Verdict(False, expression, canonical, f"evaluates to {value}, not {target}", uses_given_numbers=True)
+    return Verdict(True, expression, canonical, uses_given_numbers=True)
 
 
 # The fast path below takes only text made of these characters; everything else goes to `ast`.
@@ -397,13 +414,13 @@ def _verdict_plain(numbers: list[int], target: int, expression: str) -> Verdict 
     try:
         tree, literals = _parse_plain(_TOKEN_RE.findall(expression))
         if any(literal > MAX_LITERAL for literal in literals):
-            return Verdict(False, answer=expression, reason="literal too large")
+            return _rejected_verdict(numbers, expression, "literal too large", None)  # as `ast`: not whitelisted
         canonical = _tree_canonical(tree)
         value = _tree_value(tree)
     except _NotPlain:
         return None
     except _Rejected as rejected:
-        return Verdict(False, answer=expression, reason=str(rejected))
+        return _rejected_verdict(numbers, expression, str(rejected), literals)
     except RecursionError:  # only on a caller already deep in its stack; `ast` says what it says then
         return None
     return _final_verdict(numbers, target, expression, literals, canonical, value)
@@ -413,13 +430,63 @@ def check_countdown_answer(numbers: list[int], target: int, completion: str) -> 
     """Exact verdict on one completion; never raises, never executes the text."""
     expression = _answer_expression(completion)
     if expression is None:
-        return Verdict(False, reason="no 'The answer is' in completion")
+        return Verdict(False, reason="no 'The answer is' in completion", uses_given_numbers=False)
     if not expression:
-        return Verdict(False, answer=expression, reason="empty answer")
+        return _rejected_verdict(numbers, expression, "empty answer", None)
     if len(expression) > MAX_EXPRESSION_CHARS:
-        return Verdict(False, answer=expression[:MAX_EXPRESSION_CHARS], reason="answer too long")
+        return _rejected_verdict(numbers, expression[:MAX_EXPRESSION_CHARS], "answer too long", None)
     verdict = _verdict_plain(numbers, target, expression)
     return verdict if verdict is not None else _verdict_by_ast(numbers, target, expression)
+
+
+# --------------------------------------------------------------------------------------------
+# Data files
+# --------------------------------------------------------------------------------------------
+
+# The row shapes `--data-file` reads, as the refusal of any other row lists them.
+DATA_FILE_SHAPES = (
+    "{numbers|nums: [..], target[, reference|solution]} (ours, TinyZero's Countdown-Tasks-3to4, Stream-of-Search); "
+    "{reward_model: {ground_truth: {numbers, target}}} (TinyZero's verl parquet); "
+    "{input: 'a,b,c,target', output: 'a+b=x,x*c=y'} (MGDM); "
+    "{input: 'a,b,c', output: 'target'} (d1); "
+    "{input: a question naming the numbers and the target, output[, solutions]} (LaDiR)"
+)
+_NUMBER_LIST_RE = re.compile(r"\s*[0-9]+(?:\s*,\s*[0-9]+)+\s*")
+_INTEGER_TEXT_RE = re.compile(r"\s*-?[0-9]+\s*")
+
+
+class _UnreadableRow(Exception):
+    """A data file row in none of `DATA_FILE_SHAPES`; the message says what was found instead."""
+
+
+def _integer_or_none(value: object) -> int | None:
+    """An integer as data files write one: 22, 22.0 (a parquet float column), "22" (d1); else None."""
+    if isinstance(value, str):
+        return int(value) if _INTEGER_TEXT_RE.fullmatch(value) else None
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _as_list(value: object) -> list | None:
+    """The items of a list, tuple or one-dimensional array (parquet list columns arrive as numpy
+    arrays); None for anything else, a string included."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if getattr(value, "ndim", None) == 1 and hasattr(value, "tolist"):
+        return value.tolist()
+    return None
+
+
+def _warn(message: str) -> None:
+    """One warning line on stderr, the way the harness writes them."""
+    from rich.markup import escape
+
+    from harness.progress import console
+
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,71 +536,98 @@ class CountdownTask(Task):
         return problems
 
     def file_problems(self, data_file: str) -> list[Problem]:
-        """The test problems of a local file (JSON / JSONL / parquet), one problem a row, in the shapes
-        in use:
-        - ours (`ladir-bench data`): "numbers", "target", optional "reference";
-        - Stream-of-Search / TinyZero's: "nums", "target", optional "solution" (the steps as a list of
-          `a op b = c` strings, or one string);
-        - the official LaDiR release's text pairs: "input" (the question, naming the numbers and the
-          target), "output" (the reasoning sentences, then `The answer is ...`), optional "solutions"
-          (more solutions, each a string or a list of steps).
-        The first solution whose steps are valid from the numbers and leave the target becomes the
-        reference (sentences, then `The answer is ...`). Every row must have this task's count of
-        numbers; the generated train and val splits then leave out the file's problems."""
+        """The test problems of a local file (JSON / JSONL / parquet), one a row, each row in one of the
+        shapes that Countdown data is published in (`DATA_FILE_SHAPES`, read by `_row_contents`).
+
+        The first of a row's solutions whose steps are valid from the numbers and leave the target
+        becomes its reference (our sentences, then `The answer is ...`); a row without one is usable
+        for evaluation only. Rows with another count of numbers than this task's (TinyZero mixes 3 and
+        4) are skipped, with a warning line saying how many; a row in no known shape is refused. The
+        generated train and val splits then leave out the file's problems. A problem's task_id keeps
+        its row's index, so its samples' seeds do not depend on which rows around it were skipped."""
         from harness.errors import BadInput
 
         problems = []
-        for index, row in enumerate(read_local_rows(data_file)):
-            if "numbers" not in row and "nums" not in row and isinstance(row.get("input"), str):
-                numbers, target = self._numbers_and_target_in_text(row["input"])
-                if numbers is None:
-                    raise BadInput(f"{data_file}: row {index}: cannot read {self.n_numbers} numbers and a target "
-                                   f"from its 'input' {row['input'][:80]!r}")
-            else:
-                numbers, target = row.get("numbers", row.get("nums")), row.get("target")
+        skipped_sizes: Counter[int] = Counter()
+        rows = read_local_rows(data_file)
+        for index, row in enumerate(rows):
             try:
-                numbers, target = [int(n) for n in numbers], int(target)
-            except (TypeError, ValueError):
-                raise BadInput(f"{data_file}: row {index} needs integer 'nums' (or 'numbers') and 'target', "
-                               "or an 'input' question naming them") from None
+                numbers, target, solutions = self._row_contents(row)
+            except _UnreadableRow as unreadable:
+                raise BadInput(f"{data_file}: row {index} is not a Countdown problem ({unreadable}); "
+                               f"accepted rows: {DATA_FILE_SHAPES}") from None
             if len(numbers) != self.n_numbers:
-                raise BadInput(f"{data_file}: row {index} has {len(numbers)} numbers; task {self.name!r} takes "
-                               f"{self.n_numbers}")
+                skipped_sizes[len(numbers)] += 1
+                continue
             problem: Problem = {"task_id": f"{self.name}/test/{index}", "prompt": format_prompt(numbers, target),
                                 "numbers": numbers, "target": target}
-            more = row.get("solutions") or []
-            solutions = [row.get("solution"), row.get("output"), *([more] if isinstance(more, str) else more)]
             reference = row.get("reference") or next(
                 filter(None, (self._reference_from_solution(problem, s) for s in solutions)), None)
             if reference:
                 problem["reference"] = reference
             problems.append(problem)
+        other_sizes = ", ".join(f"{count} with {size}" for size, count in sorted(skipped_sizes.items()))
         if not problems:
-            raise BadInput(f"{data_file}: no problems")
+            found = f" (rows: {other_sizes} numbers)" if other_sizes else " (the file has no rows)"
+            raise BadInput(f"{data_file}: no row has the {self.n_numbers} numbers that task {self.name!r} takes{found}")
+        if skipped_sizes:
+            _warn(f"{data_file}: skipped {skipped_sizes.total()} of {len(rows)} rows whose count of numbers is not "
+                  f"the {self.n_numbers} that task {self.name!r} takes ({other_sizes} numbers)")
         return problems
+
+    def _row_contents(self, row: dict) -> tuple[list[int], int, list]:
+        """(numbers, target, candidate solutions) of a data file row, in any of `DATA_FILE_SHAPES`;
+        _UnreadableRow otherwise. Numbers of any count: the caller selects this task's size."""
+        output = row.get("output")
+        ground_truth = row["reward_model"].get("ground_truth") if isinstance(row.get("reward_model"), dict) else None
+        question = row.get("input") if isinstance(row.get("input"), str) else None
+        if "numbers" in row or "nums" in row:
+            numbers, target = row.get("numbers", row.get("nums")), row.get("target")
+        elif isinstance(ground_truth, dict):
+            numbers, target = ground_truth.get("numbers", ground_truth.get("nums")), ground_truth.get("target")
+        elif question is not None and _NUMBER_LIST_RE.fullmatch(question):
+            listed = [int(n) for n in question.split(",")]
+            if _integer_or_none(output) is not None:  # d1: the input is the numbers, the output the target
+                numbers, target, output = listed, output, None
+            else:  # MGDM: the input ends with the target, the output is the chain of steps reaching it
+                numbers, target = listed[:-1], listed[-1]
+        elif question is not None:  # LaDiR: a question in words
+            numbers, target = self._numbers_and_target_in_text(question)
+            if numbers is None:
+                raise _UnreadableRow(f"cannot find the numbers and a target in its 'input' {question[:80]!r}")
+        else:
+            raise _UnreadableRow(f"fields {', '.join(map(repr, row)) or 'none'}")
+        numbers, target = _as_list(numbers), _integer_or_none(target)
+        integers = [_integer_or_none(n) for n in numbers or ()]
+        if target is None or not integers or None in integers:
+            raise _UnreadableRow("its numbers and target are not integers")
+        more = row.get("solutions")
+        more = [more] if isinstance(more, str) else _as_list(more) or []
+        return integers, target, [row.get("solution"), output, *more]
 
     def _numbers_and_target_in_text(self, text: str) -> tuple[list[int] | None, int | None]:
         """A question in words: the target is the integer after "target", "equals", "reach", "make" or
-        "get"; the numbers are a bracketed list of this task's size, or else every other integer of the
-        text. (None, None) unless that gives exactly `n_numbers` numbers."""
+        "get"; the numbers are a bracketed list (of this task's size where there are several), or else
+        every other integer of the text. (None, None) when there is no target or no number."""
         marked = _TARGET_IN_TEXT_RE.search(text)
         if marked is None:
             return None, None
         target = int(marked[1])
         listed = [[int(n) for n in _DECIMAL_LITERAL_RE.findall(group)] for group in re.findall(r"\[([^\]]*)\]", text)]
-        listed = [numbers for numbers in listed if len(numbers) == self.n_numbers]
+        listed = [numbers for numbers in listed if numbers]
         if listed:
-            return listed[0], target
+            return next((numbers for numbers in listed if len(numbers) == self.n_numbers), listed[0]), target
         numbers = [int(m[0]) for m in _DECIMAL_LITERAL_RE.finditer(text) if m.start() != marked.start(1)]
-        return (numbers, target) if len(numbers) == self.n_numbers else (None, None)
+        return (numbers, target) if numbers else (None, None)
 
     def _reference_from_solution(self, problem: Problem, solution) -> str | None:
         """Our reference from a solution's steps, when they are valid and leave the target. A string
-        solution (`"3*5=15, 15+7=22"`, or sentences ending in `The answer is ...`) gives its `a op b = c`
-        steps before the answer."""
+        solution (`"3*5=15, 15+7=22"` as Stream-of-Search and MGDM write them, or sentences ending in
+        `The answer is ...`) gives its `a op b = c` steps before the answer."""
         if isinstance(solution, str):
             solution = [m[0] for m in _STEP_RE.finditer(solution.split(ANSWER_MARKER)[0])]
-        if not isinstance(solution, list):
+        solution = _as_list(solution)
+        if solution is None:
             return None
         sentences = [f"{str(step).strip().rstrip('.')}." for step in solution if str(step).strip()]
         answer = self.answer_from_steps(problem, sentences)
@@ -575,8 +669,19 @@ class CountdownTask(Task):
             return None
         return f"The answer is {render_expression(pool[0][1])}."
 
+    def chain_valid(self, problem: Problem, sentences: Sequence[str]) -> bool:
+        """MGDM's Countdown criterion on reasoning steps: every one valid on the pool (`steps_valid`)
+        and the last one's result is the target. Stricter than MGDM's own scorer, which checks each
+        step's arithmetic alone, not that its operands are still in the pool; like it, it neither
+        asks that every number be used nor looks at the answer sentence."""
+        verdicts, pool = self._replay(problem, sentences)
+        # After valid steps, the pool's last value is the last step's result.
+        return bool(verdicts) and all(verdicts) and pool[-1][0] == problem["target"]
+
     def check(self, problem: Problem, completion: str) -> Verdict:
-        return check_countdown_answer(problem["numbers"], problem["target"], completion)
+        """The answer's verdict (`check_countdown_answer`), with `chain_valid` of the reasoning before it."""
+        verdict = check_countdown_answer(problem["numbers"], problem["target"], completion)
+        return replace(verdict, chain_valid=self.chain_valid(problem, self.split_target(completion)[0]))
 
 
 @register_task("countdown3")

@@ -174,10 +174,10 @@ def test_real_countdown_data_files_become_the_test_split(tmp_path):
     assert not file_keys & {(tuple(sorted(p["numbers"])), p["target"]) for p in task.problems("train")}
 
     bad = tmp_path / "bad.jsonl"
-    for content, needle in [('{"nums": [1, 2, 3, 4], "target": 10}\n', "has 4 numbers"),
-                            ('{"nums": "abc", "target": 10}\n', "integer 'nums'"),
-                            ('{"input": "What is 2 + 2?", "output": "4"}\n', "cannot read 3 numbers and a target"),
-                            ('{"input": "Make 24 from 1 2 3 4", "output": ""}\n', "cannot read 3 numbers")]:
+    for content, needle in [('{"nums": [1, 2, 3, 4], "target": 10}\n', r"no row has the 3 numbers .*1 with 4"),
+                            ('{"nums": "abc", "target": 10}\n', "not integers"),
+                            ('{"input": "What is 2 + 2?", "output": "4"}\n', "cannot find the numbers and a target"),
+                            ('{"input": "Make 24 from 1 2 3 4", "output": ""}\n', r"no row has the 3 numbers .*1 with 4")]:
         bad.write_text(content)
         with pytest.raises(BadInput, match=needle):
             get_task("countdown3", data_file=str(bad)).problems("test")

@@ -299,9 +299,9 @@ def test_method_registry_is_lazy_and_takes_entry_point_plugins(tmp_path):
     names, imported_heavy = listing.stdout.splitlines()
     assert names == str(["ar-sft", "coconut", "ladir", "ld4lg", "mdm", "mtp", "pretrained"]) and imported_heavy == "False"
 
-    # The README's example method, as another package declaring it in the entry-point group, runs
-    # under the protocol end to end.
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    # harness/README.md's example method ("Adding a method"), as another package declaring it in the
+    # entry-point group, runs under the protocol end to end.
+    readme = (Path(__file__).parents[1] / "harness" / "README.md").read_text()
     example = readme.split("# my_package/greedy_sft.py\n", 1)[1].split("```", 1)[0]
     package = tmp_path / "my_package"
     package.mkdir()

@@ -1,9 +1,12 @@
-"""The committed results regenerate: `table` and `plot` read every results folder, and each metrics
-file's figures appear in the regenerated table."""
+"""The committed results regenerate: `table` and `plot` read every results folder, each metrics
+file's figures appear in the regenerated table, and every folder's README opens with the table its
+`table.py` prints from the committed files."""
 
 from __future__ import annotations
 
 import json
+import runpy
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +40,7 @@ def test_committed_results_regenerate_their_table_and_plot(folder, tmp_path):
 
 def test_a_run_sampled_two_ways_plots_as_two_curves(tmp_path):
     """The same run's step sweep with and without `reencode`: two labelled curves, not one zigzag."""
-    folder = RESULTS / "ladir-countdown4"
-    files = sorted(folder.glob("ladir-ctx-vae2x.k10.steps*.metrics.json")) + \
-        sorted(folder.glob("ladir-ctx-vae2x-reencode.k10.steps*.metrics.json"))
+    files = sorted((RESULTS / "ladir-steps-countdown4").glob("g4-vae2x.k10.steps*.metrics.json"))
     frame = load_frame(files)
     series = dict(_series(frame, "steps"))
     assert set(series) == {"g4-vae2x", "g4-vae2x reencode=True"}
@@ -57,27 +58,33 @@ def test_the_default_engine_is_named_in_the_table():
 
 
 # Made before the manifest recorded the problem set's sha256 (the 2026-11-23 CPU runs; the LaDiR
-# metrics carry their checkpoint's sha256, the AR-SFT one does not), or, for tiny-countdown4 (made on a
-# lent H100), before it recorded a real git revision ("HEAD"). Their manifests still name the config,
-# device and package versions. Nothing may be added to this list.
+# metrics carry their checkpoint's sha256, the AR-SFT one does not). Their manifests still name the
+# config, device and package versions. Nothing may be added to this list.
 PARTIAL_PROVENANCE = {
-    "ladir-countdown4/ar-sft.k100", *(f"ladir-countdown4/ladir-faithful.{name}" for name in (
-        "k100", "k10.steps1", "k10.steps5", "k10.steps10", "k10.steps30", "k10.gamma0.3", "k10.gamma0.5",
-        "k10.gamma1.0")), "ladir-countdown4/ladir-paper-stage2.k100", "tiny-countdown4/ar-sft",
+    "baselines-countdown4/cd4-ar.k100", "ladir-countdown4/f1b-t05-tf.k100", "ladir-countdown4/f1-dec.k100",
+    *(f"ladir-steps-countdown4/f1b-t05-tf.k10.steps{s}" for s in (1, 5, 10, 30)),
+    *(f"ladir-guidance-countdown4/f1b-t05-tf.k10.gamma{g}" for g in ("0.3", "0.5", "1.0")),
 }
+
+
+def run_config(run: str) -> list[Path]:
+    """The committed resolved config of a run: `configs/RUN.yaml` or `RUN.config.yaml` in a results folder."""
+    return [*RESULTS.glob(f"*/configs/{run}.yaml"), *RESULTS.glob(f"*/{run}.config.yaml")]
 
 
 def test_every_committed_metrics_file_has_its_manifest_and_config():
     """Provenance: beside `X.metrics.json` sits `X.manifest.json` (code revision, checkpoint sha256,
-    problem set, packages, device, checker), and the run's resolved config (a `.config.yaml` or `configs/`)."""
+    problem set, packages, device, checker); one name per run: the file's name starts with the run
+    name its metrics record, and the run's resolved config carries the same name."""
     for path in sorted(RESULTS.rglob("*metrics.json")):
         stem = path.name[: -len("metrics.json")]
         manifest = path.with_name(f"{stem}manifest.json")
         assert manifest.is_file(), f"{path} has no manifest"
         record = json.loads(manifest.read_text())
         assert record["config"] and record["versions"]["torch"] and record["device"], manifest
-        configs = list(path.parent.glob("*config.yaml")) + list(path.parent.glob("configs/*.yaml"))
-        assert configs, f"{path.parent} holds no run config"
+        run = json.loads(path.read_text())["run"]
+        assert stem.startswith(f"{run}."), f"{path}: its name does not start with its run's, {run!r}"
+        assert run_config(run), f"{path}: no committed config for run {run!r} (configs/{run}.yaml)"
         if f"{path.parent.name}/{stem.rstrip('.')}" in PARTIAL_PROVENANCE:
             continue
         assert len(record["git_revision"]) == 40 and "git_dirty" in record, manifest
@@ -85,3 +92,43 @@ def test_every_committed_metrics_file_has_its_manifest_and_config():
         metrics = json.loads(path.read_text())
         pretrained = record["config"]["method"] == "pretrained"  # no trained checkpoint: the model is named
         assert pretrained or len((record.get("checkpoint") or metrics["checkpoint"])["sha256"]) == 64, manifest
+
+
+TABLE_FOLDERS = sorted(p.parent for p in RESULTS.glob("*/table.py"))
+
+
+def first_table(readme: str) -> tuple[str, str]:
+    """The README's first content after its title (must be a table) and that table's lines."""
+    lines = readme.splitlines()
+    assert lines[0].startswith("# "), "a results README starts with its title"
+    body = [line for line in lines[1:] if line.strip()]
+    table = []
+    for line in lines[lines.index(body[0]):]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    return body[0], "\n".join(table)
+
+
+@pytest.mark.parametrize("folder", TABLE_FOLDERS, ids=lambda p: p.name)
+def test_each_readme_opens_with_the_table_its_script_prints(folder, capsys, monkeypatch):
+    """No figure in a reference table is typed by hand: README.md's first content is exactly what
+    `python results/FOLDER/table.py` prints from the committed files."""
+    monkeypatch.setattr(sys, "argv", [str(folder / "table.py")])
+    runpy.run_path(str(folder / "table.py"), run_name="__main__")
+    printed = capsys.readouterr().out.strip()
+    first, table = first_table((folder / "README.md").read_text())
+    assert first.startswith("|"), f"{folder.name}/README.md does not open with its table"
+    assert table == printed, f"{folder.name}/README.md's table differs from table.py's output"
+
+
+def test_the_index_names_every_results_folder():
+    index = (RESULTS / "README.md").read_text()
+    for folder in sorted(p for p in RESULTS.iterdir() if p.is_dir()):
+        assert f"`{folder.name}/`" in index, f"results/README.md does not list {folder.name}/"
+
+
+def test_the_front_page_shows_the_committed_headline_table():
+    """README.md's results table is results/baselines-countdown4/README.md's, itself printed from the files."""
+    _, headline = first_table((RESULTS / "baselines-countdown4" / "README.md").read_text())
+    assert headline in (RESULTS.parent / "README.md").read_text()

@@ -2,8 +2,10 @@
 pool, arithmetic exact), and whether its answers follow the steps, from an evaluation's
 samples.jsonl: the scale against which LaDiR's `block_valid` and `pass1_generated` are read.
 
-    python results/ladir-countdown4/step_validity.py runs/cd4-ar/results/countdown4-test/k100/samples.jsonl \
-        > results/ladir-countdown4/ar-sft.k100.step-validity.json
+    python results/ladir-countdown4/step_validity.py runs/g4-vae2x/results/countdown4-test-stage2-step100/k100/samples.jsonl \
+        > results/ladir-countdown4/g4-vae2x.k100.step-validity.json
+
+The file sits beside the evaluation's metrics, with the same name (`RUN.k100[SUFFIX].step-validity.json`).
 
 Keys: `step_valid` (all steps), `first_step_valid` (each sample's first step); `passed` (the
 checker on the whole completion, i.e. Pass@1 over all samples); `chain_solves` (every step valid

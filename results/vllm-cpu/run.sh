@@ -26,7 +26,7 @@ evaluate() {  # RUN ENGINE NAME EVAL_ARGS...: evaluate, then copy metrics and ma
 [ -d "$LADIR_RUNS/smollm2-135m-hf" ] || "$bin/python" "$here/gguf_to_hf.py" "$LADIR_RUNS/smollm2-135m-hf"
 [ -d "$LADIR_RUNS/smolhf-cd3" ] || "$bin/ladir-bench" train --method pretrained --model "$LADIR_RUNS/smollm2-135m-hf" \
     --task countdown3 --run smolhf-cd3
-for engine in hf vllm; do evaluate smolhf-cd3 "$engine" smollm2-cd3.k4 --k 4 --limit 100; done
+for engine in hf vllm; do evaluate smolhf-cd3 "$engine" smolhf-cd3.k4 --k 4 --limit 100; done
 
 copy_run() {  # RUN: its weights and config from AR_RUNS, not its results, so both engines sample here
     if [ ! -d "$LADIR_RUNS/$1" ]; then
@@ -49,7 +49,7 @@ for engine in hf vllm; do evaluate cd4-mtp "$engine" cd4-mtp.k100 --k 100 --limi
     mkdir -p "$LADIR_RUNS"
     [ -d "$LADIR_RUNS/smolhf-cd3" ] || "$bin/ladir-bench" train --method pretrained \
         --model "$LADIR_RUNS/../smollm2-135m-hf" --task countdown3 --run smolhf-cd3
-    evaluate smolhf-cd3 vllm smollm2-cd3.k4.two-cores --k 4 --limit 100
+    evaluate smolhf-cd3 vllm smolhf-cd3.k4.two-cores --k 4 --limit 100
     copy_run cd4-ar-2x
     evaluate cd4-ar-2x vllm cd4-ar-2x.k100.two-cores --k 100 --limit 200
 )

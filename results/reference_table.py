@@ -1,0 +1,122 @@
+"""The reference tables of results/, built from the committed files alone.
+
+Each folder's `table.py` names its rows (metrics files and a label) and calls `main`: it prints the
+table that opens the folder's README.md, and with `--plot` writes the folder's plot through
+`ladir-bench plot`'s own code. tests/test_results.py checks that every README's first table is what
+its script prints, so no figure in a table is typed by hand.
+
+Figures: Pass@k in percent (one decimal, as `ladir-bench table`), diversity as recorded; a
+`RUN.k100....step-validity.json` beside a metrics file (results/ladir-countdown4/step_validity.py)
+adds the validity of the samples' reasoning steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for harness.evaluate.report
+
+from harness.evaluate.report import load_frame, plot
+
+RESULTS = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Row:
+    file: str  # the metrics file, relative to the table's folder
+    label: str  # what the row is, in words
+
+
+def record(folder: Path, row: Row) -> dict:
+    """One row's figures: the metrics file, its manifest's config, its step-validity file if any."""
+    path = folder / row.file
+    metrics = json.loads(path.read_text())
+    stem = path.name[: -len(".metrics.json")]
+    manifest = json.loads(path.with_name(f"{stem}.manifest.json").read_text())
+    validity_path = path.with_name(f"{stem}.step-validity.json")
+    validity = json.loads(validity_path.read_text()) if validity_path.is_file() else {}
+    checkpoint = metrics.get("checkpoint") or manifest.get("checkpoint") or {}
+    options = manifest["config"].get("method_options") or {}
+    shown = path.resolve().relative_to(RESULTS).as_posix()[: -len(".metrics.json")]
+    return {"metrics": metrics, "config": manifest["config"], "validity": validity, "file": shown,
+            "checkpoint": f"{checkpoint['phase']}@{checkpoint['step']}" if checkpoint else "", "options": options}
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{round(100 * value, digits):.{digits}f}"
+
+
+def number(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def markdown(header: list[str], rows: list[list[str]], left: int) -> str:
+    """A markdown table; the first `left` columns left-aligned, the rest (figures) right-aligned."""
+    rule = [":---" if i < left else "---:" for i in range(len(header))]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, rule, *rows])
+
+
+def pass_at_k_table(folder: Path, rows: list[Row], ks=(1, 10, 100), extra: tuple[tuple[str, str], ...] = (),
+                    validity: bool = False, budget: bool = False) -> str:
+    """One row per evaluation: Pass@k and diversity, then any `extra` (header, metrics key) figures,
+    with the training budget and the step validity of the samples when asked."""
+    header = ["row", "results file"]
+    if budget:
+        header += ["fine-tuning steps", "VAE steps", "Euler steps"]
+    header += [*(f"Pass@{k}" for k in ks), "diversity", *(name for name, _ in extra)]
+    if validity:
+        header += ["steps valid %", "chain solves %", "answer follows chain %"]
+    lines = []
+    for row in rows:
+        r = record(folder, row)
+        m, knobs = r["metrics"], r["metrics"].get("knobs", {})
+        cells = [row.label, f"`{r['file']}`"]
+        if budget:
+            cells += [str(r["config"]["train"]["steps"]), number(r["options"].get("vae_steps")) or "-",
+                      number(knobs.get("steps")) or "-"]
+        cells += [*(percent(m.get(f"pass@{k}")) for k in ks), number(m.get("diversity"))]
+        cells += [str(m.get(key, "hf")) if key == "engine" else number(m.get(key)) for _, key in extra]
+        if validity:
+            v = r["validity"]
+            cells += [percent(v.get("step_valid")), percent(v.get("chain_solves"), 2), percent(v.get("answer_follows_chain"))]
+        lines.append(cells)
+    return markdown(header, lines, left=2)
+
+
+def sweep_table(folder: Path, series: list[tuple[str, list[str]]], knob: str, figures: list[str]) -> str:
+    """Figures against one sampling knob (`steps` or `gamma_max`): a row per (series, figure), a column
+    per knob value; each series is a label and its metrics files."""
+    cells: dict[tuple[str, str], dict[float, str]] = {}
+    values: set[float] = set()
+    for label, files in series:
+        for file in files:
+            m = json.loads((folder / file).read_text())
+            x = float(m["knobs"][knob])
+            values.add(x)
+            for figure in figures:
+                shown = number(m[figure]) if figure == "diversity" else percent(m[figure])
+                cells.setdefault((label, figure), {})[x] = shown
+    columns = sorted(values)
+    header = ["series", "figure", *(f"{knob} {x:g}" for x in columns)]
+    lines = [[label, figure.replace("pass", "Pass"), *(cells[(label, figure)].get(x, "") for x in columns)]
+             for label, _ in series for figure in figures]
+    return markdown(header, lines, left=2)
+
+
+def main(folder: Path, table: str, plot_kind: str, plot_files: list[str], plot_figures: tuple[str, ...] = ()) -> None:
+    """Print `table`; with --plot, write `plot_kind`.png from `plot_files` (only the Pass@k columns in
+    `plot_figures`, when given, so a crowded plot keeps one curve per series)."""
+    parser = argparse.ArgumentParser(description=f"Print the reference table of {folder.name}/ (its README's first table).")
+    parser.add_argument("--plot", action="store_true", help=f"also write {folder.name}/{plot_kind}.png")
+    args = parser.parse_args()
+    print(table)
+    if args.plot:
+        frame = load_frame([folder / f for f in plot_files])
+        if plot_figures:
+            frame = frame.drop(columns=[c for c in frame.columns if c.startswith("pass@") and c not in plot_figures])
+        out = plot(frame, plot_kind, folder / f"{plot_kind}.png")
+        print(f"wrote {out}", file=sys.stderr)

@@ -61,12 +61,18 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
     table = Table(title=f"{metrics.get('task')}  ({metrics.get('n_problems')} problems, {metrics.get('n_samples')} samples)")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("95% interval", justify="right")
+    intervals = metrics.get("intervals", {})
     for key, value in metrics.items():
-        if key.startswith("pass@"):
-            table.add_row(key, f"{100 * value:.2f}%")
+        if key.startswith(("pass@", "chain_valid@")) or key == "uses_given_numbers":
+            lo, hi = intervals.get(key, (None, None))
+            table.add_row(key, f"{100 * value:.2f}%", "" if lo is None else f"[{100 * lo:.1f}, {100 * hi:.1f}]")
     for key in ("diversity", "distinct-2", "unique_answers", "samples_per_s"):
         if key in metrics:
-            table.add_row(key, f"{metrics[key]:.3f}")
+            table.add_row(key, f"{metrics[key]:.3f}", "")
+    for key in ("sample_tokens", "sample_flops", "train_flops"):
+        if metrics.get(key) is not None:
+            table.add_row(key, f"{metrics[key]:.4g}", "")
     out.print(table)
 
 
@@ -239,8 +245,10 @@ def eval_command(
 def table_command(
     results: Annotated[Optional[list[Path]], typer.Argument(help="metrics.json files or folders (default: runs/)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="markdown, latex or csv")] = "markdown",
+    intervals: Annotated[bool, typer.Option("--intervals/--no-intervals",
+                                            help="show each rate's 95% bootstrap interval where metrics.json has one")] = True,
 ) -> None:
-    """A Pass@k / diversity table over evaluation results (or, given probe JSON files, a probe table)."""
+    """A Pass@k / chain_valid@k / diversity table over evaluation results (or, given probe JSON files, a probe table)."""
     from harness.evaluate.report import (
         is_probe_file,
         load_frame,
@@ -251,16 +259,18 @@ def table_command(
     if results and all(is_probe_file(path) for path in results):
         print(render_table(load_probe_frame(results), fmt))
         return
-    print(render_table(load_frame(results or []), fmt))
+    print(render_table(load_frame(results or []), fmt, intervals))
 
 
 @app.command("plot")
 def plot_command(
     results: Annotated[Optional[list[Path]], typer.Argument(help="metrics.json files or folders (default: runs/)")] = None,
-    kind: Annotated[str, typer.Option(help="step-scaling, gamma (accuracy and diversity vs. gamma_max) or pass-at-k")] = "step-scaling",
+    kind: Annotated[str, typer.Option(help="step-scaling, gamma (accuracy and diversity vs. gamma_max), pass-at-k, "
+                                           "or compute (Pass@1 and Pass@k vs. sampling FLOPs per sample)")] = "step-scaling",
     out_file: Annotated[Optional[Path], typer.Option("--out", help="PNG path (default: <kind>.png)")] = None,
 ) -> None:
-    """Accuracy vs. denoising steps, accuracy and diversity vs. guidance strength, or Pass@k curves, as a PNG."""
+    """Accuracy vs. denoising steps, accuracy and diversity vs. guidance strength, Pass@k curves, or
+    accuracy vs. sampling compute, as a PNG."""
     from harness.evaluate.report import load_frame, plot
 
     path = plot(load_frame(results or []), kind, out_file or Path(f"{kind}.png"))
@@ -375,6 +385,41 @@ def ablate_command(
     print(render_table(load_frame([folder / "metrics.json" for folder in folders]), "markdown"))
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@app.command("reproduce")
+def reproduce_command(
+    table: Annotated[str, typer.Argument(help="countdown, step-scaling, diversity, stage2, vae, math or code")],
+    scale: Annotated[str, typer.Option(help="tiny (CPU minutes), reference (CPU comparison), small (a GPU hour), "
+                                            "paper (8B; --dry-run on a CPU)")] = "tiny",
+    seeds: Annotated[Optional[int], typer.Option(help="training seeds 0..N-1 (default: the scale's)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, the runs done and the compute left")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="markdown, latex or csv (all three are written)")] = "markdown",
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder (default: RUNS/<table>-<scale>)")] = None,
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="a data file the table needs, NAME=PATH "
+                                                                     "(math, code: see the refusal)")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="only these methods (comma-separated)")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="only these tasks (comma-separated)")] = None,
+    runs_dir: RunsDirOpt = None,
+) -> None:
+    """One of the paper's tables from its shipped grid: trains and evaluates what is missing (resumable;
+    runs shared between tables), prints it in the paper's layout beside the paper's figures."""
+    from harness.runs import runs_root
+    from harness.tools.reproduce import reproduce
+
+    files = {}
+    for item in data or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise BadInput(f"--data {item!r} is not NAME=PATH")
+        files[name.strip()] = path.strip()
+    result = reproduce(table, scale, seeds, dry_run, fmt, out_dir, runs_root(runs_dir), files, _names(methods),
+                       _names(tasks))
+    print(result.text)
+
+
 @app.command("demo")
 def demo_command(
     task: Annotated[str, typer.Option("--task", help="a Countdown task")] = "countdown3",
@@ -415,6 +460,37 @@ def bench_command(
     else:
         out.print(figures_table(report))
     err.print(f"saved {path}")
+
+
+@app.command("selfcheck")
+def selfcheck_command(
+    device: Annotated[str, typer.Option(help="cpu or cuda (auto: cuda when available)")] = "auto",
+    only: Annotated[Optional[str], typer.Option(help="comma-separated checks, e.g. ar-sft,ladir (default: all)")] = None,
+    model: Annotated[Optional[str], typer.Option(help="pretrained model (dir, hub id, .gguf) for methods that train "
+                                                      "nothing (default: smollm2-135m when installed)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="keep the runs and logs in a new folder "
+                                                                         "here (default: a temporary folder)")] = None,
+) -> None:
+    """Run this first on a new machine: every method trained and sampled at micro size, bf16 / fp16
+    autocast, gradient checkpointing, LoRA, a 2-process launch, FSDP, vLLM and a short bench, as a
+    pass / fail / skipped table (exit 1 if a check failed)."""
+    from harness.tools.selfcheck import outcomes_table, run_selfcheck
+
+    def progress(outcome) -> None:
+        err.print(f"{outcome.status:>7}  {outcome.check} ({outcome.seconds:.1f} s)", highlight=False)
+
+    report = run_selfcheck(device, only, runs_dir, model, on_outcome=progress)
+    if as_json:
+        print(json.dumps(report))
+    else:
+        out.print(outcomes_table(report))
+    if report["runs"]:
+        err.print(f"runs and logs in {report['runs']}")
+    elif not report["ok"]:
+        err.print("re-run with --runs-dir DIR to keep the failed checks' logs")
+    if not report["ok"]:
+        raise SystemExit(1)  # through click's standalone_mode=False, which returns a typer.Exit's code instead
 
 
 def main() -> None:

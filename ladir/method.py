@@ -48,7 +48,7 @@ from ladir.reasoner import (
     stacked_blocks,
     teacher_forcing_losses,
 )
-from ladir.sampler import FlowMatchEuler
+from ladir.sampler import SOLVERS, FlowMatchEuler, FlowMatchSolver
 from ladir.vae import (
     STATS_FILE,
     LatentStats,
@@ -161,7 +161,10 @@ class LaDiROptions:
 
 @dataclass
 class LaDiRSampleKnobs:
-    steps: int = 10  # Euler steps per block
+    # velocity evaluations (NFE) per block, whatever the solver: euler and ab2 take `steps` steps,
+    # heun and midpoint (two evaluations per step) steps / 2, so equal `steps` is equal cost
+    steps: int = 10
+    solver: str = "euler"  # euler (the paper), heun, midpoint, ab2 (ladir.sampler.SOLVERS)
     init_noise: float = 1.0  # s: z_1 ~ N(0, s^2 I) (paper: 2 helps diversity and accuracy, > 3 hurts)
     gamma_max: float = 0.0  # diversity guidance strength (paper: 0.3-0.5 best, >= 1 hurts); 0 = off
     temperature: float = 1.0  # answer decoding; 0 = greedy
@@ -173,12 +176,26 @@ class LaDiRSampleKnobs:
     # each finished block decoded to its sentence and replaced by that sentence's VAE code (the posterior
     # mean, normalised) before the reasoner reads it: the latent stage 1 taught it to read
     reencode: bool = False
+    # False: the blocks are not decoded to sentences and the completion is the answer alone. The
+    # answer (so Pass@k) is the same; what is lost is the readable reasoning (and chain_valid), and
+    # what is saved is the VAE decoder's passes: a context read per block and a pass per token
+    write_reasoning: bool = True
 
     def __post_init__(self) -> None:
         if (self.steps < 1 or self.init_noise <= 0 or self.gamma_max < 0 or self.temperature < 0 or self.batch_size < 1
                 or self.cfg_scale < 0):
             raise BadInput("bad LaDiR knob: need steps >= 1, init_noise > 0, gamma_max >= 0, temperature >= 0, "
                            "batch_size >= 1, cfg_scale >= 0")
+        if self.solver not in SOLVERS:
+            raise BadInput(f"bad LaDiR knob: solver {self.solver!r} is not one of {', '.join(SOLVERS)}")
+        try:
+            SOLVERS[self.solver].check_evaluations(self.steps)
+        except ValueError as error:
+            raise BadInput(f"bad LaDiR knob steps={self.steps}: {error}") from None
+
+    def sampler(self) -> FlowMatchSolver:
+        """The knobs' solver, with their initial noise and diversity guidance."""
+        return SOLVERS[self.solver](init_noise=self.init_noise, gamma_max=self.gamma_max)
 
 
 # ------------------------------------------------------------------------------------------ stage 2
@@ -195,7 +212,9 @@ def rollout_answer_loss(reasoner: BlockDiffusionReasoner, batch: ReasoningBatch,
     with the loss.
     """
     sampler = FlowMatchEuler()
-    seq = start_sequence(reasoner, batch.question_ids, cache=True)
+    # transformers drops the KV cache inside checkpointed layers in training mode, so with gradient
+    # checkpointing on, the rollout re-reads its prefix at every pass instead of caching it
+    seq = start_sequence(reasoner, batch.question_ids, cache=not reasoner.backbone.is_gradient_checkpointing)
     counts = batch.num_blocks.to(reasoner.device)
     oracle, present = stacked_blocks(batch.blocks, (reasoner.latent_tokens, reasoner.latent_dim), reasoner.device)
     rolled, logs = [], {}
@@ -470,7 +489,7 @@ class LaDiR(Method):
 
         Returns the completions with the block latents and decoded sentences they were made of.
         """
-        sampler = FlowMatchEuler(init_noise=knobs.init_noise, gamma_max=knobs.gamma_max)
+        sampler = knobs.sampler()
         seq = start_sequence(self.reasoner, [self._question_ids(p) for p in problems], cache=knobs.cache)
         reencoder = SentenceReencoder(self, problems) if knobs.reencode else None
         z, present = generate_blocks(seq, sampler, knobs.steps, knobs.max_blocks, on_step, knobs.cfg_scale,
@@ -478,8 +497,13 @@ class LaDiR(Method):
                                      project=reencoder.project if reencoder else None)
         answers = decode_answer(seq, knobs.max_answer_tokens, knobs.temperature, noise.stream("answer"))
         tok = self.ctx.tokenizer
-        # re-encoding already decoded every block; otherwise decode them now
-        reasoning = reencoder.sentences if reencoder else self.decode_reasoning(problems, z, present)
+        # re-encoding already decoded every block; otherwise decode them now (unless not wanted)
+        if reencoder:
+            reasoning = reencoder.sentences
+        elif knobs.write_reasoning:
+            reasoning = self.decode_reasoning(problems, z, present)
+        else:
+            reasoning = [[] for _ in problems]
         completions = [" ".join([*sentences, tok.decode(answer, skip_special_tokens=True).strip()]).strip()
                        for sentences, answer in zip(reasoning, answers, strict=True)]
         return Generation(completions, z, reasoning)
@@ -498,7 +522,7 @@ class LaDiR(Method):
     def sample_blocks(self, problems: list[Problem], **knobs) -> tuple[torch.Tensor, torch.Tensor]:
         """One trajectory of blocks per problem (no guidance across problems): (B, N, L_b, d_z), (B, N)."""
         settings = self.sample_knobs({**knobs, "gamma_max": 0.0})
-        sampler = FlowMatchEuler(init_noise=settings.init_noise)
+        sampler = settings.sampler()  # gamma_max 0: no guidance across problems
         seq = start_sequence(self.reasoner, [self._question_ids(p) for p in problems], cache=settings.cache)
         project = SentenceReencoder(self, problems).project if settings.reencode else None
         return generate_blocks(seq, sampler, settings.steps, settings.max_blocks, cfg_scale=settings.cfg_scale,
@@ -542,27 +566,30 @@ class LaDiR(Method):
               **knobs) -> list[dict]:
         """Decode each block's predicted clean latent z0_hat = z_t - t * u(z_t, t) at the given times.
 
-        One trajectory. A requested time uses the nearest point of the `steps` grid; at t = 0 the
-        block's finished latent (the one decoded into the completion) is shown. Returns
+        One trajectory. A requested time uses the nearest time at which the solver (`solver` knob)
+        evaluates the velocity in `steps` evaluations; at t = 0 the block's finished latent (the one
+        decoded into the completion) is shown. Returns
         [{"block", "t", "text"}, ...] block by block, t descending, then the whole completion as
         {"block": None, "t": None, "text": ...}.
         """
-        settings = self.sample_knobs({**knobs, "steps": steps})
-        sampler = FlowMatchEuler()
+        settings = self.sample_knobs({**knobs, "steps": steps, "write_reasoning": True})
+        sampler = settings.sampler()
         sampler.set_timesteps(steps)
         grid = [*sampler.timesteps, 0.0]
         wanted = {min(grid, key=lambda g: abs(g - t)) for t in times}
-        records: list[tuple[int, float, torch.Tensor]] = []
+        # (block, t) -> z0_hat; where a solver evaluates twice at one t (Heun: its predictor, then the
+        # next step's start), the later evaluation, on the corrected sample, is kept
+        estimates: dict[tuple[int, float], torch.Tensor] = {}
 
         def on_step(block: int, t: float, z: torch.Tensor, u: torch.Tensor) -> None:
             if t in wanted:
-                records.append((block, t, FlowMatchEuler.predicted_clean(u, t, z)[0]))
+                estimates[block, t] = FlowMatchSolver.predicted_clean(u, t, z)[0]
 
         generation = self._generate([problem], RowNoise([seed], self.ctx.device), None, settings, on_step)
         (completion,), z, (finished,) = generation.completions, generation.latents, generation.reasoning
         if 0.0 in wanted:
-            records += [(b, 0.0, z[0, b]) for b in range(z.size(1))]
-        records.sort(key=lambda r: (r[0], -r[1]))
+            estimates.update({(b, 0.0): z[0, b] for b in range(z.size(1))})
+        records = sorted(((b, t, estimate) for (b, t), estimate in estimates.items()), key=lambda r: (r[0], -r[1]))
         # a block's estimates are decoded after the finished sentences before it, as its final text was
         contexts = [reasoning_context(problem["prompt"], finished[:b]) for b, _, _ in records]
         texts = self.decode_blocks(torch.stack([r[2] for r in records]), contexts) if records else []

@@ -1,4 +1,6 @@
-"""Pass@k and diversity, computed from per-sample verdicts grouped by problem."""
+"""Pass@k and diversity, computed from per-sample verdicts grouped by problem; on Countdown also
+chain_valid@k (the same estimator on MGDM's criterion: every step valid and the last reaching the
+target) and the share of answers that use exactly the given numbers (the copy diagnostic)."""
 
 from __future__ import annotations
 
@@ -37,6 +39,24 @@ class SampleResult:
     canonical: str | None
     answer: str | None
     base_passed: bool | None = None  # HumanEval+ / MBPP+: passed the base inputs (`passed` = base AND plus)
+    chain_valid: bool | None = None  # Countdown: MGDM's criterion (tasks.base.Verdict)
+    uses_given_numbers: bool | None = None  # Countdown: the answer uses exactly the question's numbers
+
+    @classmethod
+    def from_record(cls, record: dict) -> SampleResult:
+        """From a checked sample (a samples.jsonl row of `eval`, a verdicts row of `score`)."""
+        def optional(field: str) -> bool | None:
+            return None if record.get(field) is None else bool(record[field])
+
+        return cls(str(record["task_id"]), record["completion"], bool(record["passed"]), record.get("canonical"),
+                   record.get("answer"), optional("base_passed"), optional("chain_valid"),
+                   optional("uses_given_numbers"))
+
+
+# The per-sample verdict each rate is the share of: `pass@k` counts `passed`, `chain_valid@k` counts
+# `chain_valid`; `uses_given_numbers` is a plain share of samples (no k).
+COUNTED = {"pass": "passed", "chain_valid": "chain_valid"}
+SHARES = ("uses_given_numbers",)
 
 
 def default_ks(n_samples_per_problem: int) -> list[int]:
@@ -48,35 +68,65 @@ def default_ks(n_samples_per_problem: int) -> list[int]:
     return ks
 
 
+def group_by_problem(results: Iterable[SampleResult]) -> dict[str, list[SampleResult]]:
+    by_problem: dict[str, list[SampleResult]] = defaultdict(list)
+    for result in results:
+        by_problem[result.task_id].append(result)
+    return dict(by_problem)
+
+
+def carries(results: Sequence[SampleResult], field: str) -> bool:
+    """Every result holds this verdict (a task that computes it), so a rate of it means something."""
+    return bool(results) and all(getattr(r, field) is not None for r in results)
+
+
+def per_problem_scores(by_problem: dict[str, list[SampleResult]], metric: str) -> dict[str, float]:
+    """task_id -> the metric on that problem alone: the unbiased `pass@k` / `chain_valid@k` from its n
+    samples and c successes (problems with fewer than k samples left out), or a share of its samples
+    (`uses_given_numbers`). Their mean over problems is the metric `summarize` reports."""
+    if metric in SHARES:
+        return {tid: float(np.mean([bool(getattr(r, metric)) for r in s])) for tid, s in by_problem.items()}
+    name, _, k_text = metric.partition("@")
+    if name not in COUNTED or not k_text.isdigit() or int(k_text) < 1:
+        known = ", ".join([*(f"{n}@k" for n in COUNTED), *SHARES])
+        raise ValueError(f"unknown metric {metric!r} (known: {known})")
+    field, k = COUNTED[name], int(k_text)
+    return {tid: pass_at_k(len(s), sum(bool(getattr(r, field)) for r in s), k)
+            for tid, s in by_problem.items() if len(s) >= k}
+
+
 def summarize(results: Sequence[SampleResult], ks: Sequence[int] | None = None) -> dict:
     """The metrics object shared by `score --json`, `eval --json` and metrics.json.
 
     Pass@k is averaged over problems that have at least k samples; a k larger than every problem's
     sample count is left out rather than estimated from too few samples. When every result carries
     `base_passed` (HumanEval+ / MBPP+), `pass@k.base` (base inputs only) and `pass@k.plus` (base AND
-    plus inputs, evalplus' "+" figure, equal to `pass@k`) are added.
+    plus inputs, evalplus' "+" figure, equal to `pass@k`) are added. When every result carries
+    `chain_valid` / `uses_given_numbers` (Countdown), `chain_valid@k` and `uses_given_numbers` are too.
     """
-    by_problem: dict[str, list[SampleResult]] = defaultdict(list)
-    for result in results:
-        by_problem[result.task_id].append(result)
+    by_problem = group_by_problem(results)
     counts = [len(samples) for samples in by_problem.values()]
     min_n = min(counts) if counts else 0
     ks = list(ks) if ks else default_ks(min_n)
 
     metrics: dict = {"n_problems": len(by_problem), "n_samples": len(results)}
-    split = bool(results) and all(r.base_passed is not None for r in results)
+    split = carries(results, "base_passed")
+    ks = [k for k in ks if any(len(samples) >= k for samples in by_problem.values())]
     for k in ks:
-        eligible = [samples for samples in by_problem.values() if len(samples) >= k]
-        if not eligible:
-            continue
-        metrics[f"pass@{k}"] = float(
-            np.mean([pass_at_k(len(s), sum(r.passed for r in s), k) for s in eligible])
-        )
+        metrics[f"pass@{k}"] = float(np.mean(list(per_problem_scores(by_problem, f"pass@{k}").values())))
         if split:
+            eligible = [samples for samples in by_problem.values() if len(samples) >= k]
             metrics[f"pass@{k}.base"] = float(
                 np.mean([pass_at_k(len(s), sum(bool(r.base_passed) for r in s), k) for s in eligible])
             )
             metrics[f"pass@{k}.plus"] = metrics[f"pass@{k}"]
+    for name, field in COUNTED.items():
+        if field != "passed" and carries(results, field):
+            for k in ks:
+                metrics[f"{name}@{k}"] = float(np.mean(list(per_problem_scores(by_problem, f"{name}@{k}").values())))
+    for share in SHARES:
+        if carries(results, share):
+            metrics[share] = float(np.mean([bool(getattr(r, share)) for r in results]))
     metrics["diversity"] = float(
         np.mean([len({r.canonical for r in s if r.passed and r.canonical is not None}) for s in by_problem.values()])
     ) if by_problem else 0.0

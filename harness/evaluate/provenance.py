@@ -77,7 +77,8 @@ def manifest(ctx: RunContext, extra: dict[str, Any]) -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"config": ctx.config.to_dict(), "seed": ctx.seed, "versions": versions, **git_revision(),
+    return {"config": ctx.config.to_dict(), "seed": ctx.seed, "base_objective": ctx.backbone.objective,
+            "versions": versions, **git_revision(),
             "python": platform.python_version(), "device": str(ctx.device), **extra}
 
 

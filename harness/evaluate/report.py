@@ -1,5 +1,6 @@
-"""Paper-style tables and plots from metrics.json files: Pass@k / diversity tables and the
-accuracy-vs-denoising-steps (step scaling) and Pass@k curves."""
+"""Paper-style tables and plots from metrics.json files: Pass@k / chain_valid@k / diversity tables
+(each rate with its 95% interval where metrics.json carries one) and the accuracy-vs-denoising-steps
+(step scaling), Pass@k and accuracy-vs-sampling-compute curves."""
 
 from __future__ import annotations
 
@@ -31,7 +32,28 @@ def find_metrics(paths: list[str | Path]) -> list[Path]:
     return found
 
 
+# Rates shown in percent, in this order: pass@k by k, chain_valid@k by k (Countdown), the copy diagnostic
+RATE_FAMILIES = ("pass@", "chain_valid@")
+SHARE_COLUMNS = ["uses_given_numbers"]
+COMPUTE_COLUMNS = ["sample_tokens", "sample_flops", "train_tokens", "train_flops"]
+
+
+def rate_columns(columns) -> list[str]:
+    """pass@k, then chain_valid@k, each by k (pass@k.base / .plus of code after their pass@k), then shares."""
+    def order(column: str):
+        family = next(i for i, prefix in enumerate(RATE_FAMILIES) if column.startswith(prefix))
+        k, _, part = column.split("@")[1].partition(".")
+        return family, int(k), part
+
+    rates = [c for c in columns if c.startswith(RATE_FAMILIES) and c.split("@")[1].split(".")[0].isdigit()
+             and not c.endswith((".lo", ".hi"))]
+    return sorted(rates, key=order) + [c for c in SHARE_COLUMNS if c in columns]
+
+
 def load_frame(paths: list[str | Path]) -> pd.DataFrame:
+    """One row per metrics file: its identity (run, method, task, sampling knobs; `decode` says greedy
+    where the temperature is 0), its rates with `RATE.lo` / `RATE.hi` where it carries intervals, and
+    its figures (diversity, compute, minutes)."""
     rows = []
     for path in find_metrics(paths):
         try:
@@ -39,17 +61,27 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
         except json.JSONDecodeError as error:
             raise BadInput(f"{path}: malformed metrics JSON ({error.msg})") from None
         knobs = metrics.pop("knobs", {}) or {}
+        bounds = metrics.pop("intervals", {}) or {}
         row = {**{k: v for k, v in knobs.items() if k in IDENTITY_COLUMNS}, **metrics, "path": str(path.parent)}
+        row.update({f"{rate}.{end}": value for rate, pair in bounds.items() for end, value in zip(("lo", "hi"), pair)})
         rows.append(row)
     frame = pd.DataFrame(rows)
     if "engine" in frame.columns:  # metrics name the engine only when it is not the default
         frame["engine"] = frame["engine"].fillna("hf")
-    pass_columns = sorted([c for c in frame.columns if c.startswith("pass@")], key=lambda c: int(c.split("@")[1]))
-    leading = [c for c in IDENTITY_COLUMNS if c in frame.columns and frame[c].notna().any()]
+    if "temperature" in frame.columns:  # one argmax decode is its own row kind (MGDM's protocol)
+        frame["decode"] = frame["temperature"].map(lambda t: "greedy" if t == 0 else "sampled" if pd.notna(t) else None)
+    pass_columns = rate_columns(frame.columns)
+    leading = [c for c in [*IDENTITY_COLUMNS, "decode"] if c in frame.columns and frame[c].notna().any()]
+    bounds = [f"{rate}.{end}" for rate in pass_columns for end in ("lo", "hi") if f"{rate}.{end}" in frame.columns]
     trailing = [c for c in ("diversity", "distinct-2", "unique_answers", "n_problems", "n_samples", "samples_per_s",
-                            "train_minutes") if c in frame.columns]
-    return frame[leading + pass_columns + trailing].sort_values([c for c in ("task", "method", "run") if c in leading])
+                            *COMPUTE_COLUMNS, "train_minutes") if c in frame.columns]
+    ceiling = [c for c in CEILING_COLUMNS if c in frame.columns]
+    columns = leading + pass_columns + bounds + ceiling + trailing
+    return frame[columns].sort_values([c for c in ("task", "method", "run") if c in leading])
 
+
+# LD4LG's autoencoder bound beside its Pass@k, in the same percent: exact / checker-passing reconstructions
+CEILING_COLUMNS = ["reconstruction_ceiling", "reconstruction_ceiling_pass"]
 
 PROBE_COLUMNS = ["answer_acc_oracle", "answer_acc_shuffled", "answer_acc_noise", "pass1_generated", "pass1_swapped",
                  "block_valid", "block_arithmetic", "swapped_code_valid", "blocks_generated_mean"]
@@ -86,17 +118,37 @@ def load_probe_frame(paths: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_table(frame: pd.DataFrame, fmt: str) -> str:
+def render_table(frame: pd.DataFrame, fmt: str, intervals: bool = True) -> str:
+    """The frame as Markdown, LaTeX or CSV, rates in percent. A rate with a 95% interval reads
+    `29.0 [25.1, 33.2]` (CSV: its own `RATE.lo` / `RATE.hi` columns); `intervals=False` hides them."""
+    from harness.evaluate.stats import Cell, format_cell
+
     shown = frame.copy()
     for column in shown.columns:
         if column in PROBE_COLUMNS or column.startswith(("shift ", "tolerance ", "reach ", "first valid ")):
             shown[column] = shown[column].astype(float).round(3)
+    rates = rate_columns(shown.columns)
+    bounds = [c for c in shown.columns if c.endswith((".lo", ".hi")) and c[:-3] in rates]
+    if intervals and fmt != "csv":
+        for rate in rates:
+            if f"{rate}.lo" not in shown.columns:
+                continue
+            shown[rate] = [
+                format_cell(Cell(mean, lo, hi, float("nan"), 0, 1)) if pd.notna(lo) and pd.notna(mean)
+                else (f"{100 * mean:.1f}" if pd.notna(mean) else "")
+                for mean, lo, hi in zip(shown[rate], shown[f"{rate}.lo"], shown[f"{rate}.hi"])]
+    if not intervals or fmt != "csv":
+        shown = shown.drop(columns=bounds)
     for column in shown.columns:
-        if column.startswith("pass@"):
+        if (column in rates or column in bounds or column in CEILING_COLUMNS) \
+                and pd.api.types.is_numeric_dtype(shown[column]):
             shown[column] = (100 * shown[column]).round(1)
     for column in ("diversity", "distinct-2", "unique_answers", "samples_per_s"):
         if column in shown.columns:
             shown[column] = shown[column].round(3)
+    for column in COMPUTE_COLUMNS:
+        if column in shown.columns:
+            shown[column] = shown[column].map(lambda v: f"{v:.3g}" if pd.notna(v) else "")
     if fmt == "markdown":
         return shown.to_markdown(index=False)
     if fmt == "latex":
@@ -108,12 +160,54 @@ def render_table(frame: pd.DataFrame, fmt: str) -> str:
 
 def _series(data: pd.DataFrame, x: str):
     """(label, rows) per curve: one per run and task, split further by any sampling setting other than
-    the x axis that differs among them (e.g. the same run sampled with and without `reencode`)."""
-    keys = ["run", "task"] + [c for c in IDENTITY_COLUMNS if c not in ("run", "task", x)
-                              and c in data.columns and data[c].nunique(dropna=False) > 1]
-    for values, group in data.groupby(keys, dropna=False):
-        settings = [f"{key}={value}" for key, value in zip(keys[2:], values[2:]) if pd.notna(value)]
-        yield " ".join([str(values[0]), *settings]), group
+    the x axis that differs within that run (e.g. the same run sampled with and without `reencode`)."""
+    for (run, _), rows in data.groupby(["run", "task"], dropna=False):
+        keys = [c for c in IDENTITY_COLUMNS if c not in ("run", "task", "method", x)
+                and c in rows.columns and rows[c].nunique(dropna=False) > 1]
+        if not keys:
+            yield str(run), rows
+            continue
+        for values, group in rows.groupby(keys, dropna=False):
+            values = values if isinstance(values, tuple) else (values,)
+            settings = [f"{key}={value}" for key, value in zip(keys, values) if pd.notna(value)]
+            yield " ".join([str(run), *settings]), group
+
+
+def _pass_columns(data: pd.DataFrame) -> list[str]:
+    """pass@k by k (not code's .base / .plus parts), those with a value."""
+    return [c for c in rate_columns(data.columns) if c.startswith("pass@") and "." not in c and data[c].notna().any()]
+
+
+def _compute_panels(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The evaluations with a sampling compute, and the rates the compute plot draws: Pass@1 and the largest Pass@k."""
+    if "sample_flops" not in frame.columns or frame["sample_flops"].isna().all():
+        raise BadInput("the compute plot needs evaluations that recorded sampling compute (sample_flops): "
+                       "evaluate with this version of `ladir-bench eval`")
+    data = frame[frame["sample_flops"].notna()]
+    columns = _pass_columns(data)
+    return data, [columns[0], columns[-1]] if len(columns) > 1 else columns
+
+
+def _plot_compute(axes, data: pd.DataFrame, columns: list[str]) -> None:
+    """Pass@1 and the largest Pass@k against sampling FLOPs per sample: a curve per run over its
+    sampling settings (LaDiR's and MDM's step counts), an AR run one point; 95% intervals as error bars."""
+    for ax, column in zip(axes, columns):
+        for name, group in _series(data, "steps"):
+            group = group.sort_values("sample_flops")
+            values = 100 * group[column]
+            errors = None
+            if f"{column}.lo" in group.columns and group[f"{column}.lo"].notna().all():
+                errors = [values - 100 * group[f"{column}.lo"], 100 * group[f"{column}.hi"] - values]
+            method = f" ({group['method'].iloc[0]})" if "method" in group.columns else ""
+            ax.errorbar(group["sample_flops"], values, yerr=errors, marker="o", capsize=3, label=f"{name}{method}")
+            if "steps" in group.columns and group["steps"].notna().any():
+                for x, y, steps in zip(group["sample_flops"], values, group["steps"]):
+                    if pd.notna(steps):
+                        ax.annotate(f"{int(steps)}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6)
+        ax.set_xscale("log")
+        ax.set_xlabel("sampling FLOPs per sample (labels: denoising steps)")
+        ax.set_ylabel(f"{column} (%)")
+        ax.set_title(f"{column.capitalize()} vs. sampling compute")
 
 
 def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
@@ -121,13 +215,18 @@ def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if kind == "step-scaling":
+    panels = _compute_panels(frame) if kind == "compute" else None
+    fig, ax = (plt.subplots(1, len(panels[1]), figsize=(5.5 * len(panels[1]), 4), squeeze=False) if panels
+               else plt.subplots(figsize=(6, 4)))
+    if panels:
+        _plot_compute(ax[0], *panels)
+    elif kind == "step-scaling":
         if "steps" not in frame.columns or frame["steps"].isna().all():
             raise BadInput("step-scaling needs evaluations of a diffusion method at several --steps")
         data = frame[frame["steps"].notna()]
-        pass_columns = [c for c in data.columns if c.startswith("pass@") and data[c].notna().any()]
+        pass_columns = _pass_columns(data)
         for name, group in _series(data, "steps"):
             group = group.sort_values("steps")
             for column in pass_columns[:2]:
@@ -139,7 +238,7 @@ def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
         if "gamma_max" not in frame.columns or frame["gamma_max"].nunique() < 2:
             raise BadInput("the gamma plot needs evaluations at several gamma_max (--knob gamma_max=...)")
         data = frame[frame["gamma_max"].notna()]
-        pass_columns = [c for c in data.columns if c.startswith("pass@") and data[c].notna().any()]
+        pass_columns = _pass_columns(data)
         right = ax.twinx()
         for name, group in _series(data, "gamma_max"):
             group = group.sort_values("gamma_max")
@@ -154,7 +253,7 @@ def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
         ax.set_ylabel("accuracy (%)")
         ax.set_title("Accuracy and diversity vs. guidance strength")
     elif kind == "pass-at-k":
-        pass_columns = sorted([c for c in frame.columns if c.startswith("pass@")], key=lambda c: int(c.split("@")[1]))
+        pass_columns = _pass_columns(frame)
         for _, row in frame.iterrows():
             ks = [int(c.split("@")[1]) for c in pass_columns if pd.notna(row[c])]
             values = [100 * row[f"pass@{k}"] for k in ks]
@@ -165,11 +264,32 @@ def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
         ax.set_ylabel("Pass@k (%)")
         ax.set_title("Pass@k")
     else:
-        raise BadInput(f"unknown plot kind {kind!r} (step-scaling, gamma, pass-at-k)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+        raise BadInput(f"unknown plot kind {kind!r} (step-scaling, gamma, pass-at-k, compute)")
+    for each in np.ravel(ax):  # the panels (not the gamma plot's right axis, with its own legend)
+        each.grid(alpha=0.3)
+        if each.get_legend_handles_labels()[0]:
+            each.legend(fontsize=7)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+# ------------------------------------------------------------------------- the paper's layout (reproduce)
+def render_paper_table(header: list[str], rows: list[list[str]], fmt: str, title: str = "",
+                       notes: list[str] | tuple[str, ...] = ()) -> str:
+    """A table laid out as the paper prints it, its cells already formatted (`ladir-bench reproduce`,
+    harness.tools.reproduce): Markdown with its title and notes, LaTeX as a captioned table with the
+    notes as comments, CSV the cells alone."""
+    frame = pd.DataFrame(rows, columns=header)
+    if fmt == "markdown":
+        lines = [f"**{title}**", ""] if title else []
+        lines.append(frame.to_markdown(index=False, disable_numparse=True))
+        return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else []))
+    if fmt == "latex":
+        latex = frame.to_latex(index=False, escape=True, caption=title or None)
+        return latex + "".join(f"% {note}\n" for note in notes)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    raise BadInput(f"unknown table format {fmt!r} (markdown, latex, csv)")

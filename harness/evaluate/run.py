@@ -1,6 +1,8 @@
 """Evaluating a trained run (`ladir-bench eval`): sample k completions per problem, resumably, in
 one results folder per setting, then score them (`harness.evaluate.score`) and stamp the manifest
-(`harness.evaluate.provenance`).
+(`harness.evaluate.provenance`). metrics.json also records the compute: the run's training FLOPs and
+tokens, phase by phase (the shared base included), and the sampling FLOPs and tokens per sample
+(harness.compute).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from harness.compute import ComputeCounter, training_compute
 from harness.context import RunContext
 from harness.errors import BadInput
 from harness.evaluate.provenance import (
@@ -56,7 +59,9 @@ def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx:
                     samples_path: Path, start: Callable[[], None] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Sample (`sample`: the method's own sampler or another engine's, with its contract) and check the
     problems samples.jsonl does not hold all k samples of; task_id -> its k rows. `start`, when given,
-    readies the engine untimed, and only when there is something left to sample.
+    readies the engine untimed, and only when there is something left to sample. Each row records
+    its group's mean seconds, backbone tokens and FLOPs per sample (an engine outside this process,
+    vLLM, leaves the last two out: its forwards are not seen).
 
     The file is an append log: a re-run keeps the problems that have all k samples, drops any partial
     one and a line torn by a kill (rewriting the file atomically), and continues."""
@@ -86,15 +91,18 @@ def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx:
             samples_path.open("a", encoding="utf-8") as out:
         for start in range(0, len(todo), group_size):
             group = todo[start:start + group_size]
-            started = time.time()
-            completions_per_problem = sample(group, k, **resolved)
+            started, counter = time.time(), ComputeCounter()
+            with counter:
+                completions_per_problem = sample(group, k, **resolved)
             seconds_per_sample = round((time.time() - started) / (k * len(group)), 5)
+            compute = {"forward_tokens": counter.total.forward_tokens / (k * len(group)),
+                       "flops": counter.total.flops / (k * len(group))} if counter.total.forward_tokens else {}
             if len(completions_per_problem) != len(group) or any(len(c) != k for c in completions_per_problem):
                 raise RuntimeError(f"method {method.name} returned {[len(c) for c in completions_per_problem]} samples "
                                    f"for {len(group)} problems, expected {k} each")
             pairs = [(p, c) for p, cs in zip(group, completions_per_problem) for c in cs]
             verdicts = task.check_many(pairs)
-            rows = [{"task_id": p["task_id"], "completion": c, **v.to_json(), "seconds": seconds_per_sample}
+            rows = [{"task_id": p["task_id"], "completion": c, **v.to_json(), "seconds": seconds_per_sample, **compute}
                     for (p, c), v in zip(pairs, verdicts, strict=True)]
             out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
             out.flush()
@@ -104,6 +112,23 @@ def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx:
             bar.update(len(group), info=f"{sum(r['passed'] for r in rows)}/{len(rows)} correct")
 
     return done
+
+
+def base_phase(ctx: RunContext) -> Path | None:
+    """The base phase the run's weights started from, whose training counts toward the run's; None for
+    a pretrained backbone (its pretraining is not ours to count) or a method trained from scratch."""
+    from harness.backbone import SCRATCH
+
+    objective = ctx.backbone.objective
+    return None if objective in ("pretrained", SCRATCH) else ctx.backbone.base_directory(objective)
+
+
+def sampling_compute(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean backbone tokens and FLOPs per sample (`sample_tokens`, `sample_flops`), when every row has them."""
+    if not rows or any("flops" not in r for r in rows):
+        return {}
+    return {"sample_tokens": round(sum(r["forward_tokens"] for r in rows) / len(rows), 2),
+            "sample_flops": sum(r["flops"] for r in rows) / len(rows)}
 
 
 def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int, limit: int | None,
@@ -147,6 +172,8 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
         evaluated = evaluated_checkpoint(method, ctx)
         if evaluated is not None:
             metrics["checkpoint"] = evaluated
+        if hasattr(method, "metrics_beside"):  # a method's own figures for the same problems (LD4LG's ceiling)
+            metrics.update(method.metrics_beside(task, split, problems))
         training = training_minutes(ctx.run_dir)
         if training is not None:
             metrics["train_minutes"] = training
@@ -154,6 +181,10 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
         total_seconds = sum(r.get("seconds", 0.0) for r in checked)
         if total_seconds:
             metrics["samples_per_s"] = round(len(checked) / total_seconds, 3)
+        metrics.update(sampling_compute(checked))
+        trained = training_compute(ctx.run_dir, base_phase(ctx))
+        metrics.update({"train_flops": trained["flops"], "train_tokens": trained["forward_tokens"],
+                        "train_compute": trained})
         write_json_atomic(out_dir / "metrics.json", metrics)
         write_json_atomic(out_dir / "manifest.json", manifest(ctx, {"task": task.name, "split": split, "k": k,
                                                                      "limit": limit, "knobs": resolved, "eval_seed": seed,

@@ -125,10 +125,13 @@ def check_samples(task: Task, problems: dict[str, Problem], samples: list[dict[s
 
 
 def metrics_of(checked: list[dict[str, Any]], ks: list[int] | None) -> dict[str, Any]:
-    results = [SampleResult(r["task_id"], r["completion"], bool(r["passed"]), r.get("canonical"), r.get("answer"),
-                            None if r.get("base_passed") is None else bool(r["base_passed"]))
-               for r in checked]
-    return summarize(results, ks)
+    """`summarize`'s metrics of checked samples, with each rate's 95% bootstrap interval over problems and
+    lm-eval's standard error (`intervals`, `stderr`: harness.evaluate.stats)."""
+    from harness.evaluate.stats import interval_record
+
+    results = [SampleResult.from_record(r) for r in checked]
+    metrics = summarize(results, ks)
+    return {**metrics, **interval_record(results, metrics)}
 
 
 def score_file(task: Task, samples_path: Path, ks: list[int] | None) -> tuple[dict[str, Any], Path]:

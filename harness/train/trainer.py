@@ -5,7 +5,9 @@ A method supplies a module and `loss_fn(step, shard) -> (loss, logs)`; the loop 
 else. `optimizer_step` is one update, read top to bottom. Randomness is a function of (seed, phase,
 step) (`harness.train.seeding`): a run killed at any point and resumed from its last checkpoint
 replays exactly the steps an uninterrupted run would have taken. RNG and optimizer state are stored
-too, as the record of where the run stood.
+too, as the record of where the run stood. Each step's training compute (the tokens through every
+backbone call of its loss calls and their FLOPs, harness.compute) is summed into the log and the
+DONE marker, resumptions included.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from harness.compute import Compute, ComputeCounter
 from harness.config import TrainConfig, check_parallel_layout
 from harness.errors import BadInput
 from harness.jsonl import (
@@ -143,6 +146,8 @@ class Trainer:
             self.prepared, self.optimizer = self.accelerator.prepare(module, self.optimizer)
         self.step = 0
         self.elapsed_before = 0.0  # training seconds of earlier processes (resumed runs), from the checkpoint
+        self.compute = Compute()  # since step 0, over every process (resumed runs: restored from the checkpoint)
+        self._counter = ComputeCounter()
         self.started = time.time()
 
     # ---------------------------------------------------------------- checkpoints
@@ -168,6 +173,7 @@ class Trainer:
                 {
                     "step": self.step,
                     "elapsed_s": self.elapsed_before + time.time() - self.started,
+                    "compute": self.compute.as_json(),
                     "optimizer": optimizer_state,
                     "scheduler": self.scheduler.state_dict(),
                     "rng": {
@@ -251,6 +257,8 @@ class Trainer:
         random.setstate(state["rng"]["python"])
         self.step = state["step"]
         self.elapsed_before = state.get("elapsed_s", 0.0)
+        # a checkpoint from before compute was recorded resumes without it: the phase's total stays unknown
+        self.compute = Compute(**state["compute"]) if "compute" in state else None
         return True
 
     # ---------------------------------------------------------------- the loop
@@ -269,18 +277,20 @@ class Trainer:
     def optimizer_step(self, loss_fn: LossFn) -> tuple[float, dict[str, float], float]:
         """One update: every micro-batch of this process (reseeded, its shard of the step's examples),
         gradients averaged over all micro-batches of all processes, clipped, one AdamW step, one
-        schedule step. Returns the loss and logs averaged over every micro-batch, and the grad norm."""
+        schedule step. Returns the loss and logs averaged over every micro-batch, and the grad norm; the
+        step's compute is added to `self.compute`."""
         accelerator, accum = self.accelerator, self.phase.train.grad_accum_steps
         micro_batches = accelerator.num_processes * accum
         self.optimizer.zero_grad(set_to_none=True)
         sums, keys = [], []
+        counted = self._counter.total = Compute()
         for slot in range(accum):
             shard = Shard(accelerator.process_index * accum + slot, micro_batches)
             torch.manual_seed(micro_seed(self.phase.seed, self.phase.name, self.step, shard.index, micro_batches))
             # FSDP reduces gradients in every backward unless told not to; the last micro-batch's does it once
             skip_sync = self.fsdp and slot < accum - 1
             with accelerator.no_sync(self.prepared) if skip_sync else nullcontext():
-                with accelerator.autocast():
+                with accelerator.autocast(), self._counter:
                     loss, logs = loss_fn(self.step, shard)
                 accelerator.backward(loss)  # divided by accum: the micro-batch gradients sum to the mean
             keys = sorted(logs)
@@ -294,6 +304,9 @@ class Trainer:
             self.scheduler.step()
         self.step += 1
         means = self._mean_over_micro_batches(sums, micro_batches)
+        if self.compute is not None:
+            tokens, flops = self._summed_over_processes([counted.forward_tokens, counted.flops])
+            self.compute = Compute(self.compute.forward_tokens + int(tokens), self.compute.flops + flops)
         return means[0], dict(zip(keys, means[1:], strict=True)), float(grad_norm)
 
     def _fit(self, loss_fn: LossFn) -> Path:
@@ -328,6 +341,8 @@ class Trainer:
                           "grad_norm": grad_norm, **logs, "elapsed_s": round(self.elapsed_before + elapsed, 2)}
                 if tokens_seen:
                     record["tokens_per_s"] = tokens_seen / elapsed
+                if self.compute is not None:  # cumulative: the DONE marker's last record holds the phase's total
+                    record.update(self.compute.as_json())
                 last = record
                 if main and (self.step % phase.train.log_every == 0 or self.step == phase.steps):
                     log.write(json.dumps(record) + "\n")
@@ -349,11 +364,15 @@ class Trainer:
         return checkpoints(phase.directory)[-1][1]
 
     def _mean_over_micro_batches(self, sums: list[float], micro_batches: int) -> list[float]:
-        if self.accelerator.num_processes > 1:
-            total = torch.tensor(sums, dtype=torch.float64, device=self.accelerator.device)
-            torch.distributed.all_reduce(total)
-            sums = total.tolist()
+        sums = self._summed_over_processes(sums)
         return [value / micro_batches for value in sums] if micro_batches > 1 else sums
+
+    def _summed_over_processes(self, values: list[float]) -> list[float]:
+        if self.accelerator.num_processes == 1:
+            return values
+        total = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        torch.distributed.all_reduce(total)
+        return total.tolist()
 
     def _average_gradients(self) -> None:
         """Mean of the processes' gradients (what DDP's hooks would compute), in buckets of one dtype.

@@ -12,7 +12,9 @@ the first s reasoning sentences replaced by s*c thoughts (c = `thoughts_per_step
 (`max_stage`) removes every reasoning sentence. Loss: next-token CE on the text after `<EOT>` only,
 with gradients through the whole chain of thoughts. Each stage is its own phase (`stage0` ..
 `stageK`), starting from the previous stage's final weights with a fresh optimizer, as the paper
-resets the optimizer at each stage switch; the stages share the run's budget (`train.steps`) evenly.
+resets the optimizer at each stage switch. The stages share the run's budget (`train.steps`) as
+`stage_budget` says (`stage_budgets`): evenly, or as the official schedule splits its epochs (the CoT
+stage and each partly latent stage 3 of 25 epochs, the all-latent stage the remaining 16).
 
 Sampling runs the last stage's fixed number of thoughts, then `<EOT>`, then samples the answer text.
 
@@ -53,10 +55,21 @@ class CoconutOptions:
     thoughts_per_step: int = 1
     max_stage: int = 3  # K: Countdown-4 references have 3 reasoning sentences, all latent at the last stage
     val_problems: int = 100  # first val problems scored greedily after each stage (curriculum.json); 0 = none
+    # How train.steps is split over the stages: "even", or "reference", the official schedule
+    # (args/gsm_coconut.yaml: 25 epochs, stage = epoch // 3, the last stage holding the rest)
+    stage_budget: str = "even"
+    epochs_per_stage: int = 3  # "reference": each stage before the last
+    num_epochs: int = 25  # "reference": the whole schedule, the CoT stage's epochs included
 
     def __post_init__(self) -> None:
         if self.thoughts_per_step < 1 or self.max_stage < 0 or self.val_problems < 0:
             raise BadInput("bad method_options value: need thoughts_per_step >= 1, max_stage >= 0, val_problems >= 0")
+        if self.stage_budget not in ("even", "reference"):
+            raise BadInput("bad method_options value: stage_budget must be even or reference")
+        reference = self.stage_budget == "reference"
+        if reference and (self.epochs_per_stage < 1 or self.num_epochs <= self.epochs_per_stage * self.max_stage):
+            raise BadInput("bad method_options value: stage_budget reference needs epochs_per_stage >= 1 and "
+                           "num_epochs > epochs_per_stage * max_stage (the last stage needs epochs of its own)")
 
 
 @dataclass
@@ -192,6 +205,22 @@ def stage_name(stage: int) -> str:
     return f"stage{stage}"
 
 
+def stage_budgets(total: int, max_stage: int, split: str, epochs_per_stage: int = 3, num_epochs: int = 25) -> list[int]:
+    """Optimizer steps of stages 0..max_stage, summing to `total`.
+
+    "even": total / (max_stage + 1) each, the remainder to the last stages. "reference": the official
+    schedule read in steps, one epoch = total / num_epochs: stage s = epoch // epochs_per_stage, capped
+    at the last stage, so stage s < max_stage gets epochs [s e, (s + 1) e) and the last stage the rest
+    (25 epochs, 3 per stage, max_stage 3: 3 / 3 / 3 / 16 epochs; 600 steps: 72 / 72 / 72 / 384).
+    """
+    count = max_stage + 1
+    if split == "even":
+        base, extra = divmod(total, count)
+        return [base + (stage >= count - extra) for stage in range(count)]
+    starts = [total * stage * epochs_per_stage // num_epochs for stage in range(count)]  # first step of each stage
+    return [end - start for start, end in zip(starts, [*starts[1:], total], strict=True)]
+
+
 class Coconut(Method):
     Options = CoconutOptions
     SampleKnobs = CoconutSampleKnobs
@@ -204,10 +233,9 @@ class Coconut(Method):
 
     # ------------------------------------------------------------------------------- training
     def stage_steps(self, stage: int) -> int:
-        """The run's budget split evenly over the stages; the remainder goes to the last ones."""
-        count = self.options.max_stage + 1
-        base, extra = divmod(self.ctx.config.train.steps, count)
-        return base + (stage >= count - extra)
+        o = self.options
+        return stage_budgets(self.ctx.config.train.steps, o.max_stage, o.stage_budget, o.epochs_per_stage,
+                             o.num_epochs)[stage]
 
     def stage_batch(self, problems: list[Problem], stage: int) -> ThoughtBatch:
         o, ctx = self.options, self.ctx

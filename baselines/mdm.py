@@ -1,29 +1,45 @@
-"""Masked discrete diffusion (MDM): the backbone fine-tuned to unmask the completion, sampled by confidence.
+"""Masked discrete diffusion (MDM): a masked-diffusion LM fine-tuned to unmask the completion.
 
 MGDM (Ye et al. 2025, "Beyond autoregression: discrete diffusion for complex reasoning and planning")
-and LLaDA (Nie et al. 2025) at the SFT stage. A row is
+and LLaDA (Nie et al. 2025) at the SFT stage, each paper's recipe selectable (`recipe`). A row is
 
     <s> question | target_1 .. target_L        target = reference </s> </s> ... (L = gen_length)
 
 The question is never masked; each target token is replaced by `<MASK>` with probability t, and the
 model predicts every masked token from everything else at once. Padding the target with `</s>` and
-training on it (LLaDA) lets the model choose the answer's length: it predicts where the text ends.
+training on it (both papers) lets the model choose the answer's length: it predicts where the text ends.
 
-The backbone is the shared AR checkpoint adapted to diffusion as DiffuLLaMA and Dream adapt AR
-models: attention is made fully bidirectional over question and target by a 4-D additive mask
-(blocked only for padding keys, which replaces the causal mask), and the "shift" convention is
-kept, so the logits at position i-1 predict the token at position i, the alignment the AR head was
-trained with. The question is never masked, so the position before a target token always exists.
+Attention is fully bidirectional over question and target, by a 4-D additive mask (blocked only for
+padding keys, which replaces the causal mask), and the "shift" convention is kept: the logits at
+position i-1 predict the token at position i (MGDM's alignment, and the one an AR base was trained
+with). The question is never masked, so the position before a target token always exists.
 
-Training (LLaDA's SFT loss; MGDM's objective without its difficulty-based token reweighting):
+Where it starts (`base`): the masked-diffusion base (default, harness.backbone: LLaDA's pre-training
+objective on the same training text and budget as the AR base, as LLaDA starts from a diffusion LM),
+the AR base (adapted as DiffuLLaMA and Dream adapt AR models), or `scratch` (as MGDM trains).
 
-    t ~ U(eps, 1),  loss = 1 / (B L) * sum_rows sum_{masked i} CE(x_i | x_t) / t
+Training, per recipe (t is a row's mask rate):
 
-Sampling (LLaDA's low-confidence remasking): every target token starts masked; at each of
-`steps` steps the model draws a token for every masked position in one forward pass and only the
-most confident ones are kept, so that the masked count falls linearly to 0 at the last step; the
-others are masked again. `block_length` > 0 runs LLaDA's semi-autoregressive variant: the target is
-unmasked block by block, left to right, with the steps split between blocks.
+    llada:  t ~ U(eps, 1),                 loss = 1/(B L) * sum_{masked i} CE_i / t
+    mgdm:   t = (tau + 1)/T, tau ~ U{0..T-1}, loss = sum_{masked i} (T - tau) * alpha (1 - e^-CE_i)^gamma CE_i
+                                                    / #masked          (alpha 0.25, gamma 2, T = 20)
+
+Decoding (`decoder`; "recipe" = the recipe's own):
+
+- low_confidence (LLaDA): every masked token drawn at `temperature` in one forward pass, the most
+  confident kept so that the masked count falls linearly to 0; a committed token is never revisited.
+  `threshold` > 0 (Fast-dLLM's parallel decoding) also commits every masked token whose confidence
+  reaches it, at least one per step, so a block may finish before its steps run out.
+- easy_first (MGDM's TopK): the argmax at every target position, committed ones included, then the
+  lowest-scoring floor(L t/T) positions are masked again, scores perturbed by Gumbel noise at scale
+  `remask_noise` * t/T (MGDM: 0.5), T = `steps`.
+- greedy: low_confidence at temperature 0 (or easy_first with remask_noise 0).
+
+`block_length` > 0 decodes semi-autoregressively (LLaDA), block by block, the steps split between
+blocks. `cache` (Fast-dLLM, Wu et al. 2025) keeps the keys/values of a block's first forward pass
+for the rest of the block and recomputes only the current block: "prefix" caches the question and
+the finished blocks, "dual" the masked blocks after it as well. The cache is approximate (the cached
+positions do not see the block's later commits) and refreshed at every block's start.
 """
 
 from __future__ import annotations
@@ -36,11 +52,12 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from baselines.ar_sft import load_final_model
-from harness.backbone import MASK
+from harness.backbone import AR, MASK, SCRATCH, BaseObjective, register_base_objective
 from harness.errors import BadInput
-from harness.lm import IGNORE, pad_ids
+from harness.lm import IGNORE, encode_pairs, pad_ids
 from harness.methods import Method
 from harness.progress import console
 from harness.sampling import RowNoise, Trajectory, draw_tokens
@@ -52,31 +69,59 @@ from tasks import Problem
 if TYPE_CHECKING:
     from harness.context import RunContext
 
+MASKED_DIFFUSION = "masked-diffusion"  # the base family (harness.backbone.BASE_OBJECTIVES)
+LLADA_MIN_MASK_RATE = 1e-3  # LLaDA's eps: t ~ U(eps, 1) keeps the 1/t weight bounded
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0  # MGDM's token reweighting alpha (1 - e^-l)^gamma
+RECIPE_DECODER = {"llada": "low_confidence", "mgdm": "easy_first"}
+DECODERS = ("low_confidence", "easy_first")
+CACHES = ("none", "prefix", "dual")
+
 
 @dataclass
 class MdmOptions:
+    recipe: str = "llada"  # llada | mgdm: the loss (time weighting, token weighting, normalisation) and decoder
+    base: str = MASKED_DIFFUSION  # masked-diffusion | ar | scratch: the checkpoint fine-tuning starts from
     # Target tokens per row (reference + </s> padding). Countdown-4's longest reference is 66
     # characters, so 96 leaves room with the tiny preset's character tokenizer; longer ones are cut.
     gen_length: int = 96
-    min_mask_rate: float = 1e-3  # eps: t ~ U(eps, 1), keeps the 1/t weight bounded
+    min_mask_rate: float = LLADA_MIN_MASK_RATE  # llada: eps in t ~ U(eps, 1)
+    diffusion_steps: int = 20  # mgdm: T, the discrete times; mask rates 1/T .. 1
 
     def __post_init__(self) -> None:
+        if self.recipe not in RECIPE_DECODER:
+            raise BadInput(f"method_options.recipe must be one of {', '.join(RECIPE_DECODER)}, got {self.recipe!r}")
+        if self.base not in (MASKED_DIFFUSION, AR, SCRATCH):
+            raise BadInput(f"method_options.base must be one of {MASKED_DIFFUSION}, {AR}, {SCRATCH}, got {self.base!r}")
         if self.gen_length < 1:
             raise BadInput(f"method_options.gen_length must be >= 1, got {self.gen_length}")
         if not 0 < self.min_mask_rate < 1:
             raise BadInput(f"method_options.min_mask_rate must be in (0, 1), got {self.min_mask_rate}")
+        if self.diffusion_steps < 1:
+            raise BadInput(f"method_options.diffusion_steps must be >= 1, got {self.diffusion_steps}")
 
 
 @dataclass
 class MdmSampleKnobs:
-    steps: int = 32  # unmasking steps over the whole target (split between blocks)
-    temperature: float = 1.0  # Gumbel-max sampling of each masked token; 0 = argmax
+    decoder: str = "recipe"  # low_confidence (LLaDA) | easy_first (MGDM) | recipe: the trained recipe's
+    steps: int = 32  # denoising steps over the whole target (split between blocks); gen_length/steps tokens each
+    temperature: float = 1.0  # low_confidence: Gumbel-max sampling of each masked token; 0 = argmax (greedy)
+    remask_noise: float = 0.5  # easy_first: Gumbel noise on the remasking scores, times t/T; 0 = deterministic
     block_length: int = 0  # semi-autoregressive blocks of this many target tokens; 0 = one block
+    threshold: float = 0.0  # low_confidence: also commit every masked token this confident (Fast-dLLM); 0 = off
+    cache: str = "none"  # none | prefix | dual: Fast-dLLM's approximate KV cache within a block
     batch_size: int = 100  # rows per forward pass
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.temperature < 0 or self.block_length < 0 or self.batch_size < 1:
             raise BadInput("bad MDM knob: need steps >= 1, temperature >= 0, block_length >= 0, batch_size >= 1")
+        if self.decoder not in ("recipe", *DECODERS):
+            raise BadInput(f"knob decoder must be one of recipe, {', '.join(DECODERS)}, got {self.decoder!r}")
+        if self.cache not in CACHES:
+            raise BadInput(f"knob cache must be one of {', '.join(CACHES)}, got {self.cache!r}")
+        if not 0 <= self.threshold < 1 or self.remask_noise < 0:
+            raise BadInput("bad MDM knob: need 0 <= threshold < 1 and remask_noise >= 0")
+        if self.threshold > 0 and self.decoder == "easy_first":
+            raise BadInput("knob threshold applies to the low_confidence decoder, not easy_first")
 
 
 # ------------------------------------------------------------------------------------------ sequences
@@ -101,51 +146,112 @@ def join_rows(tokenizer, prompts: Sequence[list[int]], targets: torch.Tensor) ->
     return torch.cat([ids, targets], 1), torch.cat([valid, torch.ones_like(targets, dtype=torch.bool)], 1)
 
 
-def bidirectional_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive (B, 1, S, S) mask: every query attends to every non-padding key, before or after it."""
-    blocked = ~valid[:, None, None, :].expand(-1, 1, valid.size(1), -1)
-    return torch.zeros(blocked.shape, dtype=dtype, device=valid.device).masked_fill(blocked, torch.finfo(dtype).min)
+def bidirectional_mask(keys_valid: torch.Tensor, dtype: torch.dtype, queries: int | None = None) -> torch.Tensor:
+    """Additive (B, 1, Q, K) mask: every query attends to every non-padding key, before or after it
+    (Q = K unless `queries` says how many positions are being run against cached keys)."""
+    width = keys_valid.size(1) if queries is None else queries
+    blocked = ~keys_valid[:, None, None, :].expand(-1, 1, width, -1)
+    return torch.zeros(blocked.shape, dtype=dtype, device=keys_valid.device).masked_fill(blocked, torch.finfo(dtype).min)
+
+
+def token_positions(valid: torch.Tensor) -> torch.Tensor:
+    """Position ids counting valid tokens only, so left padding never moves the rotary positions."""
+    return (valid.long().cumsum(1) - 1).clamp_min(0)
 
 
 def last_logits(model, input_ids: torch.Tensor, valid: torch.Tensor, keep: int) -> torch.Tensor:
-    """Logits (B, keep, V) of the last `keep` positions under bidirectional attention.
-
-    Explicit position ids count valid tokens only, so left padding never moves the rotary positions.
-    """
-    positions = (valid.long().cumsum(1) - 1).clamp_min(0)
-    out = model(input_ids=input_ids, attention_mask=bidirectional_mask(valid, model.dtype), position_ids=positions,
-                logits_to_keep=keep)
+    """Logits (B, keep, V) of the last `keep` positions under bidirectional attention."""
+    out = model(input_ids=input_ids, attention_mask=bidirectional_mask(valid, model.dtype),
+                position_ids=token_positions(valid), logits_to_keep=keep)
     return out.logits
 
 
 # ------------------------------------------------------------------------------------------ training
-def diffusion_loss(logits: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, target_length: int) -> torch.Tensor:
-    """LLaDA's SFT loss: CE of every masked target token weighted 1/t, over the rows' target positions.
+def diffusion_loss(logits: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, target_length: float) -> torch.Tensor:
+    """LLaDA's loss: CE of every masked token weighted 1/t, averaged over the rows' maskable positions.
 
     `logits` (B, K, V) are those of the last K positions of the rows, `labels` (B, S) the clean token
-    at masked target positions and IGNORE elsewhere (question, unmasked targets); position i-1
-    predicts token i. Dividing by the count of all target positions, not of masked ones, keeps the
-    loss an unbiased estimate of the per-token bound on the completion's negative log-likelihood.
+    at masked positions and IGNORE elsewhere (question, unmasked targets); position i-1 predicts token
+    i. Dividing by the count of all maskable positions (B x `target_length`), not of masked ones,
+    keeps the loss an unbiased estimate of the per-token bound on the negative log-likelihood.
     """
-    predicted = labels[:, labels.size(1) - logits.size(1) + 1:]
-    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), predicted, ignore_index=IGNORE, reduction="none")
+    ce = masked_cross_entropy(logits, labels)
     return (ce / t[:, None]).sum() / (labels.size(0) * target_length)
 
 
+def mgdm_loss(logits: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, diffusion_steps: int) -> torch.Tensor:
+    """MGDM's loss: each masked token's CE l reweighted by its difficulty, alpha (1 - e^-l)^gamma l,
+    times the linear time weight T - tau (mask rate t = (tau + 1) / T, so T at the lowest rate and
+    1 with everything masked), averaged over the masked tokens."""
+    ce = masked_cross_entropy(logits, labels)
+    focal = FOCAL_ALPHA * (1 - torch.exp(-ce)) ** FOCAL_GAMMA * ce  # alpha (1 - e^-l)^gamma l
+    tau = t * diffusion_steps - 1
+    weight = (diffusion_steps - tau)[:, None]
+    masked = (labels[:, labels.size(1) - logits.size(1) + 1:] != IGNORE).sum().clamp_min(1)
+    return (focal * weight).sum() / masked
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, K-1) CE of the token each of the last K-1 positions' predecessors predicts; 0 where IGNORE."""
+    predicted = labels[:, labels.size(1) - logits.size(1) + 1:]
+    return F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), predicted, ignore_index=IGNORE, reduction="none")
+
+
+def draw_mask_rates(recipe: str, rows: int, min_mask_rate: float, diffusion_steps: int,
+                    device: torch.device | str) -> torch.Tensor:
+    """Each row's mask rate: t ~ U(eps, 1) (LLaDA) or one of 1/T, 2/T, .., 1 (MGDM)."""
+    if recipe == "llada":
+        return min_mask_rate + (1 - min_mask_rate) * torch.rand(rows, device=device)
+    return (torch.randint(0, diffusion_steps, (rows,), device=device) + 1).float() / diffusion_steps
+
+
+def masked_diffusion_loss(model, clean: torch.Tensor, valid: torch.Tensor, maskable: torch.Tensor, mask_id: int,
+                          target_length: float, recipe: str = "llada", min_mask_rate: float = LLADA_MIN_MASK_RATE,
+                          diffusion_steps: int = 20) -> tuple[torch.Tensor, dict[str, float]]:
+    """One step's loss on rows `clean` (B, S): every `maskable` token masked at its row's rate t, the
+    masked ones predicted from the rest under the recipe's loss. Needs no position before the first
+    maskable one to be maskable (the logits before it predict it)."""
+    rows = clean.size(0)
+    t = draw_mask_rates(recipe, rows, min_mask_rate, diffusion_steps, clean.device)
+    masked = maskable & (torch.rand(maskable.shape, device=clean.device) < t[:, None])
+    noisy = clean.masked_fill(masked, mask_id)
+    keep = clean.size(1) - int(maskable.float().argmax(1).min()) + 1  # from the position before the first maskable
+    logits = last_logits(model, noisy, valid, keep)
+    labels = clean.masked_fill(~masked, IGNORE)
+    if recipe == "llada":
+        loss = diffusion_loss(logits, labels, t, target_length)
+    else:
+        loss = mgdm_loss(logits, labels, t, diffusion_steps)
+    return loss, {"mask_rate": float(masked.sum() / maskable.sum().clamp_min(1))}
+
+
 def training_loss(model, tokenizer, problems: Sequence[Problem], gen_length: int, min_mask_rate: float,
-                  device: torch.device | str) -> tuple[torch.Tensor, dict[str, float]]:
-    """One step's loss: mask each row's target at its own rate t ~ U(eps, 1) and predict the masked tokens."""
+                  device: torch.device | str, recipe: str = "llada",
+                  diffusion_steps: int = 20) -> tuple[torch.Tensor, dict[str, float]]:
+    """The fine-tuning loss: each row's target masked at its own rate, the question never."""
     targets, _ = encode_targets(tokenizer, [p["reference"] for p in problems], gen_length)
     clean, valid = join_rows(tokenizer, [prompt_ids(tokenizer, p["prompt"]) for p in problems], targets)
     clean, valid = clean.to(device), valid.to(device)
-    rows = clean.size(0)
-    t = min_mask_rate + (1 - min_mask_rate) * torch.rand(rows, device=device)
-    masked = torch.zeros_like(valid)
-    masked[:, -gen_length:] = torch.rand(rows, gen_length, device=device) < t[:, None]
-    noisy = clean.masked_fill(masked, tokenizer.convert_tokens_to_ids(MASK))
-    logits = last_logits(model, noisy, valid, gen_length + 1)
-    loss = diffusion_loss(logits, clean.masked_fill(~masked, IGNORE), t, gen_length)
-    return loss, {"mask_rate": float(masked[:, -gen_length:].float().mean())}
+    maskable = torch.zeros_like(valid)
+    maskable[:, -gen_length:] = True
+    return masked_diffusion_loss(model, clean, valid, maskable, tokenizer.convert_tokens_to_ids(MASK), gen_length,
+                                 recipe, min_mask_rate, diffusion_steps)
+
+
+def pretraining_loss(model, tokenizer, problems: Sequence[Problem], max_length: int,
+                     device: torch.device | str) -> tuple[torch.Tensor, dict[str, float]]:
+    """The masked-diffusion base's loss (LLaDA's pre-training): the AR base's rows, `<s> question
+    reasoning answer </s>`, every token after `<s>` maskable, LLaDA's loss averaged over the tokens."""
+    batch = encode_pairs(tokenizer, [p["prompt"] for p in problems], [p["reference"] for p in problems], max_length,
+                         loss_on_prompt=True, device=device)
+    clean, valid = batch["input_ids"], batch["attention_mask"].bool()
+    maskable = valid.clone()
+    maskable[:, 0] = False  # <s>: the position that predicts the first token
+    return masked_diffusion_loss(model, clean, valid, maskable, tokenizer.convert_tokens_to_ids(MASK),
+                                 float(maskable.sum()) / clean.size(0))
+
+
+register_base_objective(MASKED_DIFFUSION, BaseObjective(pretraining_loss, recipe=1))
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -165,39 +271,128 @@ def block_plan(gen_length: int, block_length: int, steps: int) -> list[tuple[int
             for b, start in enumerate(starts)]
 
 
+class BlockLogits:
+    """The logits that predict one block of target positions, computed in full or with Fast-dLLM's
+    approximate KV cache.
+
+    Rows are `question | target`, the question left-padded; target position j is predicted by the
+    logits of column P + j - 1 (P = question width), so block [start, end) needs the queries of
+    columns [P + start - 1, P + end - 1) and fresh keys for columns [P + start - 1, P + end).
+    `cache` "none" runs every column each call. Otherwise the block's first call runs every column
+    and keeps the keys/values of the columns before that span ("prefix") and after it ("dual"); later
+    calls run only the span (and, with "prefix", everything after it) against the kept ones.
+    """
+
+    def __init__(self, model, question: torch.Tensor, question_valid: torch.Tensor, gen_length: int, cache: str):
+        self.model, self.question, self.cache = model, question, cache
+        self.valid = torch.cat([question_valid, question_valid.new_ones(question.size(0), gen_length)], 1)
+        self.positions = token_positions(self.valid)
+        self.kept: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def start_block(self, start: int, end: int) -> None:
+        self.first, self.width, self.kept = self.question.size(1) + start - 1, end - start, None
+        self.last = self.question.size(1) + end if self.cache == "dual" else self.valid.size(1)
+
+    def __call__(self, target: torch.Tensor) -> torch.Tensor:
+        """(B, end - start, V) logits of the block's target positions."""
+        ids = torch.cat([self.question, target], 1)
+        columns = ids.size(1)
+        if self.cache == "none" or self.kept is None:
+            cache = DynamicCache() if self.cache != "none" else None
+            out = self.model(input_ids=ids, attention_mask=bidirectional_mask(self.valid, self.model.dtype),
+                             position_ids=self.positions, past_key_values=cache, use_cache=cache is not None,
+                             logits_to_keep=columns - self.first)
+            if cache is not None:
+                outside = torch.cat([torch.arange(self.first), torch.arange(self.last, columns)]).to(ids.device)
+                self.kept = [(layer.keys[:, :, outside], layer.values[:, :, outside]) for layer in cache.layers]
+                self.kept_valid = self.valid[:, outside]
+            return out.logits[:, :self.width]
+        span = slice(self.first, self.last)
+        keys_valid = torch.cat([self.kept_valid, self.valid[:, span]], 1)
+        out = self.model(input_ids=ids[:, span], position_ids=self.positions[:, span],
+                         attention_mask=bidirectional_mask(keys_valid, self.model.dtype, self.last - self.first),
+                         past_key_values=DynamicCache(ddp_cache_data=self.kept), use_cache=True,
+                         logits_to_keep=self.last - self.first)
+        return out.logits[:, :self.width]
+
+
+def ranks_of(scores: torch.Tensor, descending: bool) -> torch.Tensor:
+    """Each entry's rank within its row (0 = first in the order), ties by position."""
+    order = scores.sort(dim=1, descending=descending, stable=True).indices
+    return torch.empty_like(order).scatter_(1, order, torch.arange(scores.size(1), device=scores.device).expand_as(order))
+
+
+def low_confidence_step(block: torch.Tensor, logits: torch.Tensor, mask_id: int, remaining_after: int,
+                        temperature: float, threshold: float, uniforms: torch.Tensor | None) -> torch.Tensor:
+    """LLaDA: draw every masked token, keep the most confident ones (each row down to
+    `remaining_after` masked, and with `threshold` every one at least that confident, at least one)."""
+    candidates = block == mask_id
+    logits = logits[candidates]
+    logits[:, mask_id] = float("-inf")  # never a training target; drawing it would leave a hole
+    drawn = draw_tokens(logits, temperature, None if uniforms is None else uniforms[candidates])
+    confidence = torch.full(block.shape, float("-inf"), device=block.device)
+    confidence[candidates] = logits.float().softmax(-1).gather(1, drawn[:, None]).squeeze(1)
+    masked = candidates.sum(1)
+    count = (masked - remaining_after).clamp_min(0)
+    if threshold > 0:
+        count = torch.maximum(count, (confidence >= threshold).sum(1)).clamp_min(1).minimum(masked)
+    proposal = block.clone()
+    proposal[candidates] = drawn
+    commit = ranks_of(confidence, descending=True) < count[:, None]
+    return torch.where(commit, proposal, block)
+
+
+def easy_first_step(logits: torch.Tensor, mask_id: int, t: int, steps: int, remask_noise: float,
+                    uniforms: torch.Tensor | None) -> torch.Tensor:
+    """MGDM's TopK: the argmax at every block position (committed ones too), then the floor(width t/T)
+    lowest-scoring masked again, scores (log-probabilities) perturbed by Gumbel noise at remask_noise t/T."""
+    logits = logits.float().clone()
+    logits[..., mask_id] = float("-inf")
+    scores, tokens = logits.log_softmax(-1).max(-1)
+    remask = tokens.size(1) * t // steps
+    if remask == 0:
+        return tokens
+    if uniforms is not None and remask_noise > 0:
+        gumbel = -torch.log(-torch.log(uniforms.clamp(1e-8, 1 - 1e-8)))
+        scores = scores + remask_noise * t / steps * gumbel
+    return tokens.masked_fill(ranks_of(scores, descending=False) < remask, mask_id)
+
+
 @torch.no_grad()
 def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_id: int, steps: int,
-                    temperature: float = 1.0, block_length: int = 0,
-                    noise: RowNoise | None = None) -> Iterator[torch.Tensor]:
-    """LLaDA's low-confidence remasking for one row per prompt; yields the targets after each step.
+                    temperature: float = 1.0, block_length: int = 0, noise: RowNoise | None = None,
+                    decoder: str = "low_confidence", threshold: float = 0.0, remask_noise: float = 0.5,
+                    cache: str = "none") -> Iterator[torch.Tensor]:
+    """Decode one row per prompt from a fully masked target; yields the targets after each step.
 
-    The confidence of a drawn token is the model's probability of it (untempered, as LLaDA). Every
-    row starts fully masked and commits the same count each step, so the rows stay in lock step.
-    Row i draws its tokens with `noise`'s stream i: one uniform per (step, position), whatever the
-    batch. The yielded tensors are copies: keep any of them to trace the unmasking.
+    low_confidence (LLaDA): confidence is the model's probability of the drawn token (untempered, as
+    LLaDA). easy_first (MGDM): step j of a block's T re-predicts the block at MGDM's time t = T-1-j.
+    A step with nothing to do (more steps than tokens, or a block finished early by `threshold`)
+    runs no forward pass. Row i draws with `noise`'s stream i: one uniform per (step, position),
+    whatever the batch. The yielded tensors are copies: keep any of them to trace the unmasking.
     """
     device = next(model.parameters()).device
     rows = len(prompts)
     target = torch.full((rows, gen_length), mask_id, dtype=torch.long, device=device)
     question, question_valid = pad_ids(prompts, mask_id, left=True, device=device)  # padding is never attended to
-    valid = torch.cat([question_valid, torch.ones_like(target, dtype=torch.bool)], 1)
-    uniforms = noise.uniform(steps, gen_length).to(device) if temperature > 0 else None  # (B, steps, G)
+    random = temperature > 0 if decoder == "low_confidence" else remask_noise > 0
+    uniforms = noise.uniform(steps, gen_length).to(device) if random else None  # (B, steps, G)
+    logits_of = BlockLogits(model, question, question_valid, gen_length, cache)
     step = 0
     for start, end, block_steps in block_plan(gen_length, block_length, steps):
-        for commit in unmasking_schedule(end - start, block_steps):
-            if commit:  # more steps than tokens leaves some steps with nothing to commit: skip their forward
-                candidates = target == mask_id
-                candidates[:, :start] = candidates[:, end:] = False
-                logits = last_logits(model, torch.cat([question, target], 1), valid, gen_length + 1)[:, :-1]
-                logits = logits[candidates]
-                logits[:, mask_id] = float("-inf")  # never a training target; drawing it would leave a hole
-                drawn = draw_tokens(logits, temperature, None if uniforms is None else uniforms[:, step][candidates])
-                confidence = torch.full(target.shape, float("-inf"), device=device)
-                confidence[candidates] = logits.float().softmax(-1).gather(1, drawn[:, None]).squeeze(1)
-                proposal = target.clone()
-                proposal[candidates] = drawn
-                keep = confidence.topk(commit, dim=1).indices
-                target.scatter_(1, keep, proposal.gather(1, keep))
+        logits_of.start_block(start, end)
+        remaining = [(end - start) * (block_steps - j) // block_steps for j in range(block_steps + 1)]
+        for j in range(block_steps):
+            block = target[:, start:end]
+            step_uniforms = None if uniforms is None else uniforms[:, step, start:end]
+            if decoder == "easy_first":
+                target[:, start:end] = easy_first_step(logits_of(target), mask_id, block_steps - 1 - j, block_steps,
+                                                       remask_noise, step_uniforms)
+            else:
+                masked = (block == mask_id).sum(1)
+                if bool((masked > (0 if threshold > 0 else remaining[j + 1])).any()):
+                    target[:, start:end] = low_confidence_step(block, logits_of(target), mask_id, remaining[j + 1],
+                                                               temperature, threshold, step_uniforms)
             step += 1
             yield target.clone()
 
@@ -216,6 +411,7 @@ class MaskedDiffusion(Method):
     SampleKnobs = MdmSampleKnobs
     phase_name = "mdm"
     stages = ("mdm",)
+    base_objective = MASKED_DIFFUSION  # method_options.base may choose the AR base or scratch instead
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
@@ -236,7 +432,7 @@ class MaskedDiffusion(Method):
 
         def loss_fn(step: int, shard: Shard):
             return training_loss(model, ctx.tokenizer, ctx.batch(self.phase_name, step, shard=shard), options.gen_length,
-                                 options.min_mask_rate, ctx.device)
+                                 options.min_mask_rate, ctx.device, options.recipe, options.diffusion_steps)
 
         final = Trainer(ctx.phase(self.phase_name, count_tokens=True), model).fit(loss_fn)
         self.model = model.eval()
@@ -261,7 +457,10 @@ class MaskedDiffusion(Method):
         self.model = load_final_model(self.ctx, self.phase_name)
 
     def sample_knobs(self, knobs: dict) -> MdmSampleKnobs:
+        """The knobs, `decoder=recipe` resolved to the trained recipe's decoder."""
         settings = super().sample_knobs(knobs)
+        if settings.decoder == "recipe":
+            settings = super().sample_knobs({**knobs, "decoder": RECIPE_DECODER[self.options.recipe]})
         block_plan(self.options.gen_length, settings.block_length, settings.steps)  # fail before any sampling
         return settings
 
@@ -273,7 +472,8 @@ class MaskedDiffusion(Method):
         def run_batch(rows: list[Trajectory]) -> list[str]:
             *_, targets = unmasking_steps(self.model, [prompts[r.problem] for r in rows], self.options.gen_length,
                                           self.mask_id, settings.steps, settings.temperature, settings.block_length,
-                                          RowNoise.of(rows))
+                                          RowNoise.of(rows), settings.decoder, settings.threshold,
+                                          settings.remask_noise, settings.cache)
             return [decode_target(tokenizer, row) for row in targets]
 
         return self.sample_batched(problems, n, settings.batch_size, run_batch)

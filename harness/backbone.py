@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -158,20 +159,60 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# Bump when the base LM's training changes in code (its loss, schedule or data order), so that a
+# Bump when the AR base's training changes in code (its loss, schedule or data order), so that a
 # cached base trained by older code is not reused.
 BASE_RECIPE = 2
 # TrainConfig fields newer than the cached bases: part of the base's key only when set
 KEYED_WHEN_SET = ("mixed_precision",)
+# `Method.base_objective` / `method_options.base` for a method that starts from the fresh architecture
+SCRATCH = "scratch"
+AR = "ar"
+
+
+@dataclass(frozen=True)
+class BaseObjective:
+    """How a method family's base learns the task's training text: `loss(model, tokenizer, problems,
+    max_length, device)` returns (loss, logs) for one micro-batch. `recipe` is the objective's code
+    version (bump it when the loss changes, so an older cached base is not reused)."""
+
+    loss: Callable[..., tuple[torch.Tensor, dict[str, float]]]
+    recipe: int = 1
+
+
+def _next_token_base_loss(model, tokenizer, problems, max_length: int, device) -> tuple[torch.Tensor, dict[str, float]]:
+    return lm_loss(model, tokenizer, problems, max_length, loss_on_prompt=True, device=device), {}
+
+
+# name -> objective. A family's module registers its own (baselines.mdm: "masked-diffusion"), since the
+# harness never imports a method; the AR objective (BASE_RECIPE above) is the harness's own.
+BASE_OBJECTIVES: dict[str, BaseObjective] = {AR: BaseObjective(_next_token_base_loss, BASE_RECIPE)}
+
+
+def register_base_objective(name: str, objective: BaseObjective) -> None:
+    """Make `name` a base family methods can declare (`Method.base_objective`)."""
+    def origin(o: BaseObjective) -> tuple:  # a module imported twice registers an equal function, not the same
+        return o.loss.__module__, o.loss.__qualname__, o.recipe
+
+    if name in (AR, SCRATCH) or origin(BASE_OBJECTIVES.get(name, objective)) != origin(objective):
+        raise ValueError(f"base objective {name!r} registered twice")
+    BASE_OBJECTIVES[name] = objective
 
 
 class SharedBackbone:
-    """The tokenizer and the base checkpoint every method of a run starts from.
+    """The tokenizer and the base checkpoint a run's method starts from.
 
-    From scratch (`tiny`), the base is a language model of the task's training text (question,
-    reasoning, answer) trained once and cached under `runs/_base/` per task, backbone and seed,
-    standing in for the pretrained LLM every method starts from in the paper. With a pretrained
-    model, the base is that model.
+    From scratch (`tiny`), the base is a model of the task's training text (question, reasoning,
+    answer) trained once and cached under `runs/_base/` per task, backbone, seed and method family,
+    standing in for the pretrained LLM a method starts from in its paper: an AR LM for the methods
+    built on one (AR-SFT, MTP, Coconut, LaDiR, LD4LG), a masked-diffusion LM for masked diffusion (as
+    LLaDA starts from one). The family is the method's `base_objective`; a method whose options have
+    a `base` field may choose another family's base or `scratch` (no base: MGDM trains from scratch).
+
+    Same text, same budget: every family's base trains on the same batches of the same training
+    text for the same `train.base_steps` at `train.base_lr`; only the loss differs (BASE_OBJECTIVES).
+    There is one budget field, so no family gets more base training than another.
+
+    With a pretrained model, the base is that model, whatever the family.
     """
 
     def __init__(self, config: RunConfig, task, runs_root: Path, device: torch.device,
@@ -234,23 +275,49 @@ class SharedBackbone:
         model, _ = load_pretrained(self.model_config.name, self.model_config.dtype)
         return model
 
+    @property
+    def objective(self) -> str:
+        """The base the run's method starts from: `method_options.base` where the method's options have
+        that field and it is set, else the method family's `Method.base_objective`; "pretrained" for a
+        pretrained backbone (its own base, whatever the family)."""
+        from harness.methods import get_method_class
+
+        chosen = self.config.method_options.get("base") or get_method_class(self.config.method).base_objective
+        if not self.model_config.from_scratch:
+            if chosen == SCRATCH:
+                raise BadInput("method_options.base=scratch needs a backbone built from scratch (model.name=tiny)")
+            return "pretrained"
+        if chosen != SCRATCH and chosen not in BASE_OBJECTIVES:
+            known = ", ".join([*BASE_OBJECTIVES, SCRATCH])
+            raise BadInput(f"unknown base objective {chosen!r} (known: {known})")
+        return chosen
+
+    def base_directory(self, objective: str) -> Path:
+        """Where `objective`'s base is cached: `base/` for the AR base (the path bases had before there
+        were families, so those are reused), `base-NAME-rRECIPE/` beside it for any other."""
+        if objective == AR:
+            return self.directory / "base"
+        return self.directory / f"base-{objective}-r{BASE_OBJECTIVES[objective].recipe}"
+
     def base_model(self):
-        """A fresh copy of the base checkpoint on the run's device, training it first if no run has yet."""
+        """A fresh copy of the run's base (`objective`) on the run's device, training it first if no run
+        has yet; the fresh architecture for `scratch`."""
         model = self.fresh_model()
-        train = self.config.train
-        if self.model_config.from_scratch and train.base_steps > 0:
-            phase = Phase("base", self.directory / "base", train.base_steps, train.base_lr, self.config.seed, train,
-                          shared=True)
+        train, objective = self.config.train, self.objective
+        if self.model_config.from_scratch and train.base_steps > 0 and objective != SCRATCH:
+            phase = Phase("base", self.base_directory(objective), train.base_steps, train.base_lr, self.config.seed,
+                          train, shared=True)
             if phase_done(phase.directory):
                 load_modules(model, final_checkpoint(phase.directory)[1])
             else:
-                self._train_base(model.to(self.device), phase)
+                self._train_base(model.to(self.device), phase, BASE_OBJECTIVES[objective])
         return model.to(self.device)
 
-    def _train_base(self, model, phase: Phase) -> None:
+    def _train_base(self, model, phase: Phase, objective: BaseObjective) -> None:
+        # Every family draws the batches of the phase named "base": the same problems in the same order.
         def loss_fn(step: int, shard: Shard):
-            return lm_loss(model, self.tokenizer, self._batch("base", step, shard=shard), self.model_config.max_length,
-                           loss_on_prompt=True, device=self.device), {}
+            return objective.loss(model, self.tokenizer, self._batch("base", step, shard=shard),
+                                  self.model_config.max_length, self.device)
 
         phase.tokens_per_step = lambda step: self._tokens_in(self._batch("base", step))
         Trainer(phase, model).fit(loss_fn)

@@ -373,10 +373,10 @@ def probe_command(
 
 @app.command("ablate")
 def ablate_command(
-    grid: Annotated[Path, typer.Option(help="grid YAML (see harness/ablation.py)")],
+    grid: Annotated[Path, typer.Option(help="grid YAML (see harness/tools/ablation.py)")],
     runs_dir: RunsDirOpt = None,
 ) -> None:
-    """Run a grid of training settings x sampling knobs (resumable), then print its table."""
+    """Run a grid of runs (methods x tasks x training settings) x sampling knobs (resumable), then print its table."""
     from harness.evaluate.report import load_frame, render_table
     from harness.runs import runs_root
     from harness.tools.ablation import run_grid
@@ -496,7 +496,10 @@ def selfcheck_command(
 def main() -> None:
     """Entry point: BadInput -> one line on stderr and exit 2; anything else propagates (exit 1)."""
     try:
-        app(standalone_mode=False)
+        # outside standalone mode click returns a `typer.Exit`'s code instead of exiting with it
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except BadInput as error:
         # escaped: a message may quote brackets, e.g. an extra's name ('ladir-bench[vllm]'), not markup
         err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)

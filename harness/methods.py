@@ -131,6 +131,10 @@ class Method(ABC):
     SampleKnobs: ClassVar[type] = NoOptions
     # Training phases in order; `ladir-bench train --stage S` runs the phases up to and including S.
     stages: ClassVar[tuple[str, ...]] = ()
+    # The family whose base this method starts from (`ctx.backbone.base_model()`): "ar", a base trained
+    # with the next-token objective, or another family's registered in harness.backbone.BASE_OBJECTIVES
+    # (masked diffusion: "masked-diffusion"). Every family's base sees the same text for the same budget.
+    base_objective: ClassVar[str] = "ar"
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx

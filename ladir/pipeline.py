@@ -1,13 +1,14 @@
 """LaDiR generation (paper §3.3-3.4): the reasoner and the ODE sampler composed, block after block.
 
-For each block: z_1 from the sampler's initial noise, Euler steps with the reasoner's velocity
-(diversity guidance across the batch inside the sampler), then the finished block is committed as a
-clean block (t = 0) and the spec head at its `<EOT>` decides `<BOT>` (another block) or `<SOA>`.
+For each block: z_1 from the sampler's initial noise, the sampler's solver steps with the reasoner's
+velocity (diversity guidance across the batch inside the sampler), then the finished block is
+committed as a clean block (t = 0) and the spec head at its `<EOT>` decides `<BOT>` (another block) or `<SOA>`.
 After `<SOA>` the LM head writes the answer token by token.
 
 Blocks are causal, so the question and finished blocks are a fixed prefix: `LatentSequence` caches
 their keys/values and each denoising step runs only the current block's L_b + 3 tokens, cropping the
-cache back afterwards. The same loop, with gradients kept, is stage 2's rollout.
+cache back afterwards: every velocity evaluation of a step (a two-stage solver makes two) reuses
+the same cached prefix. The same loop, with gradients kept, is stage 2's rollout.
 
 Classifier-free guidance on the question (`uncond` below): a second sequence holds the same
 blocks after `<s>` alone (the reasoner saw the question dropped with probability `cfg_drop` in
@@ -29,9 +30,9 @@ from ladir.reasoner import (
     LatentSequence,
     stacked_blocks,
 )
-from ladir.sampler import FlowMatchEuler
+from ladir.sampler import FlowMatchSolver
 
-# on_step(block, t, z_t, u): called at every denoising step (the trace uses it)
+# on_step(block, t, z_t, u): called at every velocity evaluation (the trace uses it)
 StepHook = Callable[[int, float, torch.Tensor, torch.Tensor], None]
 # project(block, z, active) -> z: what a finished block is replaced by before it is committed
 BlockProjection = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -72,7 +73,7 @@ def velocity(seq: LatentSequence, z: torch.Tensor, t: float, active: torch.Tenso
     return u_uncond + cfg_scale * (u - u_uncond)
 
 
-def denoise_block(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, active: torch.Tensor,
+def denoise_block(seq: LatentSequence, sampler: FlowMatchSolver, steps: int, active: torch.Tensor,
                   block: int = 0, on_step: StepHook | None = None, uncond: LatentSequence | None = None,
                   cfg_scale: float = 1.0, z: torch.Tensor | None = None, t_start: float = 1.0,
                   noise: RowNoise | None = None, groups: torch.Tensor | None = None) -> torch.Tensor:
@@ -80,7 +81,8 @@ def denoise_block(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, acti
 
     The initial noise is row i's next draw from `noise` (default: the global generator). `z` (with
     `t_start` < 1) starts from a partly noised latent instead (stage 2's rollouts from noised oracle
-    blocks); `steps` then spans [t_start, 0]. `groups` (B,) names each row's question for guidance.
+    blocks). `steps` is the number of velocity evaluations (NFE) spanning [t_start, 0]: the solver
+    takes steps / its evaluations per step. `groups` (B,) names each row's question for guidance.
     """
     reasoner = seq.reasoner
     sampler.set_timesteps(steps, t_start)
@@ -119,7 +121,7 @@ def commit_blocks(seq: LatentSequence, blocks: list[torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def generate_blocks(seq: LatentSequence, sampler: FlowMatchEuler, steps: int, max_blocks: int,
+def generate_blocks(seq: LatentSequence, sampler: FlowMatchSolver, steps: int, max_blocks: int,
                     on_step: StepHook | None = None, cfg_scale: float = 1.0, noise: RowNoise | None = None,
                     groups: torch.Tensor | None = None,
                     project: BlockProjection | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,22 +151,27 @@ def decode_answer(seq: LatentSequence, max_tokens: int, temperature: float,
                   noise: RowNoise | None = None) -> list[list[int]]:
     """`<SOA>`, then the answer autoregressively (cached), until `</s>`; returns the answer token ids.
 
-    Row i draws its tokens with `noise`'s stream i (default: the global generator)."""
+    Row i draws its tokens with `noise`'s stream i (default: the global generator). Rows that finish
+    are dropped from `seq` once a quarter of those left has (as AR sampling does), so short answers
+    stop costing compute; `seq` is consumed."""
     reasoner = seq.reasoner
-    ids = torch.full((seq.batch, 1), reasoner.soa_id, dtype=torch.long, device=reasoner.device)
-    done = torch.zeros(seq.batch, dtype=torch.bool, device=reasoner.device)
-    answers: list[torch.Tensor] = []
+    rows = seq.batch
     uniforms = None
     if temperature > 0:
-        uniforms = (torch.rand(seq.batch, max_tokens) if noise is None else noise.uniform(max_tokens)).to(reasoner.device)
+        uniforms = (torch.rand(rows, max_tokens) if noise is None else noise.uniform(max_tokens)).to(reasoner.device)
+    alive = torch.arange(rows, device=reasoner.device)  # the original row of each row still in `seq`
+    ids = torch.full((rows, 1), reasoner.soa_id, dtype=torch.long, device=reasoner.device)
+    answers = torch.full((rows, max_tokens), reasoner.eos_id, dtype=torch.long, device=reasoner.device)
     for step in range(max_tokens):
         logits = reasoner.lm_logits(seq.run(seq.token_chunk(ids))[:, -1]).float()
-        token = draw_tokens(logits, temperature, None if uniforms is None else uniforms[:, step])
-        token = torch.where(done, reasoner.eos_id, token)
-        answers.append(token)
-        done |= token == reasoner.eos_id
-        if bool(done.all()):
+        token = draw_tokens(logits, temperature, None if uniforms is None else uniforms[alive, step])
+        answers[alive, step] = token
+        going = token != reasoner.eos_id
+        if not bool(going.any()):
             break
+        if (~going).sum() * 4 >= len(alive):
+            keep = going.nonzero().squeeze(1)
+            seq.select(keep)
+            alive, token = alive[keep], token[keep]
         ids = token[:, None]
-    rows = torch.stack(answers, 1).tolist() if answers else [[] for _ in range(seq.batch)]
-    return [row[: row.index(reasoner.eos_id)] if reasoner.eos_id in row else row for row in rows]
+    return [row[: row.index(reasoner.eos_id)] if reasoner.eos_id in row else row for row in answers.tolist()]

@@ -58,7 +58,7 @@ from typing import Any, ClassVar
 
 from harness.errors import BadInput
 from tasks import register_task
-from tasks.base import Problem, Task, Verdict
+from tasks.base import ANSWER_MARKER, Problem, Task, Verdict, read_local_rows
 
 RUNNER = Path(__file__).with_name("_sandbox_runner.py")
 
@@ -602,8 +602,11 @@ def _read_pickle(path: str) -> Any:
 
 
 class CodeTask(Task):
-    option_types = {"timeout": float, "startup_slack": float, "memory_mb": float}
-    """Shared execution checker; subclasses load problems and say how one sample is judged."""
+    option_types = {"timeout": float, "startup_slack": float, "memory_mb": float, "train_file": str, "val_size": int}
+    """Shared execution checker; subclasses load problems and say how one sample is judged.
+
+    The benchmarks are test sets. With `train_file` (rows of prompt, reasoning sentences, solution:
+    `training_problems`) the task also has train and val splits, so methods can be trained for it."""
 
     kind = "code"
     splits = ("test",)
@@ -613,6 +616,48 @@ class CodeTask(Task):
         self._oracles: dict[Any, _Oracle] = {}
         self._oracle_locks: dict[Any, threading.Lock] = {}
         self._lock = threading.Lock()
+        if self.options.get("train_file"):
+            self.splits = ("train", "val", "test")
+
+    def problems(self, split: str) -> list[Problem]:
+        if split in ("train", "val") and self.options.get("train_file"):
+            if split not in self._cache:
+                self._cache[split] = self.training_problems(split)
+            return self._cache[split]
+        return super().problems(split)
+
+    def training_problems(self, split: str) -> list[Problem]:
+        """Train or val problems from `train_file` (JSON / JSONL / parquet), one row each:
+        `{"prompt": ..., "reasoning": [sentence, ...] (or one string), "solution": <code>}`. The reference
+        completion is the reasoning sentences, then `The answer is` and the solution in a python fence
+        (what `extract_code` takes back out). The last `val_size` rows (default a tenth, at most 100)
+        are the val split."""
+        path = str(self.options["train_file"])
+        rows = read_local_rows(path)
+        problems = []
+        for index, row in enumerate(rows):
+            missing = [key for key in ("prompt", "reasoning", "solution") if row.get(key) is None]
+            if missing:
+                raise BadInput(f"{path}: row {index} lacks field(s) {', '.join(missing)} "
+                               "(expected prompt, reasoning sentences, solution)")
+            reasoning = [row["reasoning"]] if isinstance(row["reasoning"], str) else list(row["reasoning"])
+            sentences = [str(s).strip() for s in reasoning if str(s).strip()]
+            solution = str(row["solution"]).strip("\n")
+            if any(ANSWER_MARKER.lower() in text.lower() for text in [*sentences, solution]):
+                raise BadInput(f"{path}: row {index}: {ANSWER_MARKER!r} may not appear in its reasoning or "
+                               "solution (it marks where the answer starts)")
+            # a sentence without an ending is closed, so each stays one reasoning block
+            sentences = [s if s[-1] in ".!?" else s + "." for s in sentences]
+            entry = re.search(r"^def[ \t]+([A-Za-z_][A-Za-z0-9_]*)[ \t]*\(", solution, re.MULTILINE)
+            problems.append({
+                "prompt": str(row["prompt"]),
+                "reference": " ".join([*sentences, f"{ANSWER_MARKER}\n```python\n{solution}\n```"]),
+                "entry_point": row.get("entry_point") or (entry.group(1) if entry else None),
+            })
+        size = self.options.get("val_size")
+        n_val = min(100, len(problems) // 10) if size is None else min(int(size), len(problems))
+        chosen = problems[len(problems) - n_val:] if split == "val" else problems[:len(problems) - n_val]
+        return [{"task_id": f"{self.name}/{split}/{i}", **problem} for i, problem in enumerate(chosen)]
 
     def _option(self, name: str, default: float) -> float:
         value = self.options.get(name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 
 from harness.tools.bench import (
@@ -17,6 +18,7 @@ from harness.tools.bench import (
 from tests.conftest import run_cli
 
 
+@pytest.mark.slow  # ~25 s of CPU: every figure's workload, even at scale 0.05
 def test_bench_prints_every_figure_in_order_and_saves_the_report(tmp_path):
     out = tmp_path / "bench.json"
     result = run_cli(["bench", "--device", "cpu", "--scale", "0.05", "--repeats", "1", "--json", "--out", str(out)])

@@ -171,10 +171,11 @@ def test_bf16_autocast_on_cpu_trains_float32_weights(tmp_path, monkeypatch):
     assert bf16["losses"][-1] < bf16["losses"][0]
 
 
-def test_fsdp_config_on_cpu_is_one_line(runs_dir):
+def test_fsdp_config_on_cpu_is_one_line(runs_dir, monkeypatch):
     """accelerate would quietly train CPU processes unsharded under an FSDP config."""
-    env = {**os.environ, "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
-    result = run_cli([*TRAIN, *micro_args()], runs_dir, check=False, env=env)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # as `accelerate launch` exports them
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    result = run_cli([*TRAIN, *micro_args()], runs_dir, check=False)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "FSDP (ACCELERATE_USE_FSDP, from an FSDP accelerate config) needs GPUs; this run is on cpu" in result.stderr
     assert not runs_dir.exists() or not list(runs_dir.rglob("config.yaml"))

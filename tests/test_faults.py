@@ -1,6 +1,7 @@
-"""Faults survived with nothing lost: evaluations SIGKILLed at random points (mid-append included)
-resume to exactly the uninterrupted samples and metrics, a second process on the same run or results
-folder is refused, corrupt checkpoints and torn logs are named or repaired, a full disk is one line."""
+"""Faults survived with nothing lost: training, evaluations and ablation grids SIGKILLed at random
+points (mid-append and mid-checkpoint included) resume to exactly the uninterrupted weights, samples and
+metrics, a second process on the same run or results folder is refused, corrupt checkpoints and torn
+logs are named or repaired, a full disk is one line."""
 
 from __future__ import annotations
 
@@ -18,14 +19,9 @@ import pytest
 import torch
 
 from harness.locks import exclusive
-from tests.conftest import micro_args, run_cli
+from tests.conftest import AR_SFT_MICRO, copy_run, micro_args, run_cli
 
 TIMING = {"samples_per_s", "scoring_seconds", "train_minutes"}  # wall-clock figures: all a resumption may change
-
-
-def _train(runs_dir, run="f", steps="6"):
-    run_cli(["train", "--method", "ar-sft", "--task", "countdown3", "--run", run, "--steps", steps, *micro_args()],
-            runs_dir)
 
 
 def _results(runs_dir, run="f"):
@@ -36,14 +32,14 @@ def _results(runs_dir, run="f"):
 
 
 @pytest.mark.slow
-def test_eval_sigkilled_at_random_points_resumes_to_the_uninterrupted_result(tmp_path):
+def test_eval_sigkilled_at_random_points_resumes_to_the_uninterrupted_result(tmp_path, ar_sft_micro):
     straight = tmp_path / "straight"
-    _train(straight)
+    copy_run(ar_sft_micro, "ar-sft", straight, "f")
     killed = tmp_path / "killed"
     shutil.copytree(straight, killed)
     # one problem per group (k = 2, batch 2): samples.jsonl grows by an append per problem
     evaluate = ["eval", "--run", "f", "--k", "2", "--limit", "16", "--knob", "batch_size=2", "--json"]
-    run_cli(evaluate, straight)
+    run_cli(evaluate, straight, fresh_process=True)
     _, expected_samples, expected_metrics = _results(straight)
 
     env = {**os.environ, "LADIR_RUNS": str(killed), "LADIR_NO_PROGRESS": "1"}
@@ -71,7 +67,7 @@ def test_eval_sigkilled_at_random_points_resumes_to_the_uninterrupted_result(tmp
             handle.write('{"task_id": "countdown3/test/')
     assert kills >= 2, "the evaluation finished before it could be killed"
 
-    resumed = run_cli(evaluate, killed)
+    resumed = run_cli(evaluate, killed, fresh_process=True)
     assert "resuming" in resumed.stderr
     _, samples, metrics = _results(killed)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
@@ -80,13 +76,15 @@ def test_eval_sigkilled_at_random_points_resumes_to_the_uninterrupted_result(tmp
 
 
 @pytest.mark.slow
-def test_train_sigkilled_at_random_points_resumes_to_the_same_weights(tmp_path):
+def test_train_sigkilled_at_random_points_resumes_to_the_same_weights(tmp_path, micro_base):
     from safetensors.torch import load_file
 
     args = ["train", "--method", "ar-sft", "--task", "countdown3", "--run", "r", "--steps", "24",
             *micro_args("train.checkpoint_every=3")]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run_cli(args, straight)
+    for runs in (straight, killed):  # both start from the same cached base
+        shutil.copytree(micro_base / "_base", runs / "_base")
+    run_cli(args, straight, fresh_process=True)
     env = {**os.environ, "LADIR_RUNS": str(killed), "LADIR_NO_PROGRESS": "1"}
     log = killed / "r" / "sft" / "log.jsonl"
     chance = random.Random(3)
@@ -107,7 +105,8 @@ def test_train_sigkilled_at_random_points_resumes_to_the_same_weights(tmp_path):
             kills += 1
         process.wait()
     assert kills >= 2, "training finished before it could be killed"
-    run_cli(args, killed)
+    resumed = run_cli(args, killed, fresh_process=True)
+    assert "resumed from step" in resumed.stderr
     final = lambda root: sorted((root / "r" / "sft" / "checkpoints").glob("step-*"))[-1]  # noqa: E731
     assert final(killed).name == final(straight).name == "step-0000024"
     expected = load_file(str(final(straight) / "model" / "model.safetensors"))
@@ -129,7 +128,7 @@ def test_ablate_sigkilled_twice_resumes_to_the_uninterrupted_grid(tmp_path):
                                 "train_grid": {"train.lr": [0.001, 0.003]},
                                 "eval": {"k": 2, "limit": 6}, "eval_grid": {"batch_size": [2]}}))
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run_cli(["ablate", "--grid", str(grid)], straight)
+    run_cli(["ablate", "--grid", str(grid)], straight, fresh_process=True)
 
     env = {**os.environ, "LADIR_RUNS": str(killed), "LADIR_NO_PROGRESS": "1"}
     kills = 0
@@ -146,7 +145,7 @@ def test_ablate_sigkilled_twice_resumes_to_the_uninterrupted_grid(tmp_path):
             kills += 1
         process.wait()
     assert kills == 2, "the grid finished before it could be killed"
-    run_cli(["ablate", "--grid", str(grid)], killed)
+    run_cli(["ablate", "--grid", str(grid)], killed, fresh_process=True)
 
     def outcome(root):
         found = {}
@@ -161,30 +160,28 @@ def test_ablate_sigkilled_twice_resumes_to_the_uninterrupted_grid(tmp_path):
     assert len(expected) == 2 and outcome(killed) == expected
 
 
-def test_a_second_process_on_a_run_or_results_folder_is_refused(tmp_path):
-    runs_dir = tmp_path / "runs"
-    _train(runs_dir)
+def test_a_second_process_on_a_run_or_results_folder_is_refused(runs_dir, ar_sft_micro):
+    train = [*AR_SFT_MICRO, "--run", "f"]
+    copy_run(ar_sft_micro, "ar-sft", runs_dir, "f")
     with exclusive(runs_dir / "f" / "sft", "training phase"):  # as if another `train` held it
         # the finished phase still answers `train` without touching it: reopen it unfinished
         (runs_dir / "f" / "sft" / "DONE").unlink()
-        refused = run_cli(["train", "--method", "ar-sft", "--task", "countdown3", "--run", "f", "--steps", "6",
-                           *micro_args()], runs_dir, check=False)
+        refused = run_cli(train, runs_dir, check=False, fresh_process=True)
     assert refused.returncode == 2 and "in use by another process" in refused.stderr
     assert f"pid {os.getpid()}" in refused.stderr and "Traceback" not in refused.stderr
-    _train(runs_dir)  # the lock died with its holder: training goes on
+    run_cli(train, runs_dir)  # the lock died with its holder: training goes on
 
     evaluate = ["eval", "--run", "f", "--k", "1", "--limit", "2", "--json"]
     run_cli(evaluate, runs_dir)
     out_dir, samples, _ = _results(runs_dir)
     with exclusive(out_dir, "results folder"):
-        busy = run_cli(evaluate, runs_dir, check=False)
+        busy = run_cli(evaluate, runs_dir, check=False, fresh_process=True)
     assert busy.returncode == 2 and "results folder" in busy.stderr and "in use" in busy.stderr
     assert _results(runs_dir)[1] == samples  # untouched
 
 
-def test_corrupt_checkpoints_are_named_and_torn_logs_repaired(tmp_path):
-    runs_dir = tmp_path / "runs"
-    _train(runs_dir, steps="8")  # checkpoints at steps 4 and 8 (checkpoint_every=4)
+def test_corrupt_checkpoints_are_named_and_torn_logs_repaired(runs_dir, ar_sft_micro):
+    copy_run(ar_sft_micro, "ar-sft", runs_dir, "f")  # checkpoints at steps 4 and 8 (checkpoint_every=4)
     phase = runs_dir / "f" / "sft"
     final = phase / "checkpoints" / "step-0000008" / "model" / "model.safetensors"
     original = final.read_bytes()

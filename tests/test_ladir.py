@@ -380,11 +380,12 @@ def test_reencode_commits_the_vae_code_of_each_decoded_sentence(tmp_path, decode
 
 # ---------------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
-def test_tiny_train_resume_and_sample(tmp_path, device):
+def test_tiny_train_resume_and_sample(tmp_path, device, micro_base):
     overrides = [*MICRO_SETTINGS, "method=ladir", "task=countdown3", f"device={device}", "train.steps=6",
                  "train.checkpoint_every=2", "method_options={latent_tokens: 2, latent_dim: 4, vae_steps: 4, "
                  "stage2_steps: 4, stage2_euler_steps: 2, stats_problems: 20, report_problems: 4}"]
     config = load_config("tiny", None, [parse_override(o) for o in overrides])
+    shutil.copytree(micro_base / "_base", tmp_path / "runs" / "_base")  # the cached base, as after any run
     ctx = RunContext(config, tmp_path / "runs" / "r", tmp_path / "runs")
     method = get_method_class("ladir")(ctx)
     method.train()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -45,20 +44,10 @@ from ladir.reasoner import (
 )
 from ladir.sampler import FlowMatchEuler, diversity_force
 from tasks import get_task
-from tests.conftest import micro_args, run_cli
+from tests.conftest import LADIR_MICRO_OPTIONS, copy_run, micro_args, run_cli
 from tests.test_ladir import ids, reasoner, tiny_backbone, tokenizer  # noqa: F401  (fixtures)
 
 LATENT = (2, 3)  # (L_b, d_z) of the `reasoner` fixture
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Micro models run ~50x faster on one thread when the machine's cores are busy (thread hand-off
-    dominates a 32-wide matmul); restored afterwards for the rest of the session."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -336,26 +325,13 @@ def test_diversity_force_is_the_paper_sum_divided_by_n_minus_1():
 
 
 # ---------------------------------------------------------------------------------- `ladir-bench probe` end to end
-LADIR_OPTIONS = ("method_options={latent_tokens: 2, latent_dim: 4, vae_steps: 4, stage2_steps: 2, "
-                 "stage2_euler_steps: 2, stats_problems: 20, report_problems: 4, reasoner_init: decoder, "
-                 "cfg_drop: 0.2, fm_repeats: 2, stage2_t0: 0.5, stage2_tf_answer: 1.0, stage2_answer: implied, "
-                 "decoder_context: reasoning}")
+LADIR_OPTIONS = LADIR_MICRO_OPTIONS  # the session's `ladir_micro` run's
 
 
-def _cli_in_process(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    """`ladir-bench ARGS` through the real entry point in this process (no second torch import):
-    (exit code, stdout, stderr)."""
-    from harness.cli import main
-
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["ladir-bench", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as done:
-        code = done.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+def _cli_in_process(args: list[str]) -> tuple[int, str, str]:
+    """`ladir-bench ARGS` in this process: (exit code, stdout, stderr)."""
+    result = run_cli(args, check=False)
+    return result.returncode, result.stdout, result.stderr
 
 
 def _exits_2_with_one_line(result: tuple[int, str, str], needle: str) -> None:
@@ -364,13 +340,10 @@ def _exits_2_with_one_line(result: tuple[int, str, str], needle: str) -> None:
     assert code == 2 and len(lines) == 1 and needle in lines[0], (code, err)
 
 
-def test_probe_cli_on_a_micro_run(runs_dir: Path, monkeypatch, capsys):
-    # Training and the JSON probe run as real subprocesses; the other calls go through the same entry
-    # point in-process, which saves a torch + transformers import each.
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the subprocesses' torch: see _one_thread
+def test_probe_cli_on_a_micro_run(runs_dir: Path, ladir_micro: Path, monkeypatch):
     monkeypatch.setenv("LADIR_RUNS", str(runs_dir))
     train = ["train", "--method", "ladir", "--task", "countdown3", "--steps", "4"]
-    run_cli([*train, "--run", "cd", *micro_args(LADIR_OPTIONS)], runs_dir)
+    copy_run(ladir_micro, "ladir", runs_dir, "cd")  # as `[*train, "--run", "cd", *micro_args(LADIR_OPTIONS)]` trains it
 
     result = run_cli(["probe", "--run", "cd", "--limit", "6", "--json"], runs_dir)
     (line,) = result.stdout.strip().splitlines()  # one JSON object, nothing else on stdout
@@ -392,37 +365,35 @@ def test_probe_cli_on_a_micro_run(runs_dir: Path, monkeypatch, capsys):
     assert record["checkpoint"] == {"phase": "stage2", "step": 2} and record["n_problems"] == 6
     assert json.loads((runs_dir / "cd" / "probe" / "stage2-step2.json").read_text()) == record
 
-    code, out, _ = _cli_in_process(["probe", "--run", "cd", "--limit", "6", "--json", "--checkpoint", "stage1"],
-                                   capsys, monkeypatch)
+    code, out, _ = _cli_in_process(["probe", "--run", "cd", "--limit", "6", "--json", "--checkpoint", "stage1"])
     stage1 = json.loads(out)
     assert code == 0 and stage1["checkpoint"] == {"phase": "stage1", "step": 2}
     assert json.loads((runs_dir / "cd" / "probe" / "stage1-step2.json").read_text()) == stage1
 
     # `table` recognises probe files by content and tabulates one row per checkpoint.
     probes = sorted(str(p) for p in (runs_dir / "cd" / "probe").glob("*.json"))
-    code, out, _ = _cli_in_process(["table", *probes], capsys, monkeypatch)
+    code, out, _ = _cli_in_process(["table", *probes])
     assert code == 0 and "answer_acc_oracle" in out and "stage1@2" in out and "stage2@2" in out
     assert "tolerance 0.5" in out and "reach 1.0" in out and "first valid 30" in out
 
     # The bad-input contract: exit 2, one line on stderr, no traceback.
     bad_option = micro_args(LADIR_OPTIONS.replace("reasoner_init: decoder", "reasoner_init: foo"))
-    _exits_2_with_one_line(_cli_in_process([*train, "--run", "bad", *bad_option], capsys, monkeypatch),
-                           "reasoner_init")
+    _exits_2_with_one_line(_cli_in_process([*train, "--run", "bad", *bad_option]), "reasoner_init")
     assert not (runs_dir / "bad" / "config.yaml").exists()  # rejected before anything is written
-    _exits_2_with_one_line(_cli_in_process([*train, "--run", "bad-stage", "--stage", "nope", *micro_args(LADIR_OPTIONS)],
-                                           capsys, monkeypatch), "no stage 'nope'")
+    _exits_2_with_one_line(_cli_in_process([*train, "--run", "bad-stage", "--stage", "nope", *micro_args(LADIR_OPTIONS)]),
+                           "no stage 'nope'")
     assert not (runs_dir / "bad-stage").exists()
-    _exits_2_with_one_line(_cli_in_process(["probe", "--run", "nope"], capsys, monkeypatch), "no run named")
+    _exits_2_with_one_line(_cli_in_process(["probe", "--run", "nope"]), "no run named")
     ar_sft = ["train", "--method", "ar-sft", "--task", "countdown3", "--run", "ar", "--steps", "2", *micro_args()]
-    assert _cli_in_process(ar_sft, capsys, monkeypatch)[0] == 0
+    assert _cli_in_process(ar_sft)[0] == 0
     # an AR run is probed on its reasoning text: the reference for LaDiR's figures
-    code, out, _ = _cli_in_process(["probe", "--run", "ar", "--limit", "4", "--json"], capsys, monkeypatch)
+    code, out, _ = _cli_in_process(["probe", "--run", "ar", "--limit", "4", "--json"])
     ar = json.loads(out)
     assert code == 0 and ar["checkpoint"] == {"phase": "sft", "step": 2} and ar["steps"] is None
     assert all(0.0 <= ar[key] <= 1.0 for key in ["answer_acc_oracle", "answer_acc_shuffled", "pass1_generated",
                                                   "pass1_swapped", "block_valid"])
     assert json.loads((runs_dir / "ar" / "probe" / "sft-step2.json").read_text()) == ar
-    _exits_2_with_one_line(_cli_in_process(["probe", "--run", "ar", "--checkpoint", "stage1"], capsys, monkeypatch),
+    _exits_2_with_one_line(_cli_in_process(["probe", "--run", "ar", "--checkpoint", "stage1"]),
                            "no checkpoint 'stage1'")
-    _exits_2_with_one_line(_cli_in_process(["probe", "--run", "ar", "--knob", "cfg_scale=2"], capsys, monkeypatch),
+    _exits_2_with_one_line(_cli_in_process(["probe", "--run", "ar", "--knob", "cfg_scale=2"]),
                            "--knob")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,26 +35,13 @@ TASK = "ladir_countdown3"
 METRIC = f"exact_match,{FILTER_NAME}"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Micro models sample far faster on one thread when the cores are busy (see test_ladir_probe); the
-    subprocesses' torch too."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> dict:
+def setup(tmp_path_factory, micro_base) -> dict:
     """A micro AR-SFT run on countdown3, its `ladir-bench eval` samples (k = 2, 3 problems), and the same
     3 problems exported as an lm-eval task with repeats 2."""
     base = tmp_path_factory.mktemp("lm_eval")
     runs = base / "runs"
+    shutil.copytree(micro_base / "_base", runs / "_base")
     run_cli(["train", "--method", "ar-sft", "--task", "countdown3", "--run", "x", "--steps", "4",
              *micro_args("eval.max_new_tokens=16")], runs)
     metrics = json.loads(run_cli(["eval", "--run", "x", "--k", "2", "--limit", "3", "--json"], runs).stdout)
@@ -174,5 +162,10 @@ def test_cli_export_and_lm_eval_wrapper(setup, tmp_path, capsys):
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "exact_match" in result.stdout and TASK in result.stdout
+    # lm-eval's results table under its own header (pytablewriter 0.x, which pip picks beside
+    # python-dateutil 4, labels the columns A, B, C, ...)
+    header = [line for line in result.stdout.splitlines() if line.startswith("|")][:1]
+    assert header and [cell.strip() for cell in header[0].strip("|").split("|")] == \
+        ["Tasks", "Version", "Filter", "n-shot", "Metric", "", "Value", "", "Stderr"], result.stdout
     (written,) = (tmp_path / "results").rglob("results_*.json")
     assert METRIC in json.loads(written.read_text())["results"][TASK]

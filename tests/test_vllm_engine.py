@@ -27,7 +27,7 @@ from harness.errors import BadInput
 from harness.methods import get_method_class
 from harness.runs import create_run
 from harness.sampling import problem_seed
-from tests.conftest import MICRO_SETTINGS, micro_args, run_cli
+from tests.conftest import MICRO_SETTINGS, copy_run, run_cli
 
 FAKE_VLLM = '''
 import json
@@ -106,11 +106,11 @@ current_platform = _Platform()
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
+def trained(tmp_path_factory, ar_sft_micro) -> dict:
     """A micro AR-SFT run on countdown3, and a folder holding the fake `vllm`."""
     base = tmp_path_factory.mktemp("vllm")
     runs = base / "runs"
-    run_cli(["train", "--method", "ar-sft", "--task", "countdown3", "--run", "x", "--steps", "4", *micro_args()], runs)
+    copy_run(ar_sft_micro, "ar-sft", runs, "x")
     fake = base / "fake"
     (fake / "vllm").mkdir(parents=True)
     (fake / "vllm" / "__init__.py").write_text(textwrap.dedent(FAKE_VLLM))

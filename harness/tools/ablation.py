@@ -1,29 +1,44 @@
-"""`ladir-bench ablate`: a grid of training settings x a grid of sampling knobs, run and evaluated
-one cell at a time. Every cell is a normal run directory and a normal evaluation folder, so a grid
-interrupted anywhere resumes where it stopped, and `ladir-bench table` reads its results.
+"""`ladir-bench ablate`: a grid of runs (methods x tasks x training settings) x a grid of sampling knobs,
+trained and evaluated one cell at a time. Every cell is a normal run directory and a normal evaluation
+folder, so a grid interrupted anywhere resumes where it stopped, and `ladir-bench table` reads its
+results. `ladir-bench reproduce` (harness.tools.reproduce) plans the paper's tables with the same grids.
 
 Grid file (YAML):
 
     name: noise-sweep            # run names: <name>-<cell>
-    method: ladir
+    method: ladir                # the default of cells that do not name one
     task: countdown4
     preset: tiny
     settings: {train.steps: 600}                       # shared overrides (key=value as in --set)
+    method_settings: {ladir: {method_options.vae_steps: 600}}  # overrides for one method's cells only
+    method_config: {ladir: configs/ladir-paper.yaml}   # a config file layered over the preset for a method
     train_grid: {method_options.latent_noise: [0.0, 1.0, 3.0]}   # one run per combination
     eval: {k: 10, limit: 100, split: test}
     eval_grid: {steps: [5, 10, 30], gamma_max: [0.0, 0.3]}        # every run evaluated at each
+    method_eval_grid: {mdm: {steps: [16, 32]}}         # a method's own sampling grid, instead of eval_grid
+
+`train_grid` keys are `method`, `task`, `seed` or any `--set` key, so a grid ranges over methods and
+tasks as well as knobs; a list of such mappings is the union of their products (one-knob-at-a-time
+sweeps). `eval_tasks: [{task: math500, task_options: {data_file: ...}}]` evaluates every run on those
+tasks instead of its own (a model trained on one data set, tested on several). `run_names: config`
+names each run `<method>-<task>-seed<seed>-<hash of its resolved config>` instead of `<name>-<cell>`,
+so two grids asking for the same run find the same directory and train it once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import build_dataclass, load_config, parse_override, read_yaml
+from harness.config import PRESET_DIR, RunConfig, build_dataclass, load_config, parse_override, read_yaml
 from harness.errors import BadInput
 from harness.progress import console
+
+RUN_NAMINGS = ("cell", "config")
 
 
 @dataclass
@@ -40,12 +55,48 @@ class Grid:
     task: str = "countdown4"
     preset: str = "tiny"
     settings: dict[str, Any] = field(default_factory=dict)
-    train_grid: dict[str, Any] = field(default_factory=dict)
+    method_settings: dict[str, Any] = field(default_factory=dict)
+    method_config: dict[str, Any] = field(default_factory=dict)
+    train_grid: Any = field(default_factory=dict)  # a mapping of value lists, or a list of them (their union)
     eval: EvalSpec = field(default_factory=EvalSpec)
     eval_grid: dict[str, Any] = field(default_factory=dict)
+    method_eval_grid: dict[str, Any] = field(default_factory=dict)
+    eval_tasks: list[dict] = field(default_factory=list)
+    run_names: str = "cell"
+
+
+@dataclass
+class PlannedEval:
+    """One evaluation of a run: on `task` (with its options) at the sampling knobs `knobs`."""
+
+    task: str
+    task_options: dict[str, Any]
+    knobs: dict[str, Any]
+
+
+@dataclass
+class PlannedRun:
+    """One training run of a grid: its directory name, resolved config, the train-grid values that made
+    it (`cell`, including its method, task and seed) and its evaluations."""
+
+    name: str
+    config: RunConfig
+    cell: dict[str, Any]
+    evals: list[PlannedEval]
+
+
+@dataclass
+class Evaluation:
+    """A finished evaluation: which run, which setting, and its results folder."""
+
+    run: PlannedRun
+    eval: PlannedEval
+    folder: Path
 
 
 def _product(grid: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    if not isinstance(grid, dict):
+        raise BadInput(f"{where}: expected a mapping of option -> list of values, got {grid!r}")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise BadInput(f"{where}.{key}: expected a non-empty list of values")
@@ -53,35 +104,124 @@ def _product(grid: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))] or [{}]
 
 
+def train_cells(grid: Grid) -> list[dict[str, Any]]:
+    """The train-grid cells in order: the product of a mapping, or the union of a list's products
+    (a cell listed twice is kept once)."""
+    parts = grid.train_grid if isinstance(grid.train_grid, list) else [grid.train_grid]
+    cells: list[dict[str, Any]] = []
+    for index, part in enumerate(parts):
+        where = f"train_grid[{index}]" if isinstance(grid.train_grid, list) else "train_grid"
+        cells += [cell for cell in _product(part, where) if cell not in cells]
+    return cells
+
+
 def _cell_name(prefix: str, cell: dict[str, Any]) -> str:
-    parts = [f"{key.split('.')[-1]}{value}" for key, value in cell.items()]
+    parts = []
+    for key, value in cell.items():
+        if key in ("method", "task"):
+            parts.append(str(value))
+        else:
+            parts.append(f"{key.split('.')[-1]}{value}")
     return "-".join([prefix, *parts]) if parts else prefix
+
+
+def config_run_name(config: RunConfig) -> str:
+    """`<method>-<task>-seed<seed>-<hash>`: the same resolved config always gets the same name, so every
+    grid that needs this run finds it (the parallel layout, free to change between resumes, is left out)."""
+    from harness.runs import LAYOUT_FIELDS
+
+    data = config.to_dict()
+    for dotted in LAYOUT_FIELDS:
+        section, _, key = dotted.partition(".")
+        data.get(section, {}).pop(key, None)
+    digest = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{config.method}-{config.task}-seed{config.seed}-{digest}"
+
+
+def _config_file(value: Any, method: str) -> Path:
+    path = Path(str(value))
+    if not path.is_file() and (PRESET_DIR / path).is_file():
+        path = PRESET_DIR / path
+    if not path.is_file():
+        raise BadInput(f"method_config.{method}: file not found: {value}")
+    return path
+
+
+def _resolved(config: RunConfig) -> RunConfig:
+    """The config as create_run will save it: canonical method name, every method option filled in
+    (validated, so a bad cell is refused before any cell trains)."""
+    from harness.methods import get_method_class
+    from harness.runs import resolved_options
+
+    method_cls = get_method_class(config.method)
+    config.method = method_cls.name
+    config.method_options = resolved_options(method_cls, config.method_options)
+    return config
+
+
+def _eval_tasks(grid: Grid, config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
+    if not grid.eval_tasks:
+        return [(config.task, dict(config.task_options))]
+    targets = []
+    for index, entry in enumerate(grid.eval_tasks):
+        if not isinstance(entry, dict) or "task" not in entry or set(entry) - {"task", "task_options"}:
+            raise BadInput(f"eval_tasks[{index}]: expected {{task: NAME, task_options: {{...}}}}, got {entry!r}")
+        targets.append((str(entry["task"]), dict(entry.get("task_options") or {})))
+    return targets
+
+
+def plan_grid(grid: Grid) -> list[PlannedRun]:
+    """Every run of the grid with its resolved config and evaluations, all validated before any trains."""
+    if grid.run_names not in RUN_NAMINGS:
+        raise BadInput(f"run_names must be one of {', '.join(RUN_NAMINGS)}, got {grid.run_names!r}")
+    plans: dict[str, PlannedRun] = {}
+    for cell in train_cells(grid):
+        method = str(cell.get("method", grid.method))
+        method_settings = grid.method_settings.get(method) or {}
+        if not isinstance(method_settings, dict):
+            raise BadInput(f"method_settings.{method}: expected a mapping of key -> value")
+        overrides = [{"method": method, "task": grid.task}]
+        overrides += [parse_override(f"{k}={v}") for k, v in {**grid.settings, **method_settings, **cell}.items()]
+        config_file = _config_file(grid.method_config[method], method) if method in grid.method_config else None
+        config = _resolved(load_config(grid.preset, config_file, overrides))
+        name = _cell_name(grid.name, cell) if grid.run_names == "cell" else config_run_name(config)
+        knob_grid = grid.method_eval_grid.get(config.method, grid.method_eval_grid.get(method, grid.eval_grid))
+        evals = [PlannedEval(task, options, knobs) for task, options in _eval_tasks(grid, config)
+                 for knobs in _product(knob_grid, "eval_grid")]
+        full_cell = {"method": config.method, "task": config.task, "seed": config.seed, **cell}
+        if name in plans:  # the same run asked for twice (one-knob sweeps share their default run)
+            plans[name].evals += [e for e in evals if e not in plans[name].evals]
+        else:
+            plans[name] = PlannedRun(name, config, full_cell, evals)
+    return list(plans.values())
 
 
 def load_grid(path: Path) -> Grid:
     return build_dataclass(Grid, read_yaml(path), path.name)
 
 
-def run_grid(path: Path, runs_root: Path) -> list[Path]:
-    """Train every cell (resuming), then evaluate it at every sampling cell; returns metrics folders."""
+def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec) -> list[Evaluation]:
+    """Train every run (resuming), then evaluate it at each of its settings (resuming)."""
     from harness.evaluate.run import evaluate_run
     from harness.runs import create_run, open_run
+    from tasks import get_task
 
-    grid = load_grid(path)
-    train_cells = _product(grid.train_grid, "train_grid")
-    eval_cells = _product(grid.eval_grid, "eval_grid")
-    configs = []
-    for cell in train_cells:  # validate every cell before training any
-        overrides = [parse_override(f"{k}={v}") for k, v in {**grid.settings, **cell}.items()]
-        overrides.append({"method": grid.method, "task": grid.task})
-        configs.append((_cell_name(grid.name, cell), load_config(grid.preset, None, overrides)))
     results = []
-    for index, (name, config) in enumerate(configs, start=1):
-        console.print(f"[bold]ablate[/] cell {index}/{len(configs)}: {name}")
-        method, ctx = create_run(config, name, runs_root)
+    for index, plan in enumerate(plans, start=1):
+        console.print(f"[bold]grid[/] run {index}/{len(plans)}: {plan.name}")
+        method, ctx = create_run(plan.config, plan.name, runs_root)
         method.train()
-        method, ctx = open_run(name, runs_root)
-        for knobs in eval_cells:
-            _, out_dir = evaluate_run(method, ctx, ctx.task, grid.eval.split, grid.eval.k, grid.eval.limit, dict(knobs))
-            results.append(out_dir)
+        method, ctx = open_run(plan.name, runs_root)
+        for planned in plan.evals:
+            own = planned.task == ctx.config.task and planned.task_options == ctx.config.task_options
+            task = ctx.task if own else get_task(planned.task, seed=ctx.seed, **planned.task_options)
+            _, out_dir = evaluate_run(method, ctx, task, eval_spec.split, eval_spec.k, eval_spec.limit,
+                                      dict(planned.knobs))
+            results.append(Evaluation(plan, planned, out_dir))
     return results
+
+
+def run_grid(path: Path, runs_root: Path) -> list[Path]:
+    """Train every cell (resuming), then evaluate it at every sampling cell; returns metrics folders."""
+    grid = load_grid(path)
+    return [evaluation.folder for evaluation in run_plan(plan_grid(grid), runs_root, grid.eval)]

@@ -5,6 +5,10 @@ Every figure is the median of `repeats` timed runs after one untimed warm-up, on
 
   sample_ratio_ladir_ar   LaDiR's time for k = 100 samples per problem (10 Euler steps) / AR-SFT's,
                           same backbone, Countdown-4, batched (<= 1.0: LaDiR at AR cost)
+  sample_ratio_ladir_ar_fast  the same at FAST_SETTING, the cheapest solver setting whose Pass@1
+                          matched Euler-10's on a trained run (results/bench/solvers-countdown3.md)
+  sample_ratio_ladir_ar_answer_only  the same, the blocks not decoded to text (`write_reasoning`
+                          false: the answer, so Pass@k, unchanged; the VAE decoder's passes saved)
   cache_ratio             a KV-cached denoising step / an uncached one, 8 finished blocks of prefix
   train_ratio_ladir_ar    LaDiR stage-1 training sequences/s / AR-SFT's, same backbone and batch
   mfu                     AR-SFT training FLOP/s / this machine's measured fp32 matmul peak
@@ -17,6 +21,11 @@ weights learned, only on how much they write, and an untrained model writes a le
 So the work is pinned to what trained models write on Countdown-4, measured from the training
 references: AR writes the references' median token count, LaDiR the median number of reasoning
 sentences as blocks, each decoded by the VAE to the median sentence length, then the median answer.
+
+Beside the figures, `details.sampling` holds LaDiR / AR at equal velocity evaluations per block for
+every solver (`solvers`) and what one LaDiR sample's time is made of (`breakdown`: question prefill,
+velocity evaluations, solver arithmetic, block commits, VAE decoding, answer), each ratio timed in
+back-to-back pairs so that the machine's load drifts between pairs, not within one.
 """
 
 from __future__ import annotations
@@ -25,8 +34,10 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
+from unittest.mock import patch
 
 import torch
 
@@ -36,10 +47,14 @@ from harness.lm import lm_loss, sample_completions
 from harness.methods import Method, get_method_class
 from harness.progress import console
 from harness.sampling import RowNoise
+from ladir.sampler import SOLVERS
 
 # (key, what it measures, target, "max" if the figure must stay at or below the target else "min")
 FIGURES: list[tuple[str, str, float, str]] = [
     ("sample_ratio_ladir_ar", "LaDiR / AR-SFT time, k=100 samples per problem, 10 Euler steps", 1.0, "max"),
+    ("sample_ratio_ladir_ar_fast", "the same at FAST_SETTING (Pass@1 matching Euler-10's)", 1.0, "max"),
+    ("sample_ratio_ladir_ar_answer_only", "the same, blocks not decoded to text (write_reasoning=false)", 1.0,
+     "max"),
     ("cache_ratio", "cached / uncached denoising step, 8 finished blocks", 0.3, "max"),
     ("train_ratio_ladir_ar", "LaDiR stage-1 / AR-SFT training sequences/s", 0.7, "min"),
     ("mfu", "AR-SFT training FLOP/s / measured fp32 matmul peak", 0.3, "min"),
@@ -50,9 +65,17 @@ FIGURES: list[tuple[str, str, float, str]] = [
 ]
 KEYS = [key for key, *_ in FIGURES]
 
+PAPER_SETTING = {"solver": "euler", "steps": 10}
+# The cheapest setting whose Pass@1 was no lower than PAPER_SETTING's on a trained countdown3 run,
+# every solver at 1-20 velocity evaluations per block (results/bench/solvers-countdown3.md): Pass@1
+# is flat in the solver and the NFE there, so the fewest evaluations win
+FAST_SETTING = {"solver": "euler", "steps": 2}
+SOLVER_NFE = (2, 4, 10)  # velocity evaluations per block at which every solver is timed against AR
 
-def median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
-    """Median wall time of `fn` over `repeats` runs, after one warm-up run that is not counted."""
+
+def median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device, warm_up: bool = True) -> float:
+    """Median wall time of `fn` over `repeats` runs (at least one), after one warm-up run that is not
+    counted (unless `warm_up` is False)."""
     def once() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -62,7 +85,8 @@ def median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device) ->
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    once()
+    if warm_up:
+        once()
     return statistics.median(once() for _ in range(max(1, repeats)))
 
 
@@ -110,41 +134,136 @@ def ar_writer(method: Method, tokens: int) -> Callable[[list[dict], int, int], N
     return sample
 
 
-def ladir_sampler(method: Method, work: Workload) -> Callable[[list[dict], int, int], None]:
-    """LaDiR's own `sample`, its length pinned: the spec head always asks for another block up to
-    `work.sentences` blocks, the VAE writes `work.sentence_tokens` per block, the answer its median."""
+def ladir_sampler(method: Method, work: Workload, **knobs) -> Callable[[list[dict], int, int], None]:
+    """LaDiR's own `sample` at `knobs` (default PAPER_SETTING), its length pinned: the spec head always
+    asks for another block up to `work.sentences` blocks, the VAE writes `work.sentence_tokens` per
+    block, the answer its median."""
     reasoner = method.reasoner
     with torch.no_grad():
         reasoner.spec_head.weight.zero_()
         reasoner.spec_head.bias.fill_(-1e4)  # p(<SOA>) = 0: another <BOT> until max_blocks
     method.vae.max_sentence_tokens = work.sentence_tokens
+    settings = {**PAPER_SETTING, **knobs}
 
     def sample(problems: list[dict], n: int, batch_size: int) -> None:
-        method.sample(problems, n, steps=10, max_blocks=work.sentences, max_answer_tokens=work.answer_tokens,
-                      batch_size=batch_size)
+        method.sample(problems, n, max_blocks=work.sentences, max_answer_tokens=work.answer_tokens,
+                      batch_size=batch_size, **settings)
 
     return sample
 
 
-def sampling_figures(preset: str, device: str, root, repeats: int, problems_count: int, k: int = 100) -> dict:
+def paired_ratio(numerator: Callable[[], Any], denominator: Callable[[], Any], repeats: int,
+                 device: torch.device) -> tuple[float, float, float]:
+    """(median of t(numerator) / t(denominator) over `repeats` back-to-back pairs, median seconds of
+    each), after one untimed warm-up of each: a drifting load on a shared machine moves both halves
+    of a pair together."""
+    ratios, tops, bottoms = [], [], []
+    for index in range(max(1, repeats) + 1):
+        top, bottom = median_seconds(numerator, 0, device, warm_up=False), median_seconds(denominator, 0, device,
+                                                                                             warm_up=False)
+        if index:  # the first pair warms up
+            ratios.append(top / bottom)
+            tops.append(top)
+            bottoms.append(bottom)
+    return statistics.median(ratios), statistics.median(tops), statistics.median(bottoms)
+
+
+def setting_name(knobs: dict[str, Any]) -> str:
+    return f"{knobs['solver']}-{knobs['steps']}" + ("" if knobs.get("write_reasoning", True) else "-no-text")
+
+
+def ladir_breakdown(method: Method, sample: Callable[[], None], samples: int, device: torch.device) -> dict:
+    """What one LaDiR sample's time is made of: each part of the real sampling path timed in place
+    (wrapped for one run after a warm-up), in seconds per sample, with the model passes each makes."""
+    import ladir.method
+    import ladir.pipeline
+
+    parts = {"question prefill": (ladir.method, "start_sequence"), "denoising": (ladir.pipeline, "denoise_block"),
+             "velocity evaluations": (ladir.pipeline, "velocity"), "block commits": (ladir.pipeline, "commit_block"),
+             "VAE decoding": (method, "decode_reasoning"), "answer": (ladir.method, "decode_answer")}
+    seconds = dict.fromkeys(parts, 0.0)
+    passes = {"reasoner": 0, "vae_decoder": 0}
+
+    def timed(name: str, fn: Callable) -> Callable:
+        def run(*args, **kwargs):
+            started = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[name] += time.perf_counter() - started
+            return out
+
+        return run
+
+    def count(model: str) -> Callable:
+        def hook(*_):
+            passes[model] += 1
+
+        return hook
+
+    sample()  # warm-up
+    with ExitStack() as stack:
+        for name, (owner, attribute) in parts.items():
+            stack.enter_context(patch.object(owner, attribute, timed(name, getattr(owner, attribute))))
+        for model, module in (("reasoner", method.reasoner.backbone.base_model), ("vae_decoder", method.vae.decoder)):
+            stack.callback(module.register_forward_hook(count(model)).remove)
+        total = median_seconds(sample, 1, device, warm_up=False)
+    seconds["solver steps and guidance"] = seconds.pop("denoising") - seconds["velocity evaluations"]
+    seconds["other"] = total - sum(seconds.values())
+    return {"seconds_per_sample": {name: value / samples for name, value in seconds.items()},
+            "share": {name: value / total for name, value in seconds.items()},
+            "passes_per_batch": passes, "total_seconds_per_sample": total / samples}
+
+
+def sampling_figures(preset: str, device: str, root, repeats: int, problems_count: int, k: int = 100,
+                     solver_nfe: tuple[int, ...] = SOLVER_NFE) -> dict:
     ar, ctx = bench_context("ar-sft", preset, device, root)
     ladir, _ = bench_context("ladir", preset, device, root)
     work = reference_workload(ctx)
     problems = ctx.task.problems("test")[:problems_count]
     batch = ctx.config.eval.batch_size
     dev = ctx.device
+    samples = k * len(problems)
+    write_ar = ar_writer(ar, work.completion_tokens)
+
+    def ar_run() -> None:
+        write_ar(problems, k, batch)
+
+    def ladir_run(knobs: dict[str, Any]) -> Callable[[], None]:
+        sample = ladir_sampler(ladir, work, **knobs)
+        return lambda: sample(problems, k, batch)
+
+    solvers: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
-        ar_seconds = median_seconds(lambda: ar_writer(ar, work.completion_tokens)(problems, k, batch), repeats, dev)
-        ladir_seconds = median_seconds(lambda: ladir_sampler(ladir, work)(problems, k, batch), repeats, dev)
+        ar_passes = [0]
+        remove = ar.model.register_forward_hook(lambda *_: ar_passes.__setitem__(0, ar_passes[0] + 1))
+        ar_run()
+        remove.remove()
+        grid = [{"solver": solver, "steps": nfe} for solver in SOLVERS for nfe in solver_nfe
+                if nfe % SOLVERS[solver].evaluations_per_step == 0]
+        for knobs in [*grid, FAST_SETTING, {**PAPER_SETTING, "write_reasoning": False},
+                      {**FAST_SETTING, "write_reasoning": False}]:
+            name = setting_name(knobs)
+            if name not in solvers:
+                ratio, ladir_seconds, ar_seconds = paired_ratio(ladir_run(knobs), ar_run, repeats, dev)
+                solvers[name] = {**knobs, "nfe_per_block": knobs["steps"], "ratio_ladir_ar": ratio,
+                                 "ladir_s_per_sample": ladir_seconds / samples, "ar_s_per_sample": ar_seconds / samples}
+        breakdown = {setting_name(knobs): ladir_breakdown(ladir, ladir_run(knobs), samples, dev)
+                     for knobs in (PAPER_SETTING, FAST_SETTING)}
         # k = 10: one problem's 10 samples per batch, against batches filled from 10 problems
         ten = ctx.task.problems("test")[: max(1, batch // 10)]
-        write = ar_writer(ar, work.completion_tokens)
-        alone = median_seconds(lambda: [write([p], 10, batch) for p in ten], repeats, dev)
-        together = median_seconds(lambda: write(ten, 10, batch), repeats, dev)
-    samples = k * len(problems)
-    return {"sample_ratio_ladir_ar": ladir_seconds / ar_seconds, "batching_speedup": alone / together,
+        alone = median_seconds(lambda: [write_ar([p], 10, batch) for p in ten], repeats, dev)
+        together = median_seconds(lambda: write_ar(ten, 10, batch), repeats, dev)
+    paper, fast = solvers[setting_name(PAPER_SETTING)], solvers[setting_name(FAST_SETTING)]
+    answer_only = solvers[setting_name({**FAST_SETTING, "write_reasoning": False})]
+    return {"sample_ratio_ladir_ar": paper["ratio_ladir_ar"], "sample_ratio_ladir_ar_fast": fast["ratio_ladir_ar"],
+            "sample_ratio_ladir_ar_answer_only": answer_only["ratio_ladir_ar"],
+            "batching_speedup": alone / together,
             "details": {"workload": work.__dict__, "k": k, "problems": len(problems), "batch_size": batch,
-                        "ar_samples_per_s": samples / ar_seconds, "ladir_samples_per_s": samples / ladir_seconds,
+                        "ar_samples_per_s": 1 / paper["ar_s_per_sample"],
+                        "ladir_samples_per_s": 1 / paper["ladir_s_per_sample"],
+                        "fast_setting": FAST_SETTING, "ar_passes_per_batch": ar_passes[0],
+                        "solvers": solvers, "breakdown": breakdown,
                         "k10_one_problem_samples_per_s": 10 * len(ten) / alone,
                         "k10_across_problems_samples_per_s": 10 * len(ten) / together}}
 
@@ -243,7 +362,9 @@ def run_bench(preset: str = "tiny", device: str = "auto", repeats: int = 3, scal
         root = Path(root or scratch)
         # scale < 1 (CI) shrinks the work; the figures' definitions (k = 100, 8 blocks) hold at scale 1
         problems, k = max(1, round(2 * scale)), max(10, min(100, round(100 * scale)))
-        for name, measure in (("sampling", lambda: sampling_figures(preset, device, root, repeats, problems, k)),
+        solver_nfe = SOLVER_NFE if scale >= 1 else SOLVER_NFE[:1]
+        for name, measure in (("sampling", lambda: sampling_figures(preset, device, root, repeats, problems, k,
+                                                                    solver_nfe)),
                               ("cache", lambda: cache_figure(preset, device, root, repeats)),
                               ("training", lambda: training_figures(preset, device, root, repeats)),
                               ("checkers", lambda: checker_figures(repeats=repeats, scale=scale))):

@@ -1,54 +1,45 @@
 """`ladir-bench demo`: the whole pipeline in CPU minutes.
 
-One shared base LM is trained on the task's training text; AR-SFT and LaDiR fine-tune from it with
-the same step budget; both are evaluated on the same test problems with the same k; LaDiR is
-evaluated at several denoising step counts, and probed (do its latent blocks carry the answer?).
-Prints the Pass@k / diversity table and the probe, and writes the step-scaling and Pass@k plots.
-Every piece resumes, so an interrupted demo continues where it was.
+The `countdown` table of `ladir-bench reproduce` at the `tiny` scale, cut to AR-SFT and LaDiR on one
+Countdown task: one shared base LM is trained on the task's training text; both methods fine-tune from
+it with the same step budget; both are evaluated on the same test problems with the same k; the table
+is printed in the paper's layout (intervals, LaDiR's paired difference against AR-SFT, the paper's
+figures beside), then LaDiR is probed (do its latent blocks carry the answer?). With its default
+options the demo's runs are the runs of `ladir-bench reproduce countdown --scale tiny`, so either
+command reuses what the other trained. Every piece resumes, so an interrupted demo continues where it was.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness.config import load_config, parse_override
-from harness.evaluate.report import load_frame, plot, render_table
-from harness.evaluate.run import evaluate_run
 from harness.progress import console
-from harness.runs import create_run, open_run
+from harness.tools.reproduce import reproduce
 
-STEP_SCALING = (5, 10, 30)
+DEMO_METHODS = ["ar-sft", "ladir"]
 
 
 def run_demo(task: str, limit: int, k: int, steps: int, base_steps: int, runs_root: Path) -> list[Path]:
-    shared = [f"task={task}", f"train.steps={steps}", f"train.base_steps={base_steps}"]
-    plans = [
-        ("ar-sft", [], [{}]),
-        ("ladir", [f"method_options.vae_steps={base_steps}", f"method_options.stage2_steps={max(1, steps // 4)}"],
-         [{"steps": s} for s in STEP_SCALING]),
-    ]
-    folders: list[Path] = []
-    for method, extra, eval_cells in plans:
-        config = load_config("tiny", None, [parse_override(s) for s in [f"method={method}", *shared, *extra]])
-        name = f"demo-{method}-{task}"
-        console.rule(f"[bold]{name}")
-        trainer, _ = create_run(config, name, runs_root)
-        trainer.train()
-        sampler, ctx = open_run(name, runs_root)
-        for knobs in eval_cells:
-            _, folder = evaluate_run(sampler, ctx, ctx.task, "test", k, limit, dict(knobs))
-            folders.append(folder)
-        if method == "ladir":
-            from ladir.probe import run_probe
+    """Train, evaluate and tabulate AR-SFT and LaDiR on `task`; returns the evaluations' folders."""
+    budget = {
+        "settings": {"train.steps": steps, "train.base_steps": base_steps},
+        # the VAE gets the base LM's budget and stage 2 a sixth of the fine-tuning steps, as at the tiny scale
+        "method_settings": {"ladir": {"method_options.vae_steps": base_steps,
+                                      "method_options.stage2_steps": max(1, steps // 6)}},
+        "eval": {"k": k, "limit": limit},
+    }
+    result = reproduce("countdown", "tiny", methods=DEMO_METHODS, tasks=[task], runs_root=runs_root,
+                       out_dir=runs_root / f"demo-{task}", overrides=budget)
+    print(result.text)
+    ladir_runs = {e.run.name for e in result.evaluations if e.run.config.method == "ladir"}
+    for name in sorted(ladir_runs):
+        from harness.runs import open_run
+        from ladir.probe import run_probe
 
-            probe, path = run_probe(sampler, ctx, ctx.task, "val", max(2, limit), 10, ctx.seed, None)
-            console.print(f"probe ({path}): greedy answer accuracy after oracle blocks {probe['answer_acc_oracle']:.2f}, "
-                          f"another problem's {probe['answer_acc_shuffled']:.2f}, noise {probe['answer_acc_noise']:.2f}; "
-                          f"after its own blocks {probe['pass1_generated']:.2f}, another problem's {probe['pass1_swapped']:.2f}")
-    frame = load_frame([folder / "metrics.json" for folder in folders])
-    print(render_table(frame, "markdown"))
-    out_dir = runs_root / f"demo-{task}"
-    ladir_rows = frame[frame["method"] == "ladir"]
-    written = [plot(ladir_rows, "step-scaling", out_dir / "step-scaling.png"), plot(frame, "pass-at-k", out_dir / "pass-at-k.png")]
-    console.print("plots: " + ", ".join(str(p) for p in written))
-    return folders
+        sampler, ctx = open_run(name, runs_root)
+        probe, path = run_probe(sampler, ctx, ctx.task, "val", max(2, limit), 10, ctx.seed, None)
+        console.print(f"probe ({path}): greedy answer accuracy after oracle blocks {probe['answer_acc_oracle']:.2f}, "
+                      f"another problem's {probe['answer_acc_shuffled']:.2f}, noise {probe['answer_acc_noise']:.2f}; "
+                      f"after its own blocks {probe['pass1_generated']:.2f}, another problem's {probe['pass1_swapped']:.2f}")
+    console.print(f"table, cells and plot in {result.out_dir}")
+    return [evaluation.folder for evaluation in result.evaluations]

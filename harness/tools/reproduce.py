@@ -1,0 +1,586 @@
+"""`ladir-bench reproduce TABLE --scale S`: one of the paper's tables or figures, regenerated from the
+grid shipped for it (`harness/presets/grids/TABLE.yaml`) at one of the scales of
+`harness/presets/grids/scales.yaml`, and printed in the paper's layout beside the paper's own figures.
+
+A table file names the runs (a `harness.tools.ablation` grid over methods, tasks and knobs) and the
+layout (which run fields make the rows and columns, which metrics, the paper's figures per row); a
+scale gives every table the same model, budgets and evaluation, so a run is resolved to the same config
+whichever table asks for it, and is named after that config (`<method>-<task>-seed<seed>-<hash>`):
+`reproduce step-scaling` finds the LaDiR run `reproduce countdown` trained, and evaluates it at more
+step counts. Training and evaluation resume (harness.runs, harness.evaluate.run), so a second call
+trains and samples nothing and prints the same table.
+
+Each cell is the mean over test problems (and training seeds) with its 95% bootstrap interval, and,
+beside the baseline row (AR-SFT where the table has it), the paired bootstrap difference on the same
+problems (harness.evaluate.stats). `--dry-run` prints the plan, what is already done and the compute left.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.config import PRESET_DIR, _deep_merge, build_dataclass, read_yaml
+from harness.errors import BadInput
+from harness.progress import console
+from harness.tools.ablation import Evaluation, Grid, PlannedRun, plan_grid, run_plan
+
+GRID_DIR = PRESET_DIR / "grids"
+FORMATS = {"markdown": "md", "latex": "tex", "csv": "csv"}
+_DATA_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
+# (digits, scale) of a metric in a cell: rates in percent, diversity as a count of solutions
+METRIC_FORMAT = {"diversity": (2, 1.0), "samples_per_s": (1, 1.0)}
+METRIC_LABELS = {"diversity": "Div.", "samples_per_s": "samples/s"}
+TABLE_METRICS = ("samples_per_s",)  # read from metrics.json (no interval), not from the samples
+# metrics.json figures shown as the seeds' mean, without an interval, where harness.evaluate.stats has no
+# per-problem bootstrap for them (diversity, until it has one)
+RECORDED_FALLBACK = ("diversity",)
+
+
+# ------------------------------------------------------------------------------------------ the specs
+@dataclass
+class Scale:
+    """Shared by every table at this scale, so the same run resolves to the same config in all of them."""
+
+    about: str = ""
+    preset: str = "tiny"
+    settings: dict[str, Any] = field(default_factory=dict)
+    method_settings: dict[str, Any] = field(default_factory=dict)
+    method_config: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    seeds: int = 1
+    needs_gpu: bool = False  # documentation of a GPU setting: --dry-run only on a machine without one
+    # Fallback estimates for --dry-run where no finished run of the same shape has been measured yet
+    seconds_per_step: dict[str, float] = field(default_factory=dict)
+    seconds_per_sample: dict[str, float] = field(default_factory=dict)
+    estimates: str = ""  # how those were measured
+
+
+@dataclass
+class Layout:
+    """The paper's layout: run fields that make the rows (one column each) and the column groups,
+    the metrics in each group, the baseline row of the paired comparison, labels and the paper's figures."""
+
+    rows: list[str] = field(default_factory=lambda: ["method"])
+    columns: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=lambda: ["pass@1", "pass@k", "diversity"])
+    diagnostics: list[str] = field(default_factory=list)  # a second table, same rows (e.g. chain_valid@1)
+    baseline: Any = None  # {field: value}, or "defaults" (the run and sampling no grid knob changed)
+    headers: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, Any] = field(default_factory=dict)  # field -> {value: label, "*": "... {value} ..."}
+    reference: list[dict] = field(default_factory=list)  # [{when: {field: value}, text: ...}], first match
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TableSpec:
+    title: str = ""
+    paper: str = ""  # which of the paper's tables the reference column quotes
+    grid: dict[str, Any] = field(default_factory=dict)
+    layout: Layout = field(default_factory=Layout)
+    plots: list[str] = field(default_factory=list)  # `harness.evaluate.report.plot` kinds
+    data_files: dict[str, str] = field(default_factory=dict)  # name -> what the file must hold
+    scales: dict[str, Any] = field(default_factory=dict)  # scale -> grid overrides for this table
+
+
+def table_names() -> list[str]:
+    return sorted(p.stem for p in GRID_DIR.glob("*.yaml") if p.stem != "scales")
+
+
+def load_table(name: str) -> TableSpec:
+    if name not in table_names():
+        raise BadInput(f"unknown table {name!r} (known: {', '.join(table_names())})")
+    path = GRID_DIR / f"{name}.yaml"
+    return build_dataclass(TableSpec, read_yaml(path), path.name)
+
+
+def load_scale(name: str) -> Scale:
+    scales = read_yaml(GRID_DIR / "scales.yaml")
+    if name not in scales:
+        raise BadInput(f"unknown scale {name!r} (known: {', '.join(scales)})")
+    return build_dataclass(Scale, scales[name], f"scales.yaml:{name}")
+
+
+# ------------------------------------------------------------------------------------------ the grid
+def _substitute(value: Any, files: dict[str, str]) -> Any:
+    """`${name}` in any string of the grid -> the data file given as --data name=PATH."""
+    if isinstance(value, str):
+        return _DATA_REF.sub(lambda match: files.get(match.group(1), match.group(0)), value)
+    if isinstance(value, dict):
+        return {key: _substitute(item, files) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substitute(item, files) for item in value]
+    return value
+
+
+def missing_data(spec: TableSpec, table: str, files: dict[str, str]) -> str | None:
+    """The one-line refusal naming the data files a table needs and did not get, or None."""
+    missing = [name for name in spec.data_files if name not in files]
+    if not missing:
+        for name in spec.data_files:
+            if not Path(files[name]).expanduser().is_file():
+                return f"reproduce {table}: data file {name}={files[name]} not found"
+        return None
+    needed = "; ".join(f"--data {name}=PATH ({spec.data_files[name]})" for name in missing)
+    return f"reproduce {table} needs the user's data files, not given: {needed}"
+
+
+def _filtered(parts: list[dict], key: str, wanted: list[str] | None, table: str) -> list[dict]:
+    if not wanted:
+        return parts
+    known = {value for part in parts for value in part.get(key, [])}
+    unknown = [value for value in wanted if value not in known]
+    if unknown:
+        raise BadInput(f"table {table} has no {key} {', '.join(unknown)} (its {key}s: {', '.join(sorted(known))})")
+    kept = []
+    for part in parts:
+        values = [value for value in part.get(key, []) if value in wanted]
+        if values:
+            kept.append({**part, key: values})
+    return kept
+
+
+def resolve_grid(table: str, spec: TableSpec, scale_name: str, scale: Scale, seeds: int,
+                 files: dict[str, str], methods: list[str] | None = None, tasks: list[str] | None = None,
+                 overrides: dict[str, Any] | None = None) -> Grid:
+    """The table's grid at this scale: the scale's shared settings, then the table's grid, then the
+    table's own settings for this scale, then `overrides` (the demo's budget options); the
+    train grid restricted to `methods` / `tasks` and crossed with seeds 0..seeds-1."""
+    data: dict[str, Any] = {"name": table, "preset": scale.preset, "settings": scale.settings,
+                            "method_settings": scale.method_settings, "method_config": scale.method_config,
+                            "eval": scale.eval, "run_names": "config"}
+    for layer in (spec.grid, spec.scales.get(scale_name) or {}, overrides or {}):
+        data = _deep_merge(data, copy.deepcopy(layer))
+    parts = data.get("train_grid") or {}
+    parts = copy.deepcopy(parts if isinstance(parts, list) else [parts])
+    for key, wanted in (("method", methods), ("task", tasks)):
+        parts = _filtered(parts, key, wanted, table)
+    for part in parts:
+        part.setdefault("seed", list(range(seeds)))
+    data["train_grid"] = parts
+    return build_dataclass(Grid, _substitute(data, files), f"{table}.yaml at scale {scale_name}")
+
+
+# ------------------------------------------------------------------------------------------ dry run
+def _steps_planned(plan: PlannedRun) -> int:
+    """Optimizer steps the run trains: the shared fine-tuning budget, plus a method's own autoencoder
+    budget (LaDiR's VAE, LD4LG's autoencoder: `vae_steps`); the shared base LM is counted apart."""
+    return plan.config.train.steps + int(plan.config.method_options.get("vae_steps", 0) or 0)
+
+
+def _steps_done(run_dir: Path) -> int:
+    """Steps the run's phases have saved: a finished phase's all, else its latest checkpoint's."""
+    from harness.train.checkpoint import DONE_MARKER, checkpoints
+
+    done = 0
+    for phase_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()) if run_dir.is_dir() else []:
+        marker = phase_dir / DONE_MARKER
+        if marker.is_file():
+            done += int(json.loads(marker.read_text()).get("steps", 0))
+        elif found := checkpoints(phase_dir):
+            done += found[-1][0]
+    return done
+
+
+def _shape(config: dict[str, Any]) -> tuple:
+    """What a step's cost depends on, for matching a planned run to measured ones."""
+    model, train = config.get("model", {}), config.get("train", {})
+    return (config.get("method"), model.get("name"), model.get("hidden_size"), model.get("num_layers"),
+            model.get("intermediate_size"), train.get("batch_size"))
+
+
+def measured_rates(runs_root: Path) -> tuple[dict[tuple, list[float]], dict[tuple, list[float]]]:
+    """(seconds per training step, seconds per sample) per run shape, from the finished phases' DONE
+    markers (elapsed_s over steps) and the finished evaluations' metrics.json (samples_per_s) under
+    `runs_root`: [total seconds, total steps or samples] per shape."""
+    import yaml
+
+    from harness.train.checkpoint import DONE_MARKER
+
+    train: dict[tuple, list[float]] = {}
+    sampling: dict[tuple, list[float]] = {}
+    for config_path in runs_root.glob("*/config.yaml") if runs_root.is_dir() else []:
+        try:
+            config = yaml.safe_load(config_path.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        shape = _shape(config)
+        for marker in config_path.parent.glob(f"*/{DONE_MARKER}"):
+            record = json.loads(marker.read_text())
+            elapsed, steps = (record.get("last") or {}).get("elapsed_s"), record.get("steps") or 0
+            if elapsed and steps:
+                total = train.setdefault(shape, [0.0, 0.0])
+                total[0], total[1] = total[0] + elapsed, total[1] + steps
+        for metrics_path in config_path.parent.glob("results/*/*/metrics.json"):
+            metrics = json.loads(metrics_path.read_text())
+            if metrics.get("samples_per_s") and metrics.get("n_samples"):
+                total = sampling.setdefault(shape, [0.0, 0.0])
+                total[0] += metrics["n_samples"] / metrics["samples_per_s"]
+                total[1] += metrics["n_samples"]
+    return train, sampling
+
+
+def _evaluation_done(plan: PlannedRun, planned, runs_root: Path, k: int, split: str, limit: int | None) -> bool:
+    for path in (runs_root / plan.name).glob(f"results/{planned.task}-{split}*/*/metrics.json"):
+        metrics = json.loads(path.read_text())
+        knobs = metrics.get("knobs") or {}
+        if (metrics.get("k") == k and metrics.get("seed") == plan.config.seed
+                and all(knobs.get(key) == value for key, value in planned.knobs.items())
+                and (limit is None or metrics.get("n_problems", 0) >= limit)):
+            return True
+    return False
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: list[PlannedRun],
+                  runs_root: Path, missing: str | None) -> str:
+    """The plan as text: every run with its training and evaluation state, then the compute left."""
+    from harness.backbone import SCRATCH
+    from harness.context import RunContext
+    from harness.train.checkpoint import phase_done
+
+    measured_train, measured_sampling = measured_rates(runs_root)
+    rows, bases, left_steps, left_samples = [], {}, {}, {}
+    done_runs = done_evals = n_evals = 0
+    whole_splits_left = 0  # evaluations of a whole test split (no limit): its size is not loaded here
+    for plan in plans:
+        planned, done = _steps_planned(plan), min(_steps_done(runs_root / plan.name), _steps_planned(plan))
+        evals_done = sum(_evaluation_done(plan, e, runs_root, grid.eval.k, grid.eval.split, grid.eval.limit)
+                         for e in plan.evals)
+        n_evals += len(plan.evals)
+        done_evals += evals_done
+        done_runs += done == planned
+        state = "done" if done == planned else (f"step {done}/{planned}" if done else f"new ({planned} steps)")
+        rows.append([plan.name, plan.config.method, plan.config.task, plan.config.seed, state,
+                     f"{evals_done}/{len(plan.evals)}"])
+        shape = _shape(plan.config.to_dict())
+        left_steps[shape] = left_steps.get(shape, 0) + planned - done
+        if grid.eval.limit is None:
+            whole_splits_left += len(plan.evals) - evals_done
+        else:
+            samples = (len(plan.evals) - evals_done) * grid.eval.k * grid.eval.limit
+            left_samples[shape] = left_samples.get(shape, 0) + samples
+        backbone = RunContext(plan.config, runs_root / plan.name, runs_root).backbone
+        if plan.config.model.from_scratch and plan.config.train.base_steps and backbone.objective != SCRATCH:
+            base_dir = backbone.base_directory(backbone.objective)
+            if not phase_done(base_dir):  # the shared base LM of its family, trained once for all its runs
+                base_shape = ("ar-sft", *shape[1:])  # costed as AR-SFT's steps: the same model, a like loss
+                bases[base_dir] = (base_shape, plan.config.train.base_steps)
+    for base_shape, steps in bases.values():
+        left_steps[base_shape] = left_steps.get(base_shape, 0) + steps
+
+    def seconds(left: dict, measured: dict, fallback: dict[str, float], unit: str) -> tuple[float, list[str], int]:
+        total, sources, unknown = 0.0, [], 0
+        for shape, count in left.items():
+            if not count:
+                continue
+            method = shape[0]
+            if shape in measured:
+                rate, source = measured[shape][0] / measured[shape][1], "measured here"
+            elif method in fallback:
+                rate, source = float(fallback[method]), "scale estimate"
+            else:
+                unknown += count
+                continue
+            total += rate * count
+            sources.append(f"{method} {rate:.3g} s/{unit} ({source})")
+        return total, sorted(set(sources)), unknown
+
+    train_s, train_sources, train_unknown = seconds(left_steps, measured_train, scale.seconds_per_step, "step")
+    sample_s, sample_sources, sample_unknown = seconds(left_samples, measured_sampling, scale.seconds_per_sample,
+                                                       "sample")
+    frame = pd.DataFrame(rows, columns=["run", "method", "task", "seed", "training", "evaluations"])
+    limit = "all" if grid.eval.limit is None else grid.eval.limit
+    header = (f"reproduce {table} --scale {scale_name}: {len(plans)} runs, {n_evals} evaluations "
+              f"(k = {grid.eval.k} on {limit} {grid.eval.split} problems each); {scale.about}")
+    training = [f"compute left: {sum(left_steps.values())} training steps",
+                f" ({len(bases)} shared base LM(s) included)" if bases else "",
+                f", ~{_hours(train_s)}" if train_s else "",
+                f" (+{train_unknown} steps with no estimate)" if train_unknown else "",
+                f" [{'; '.join(train_sources)}]" if train_sources else ""]
+    sampling = [f"              {sum(left_samples.values())} samples to draw and check",
+                f", ~{_hours(sample_s)}" if sample_s else "",
+                f" (+{sample_unknown} with no estimate)" if sample_unknown else "",
+                f" [{'; '.join(sample_sources)}]" if sample_sources else "",
+                f", plus {whole_splits_left} evaluations of a whole test split at k = {grid.eval.k}"
+                if whole_splits_left else ""]
+    lines = [header, "", frame.to_markdown(index=False), "",
+             f"already done: {done_runs} of {len(plans)} runs trained, {done_evals} of {n_evals} evaluations",
+             "".join(training), "".join(sampling)]
+    if scale.estimates:
+        lines.append(f"scale estimates: {scale.estimates}")
+    if missing:
+        lines.append(f"not runnable yet: {missing}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ the table
+def _metric_name(metric: str, k: int) -> str:
+    return f"pass@{k}" if metric == "pass@k" else metric
+
+
+def _metric_label(metric: str) -> str:
+    name, _, k = metric.partition("@")
+    if name == "pass":
+        return f"P@{k}"
+    if k:
+        return f"{name.replace('_', '-')}@{k}"
+    return METRIC_LABELS.get(metric, metric)
+
+
+def field_value(evaluation: Evaluation, knobs: dict[str, Any], name: str) -> Any:
+    """A run field of one evaluation: method, task (the evaluated one), seed, a sampling knob (as
+    sampled, defaults included), or a dotted path into the run's config (`method_options.beta`)."""
+    if name == "method":
+        return evaluation.run.config.method
+    if name == "task":
+        return evaluation.eval.task
+    if name == "seed":
+        return evaluation.run.config.seed
+    if name in knobs:
+        return knobs[name]
+    node: Any = evaluation.run.config.to_dict()
+    for part in name.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _label(layout: Layout, name: str, value: Any) -> str:
+    labels = layout.labels.get(name) or {}
+    if value in labels:
+        return str(labels[value])
+    if "*" in labels and value is not None:
+        return str(labels["*"]).format(value=value)
+    return "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _matches(values: dict[str, Any], when: dict[str, Any]) -> bool:
+    return all(values.get(name) == expected for name, expected in when.items())
+
+
+@dataclass
+class _Row:
+    values: dict[str, Any]
+    groups: dict[tuple, list[tuple[int, Evaluation, dict]]] = field(default_factory=dict)  # column -> (seed, ...)
+
+    def folders(self, column: tuple) -> list[Path]:
+        return [evaluation.folder for _, evaluation, _ in sorted(self.groups.get(column, []), key=lambda g: g[0])]
+
+
+def _is_default(evaluation: Evaluation) -> bool:
+    knobs = {key for key in evaluation.run.cell if key not in ("method", "task", "seed")}
+    return not knobs and not evaluation.eval.knobs
+
+
+def build_rows(layout: Layout, evaluations: list[Evaluation]) -> tuple[list[_Row], list[tuple], _Row | None]:
+    """(rows in the grid's order, column keys in order, the baseline row) from the evaluations."""
+    rows: dict[tuple, _Row] = {}
+    columns: list[tuple] = []
+    baseline_key = None
+    for evaluation in evaluations:
+        metrics = json.loads((evaluation.folder / "metrics.json").read_text())
+        knobs = metrics.get("knobs") or {}
+        values = {name: field_value(evaluation, knobs, name) for name in layout.rows}
+        key = tuple(values[name] for name in layout.rows)
+        column = tuple(field_value(evaluation, knobs, name) for name in layout.columns)
+        if column not in columns:
+            columns.append(column)
+        row = rows.setdefault(key, _Row(values))
+        row.groups.setdefault(column, []).append((evaluation.run.config.seed, evaluation, metrics))
+        baseline = layout.baseline
+        if baseline_key is None and ((baseline == "defaults" and _is_default(evaluation))
+                                     or (isinstance(baseline, dict) and _matches(values, baseline))):
+            baseline_key = key
+    return list(rows.values()), columns, rows.get(baseline_key) if baseline_key is not None else None
+
+
+def _cell_text(row: _Row, column: tuple, metric: str, baseline: _Row | None) -> tuple[str, dict[str, Any]]:
+    """The formatted cell and its numbers (for cells.csv)."""
+    from harness.evaluate.stats import cell, format_cell, paired
+
+    digits, scale = METRIC_FORMAT.get(metric, (1, 100.0))
+
+    def recorded_mean() -> tuple[str, dict[str, Any]]:  # the seeds' metrics.json figures, no interval
+        values = [m[metric] for _, _, m in row.groups.get(column, []) if m.get(metric) is not None]
+        if not values:
+            return "—", {}
+        mean = sum(values) / len(values)
+        return f"{mean * scale:.{digits}f}", {"mean": mean, "n_seeds": len(values)}
+
+    if metric in TABLE_METRICS:
+        return recorded_mean()
+    folders = row.folders(column)
+    if not folders:
+        return "—", {}
+    try:
+        found = cell(folders, metric)
+    except BadInput:
+        if metric not in RECORDED_FALLBACK:
+            raise
+        return recorded_mean()
+    text = format_cell(found, digits=digits, scale=scale)
+    record = {"mean": found.mean, "lo": found.lo, "hi": found.hi, "stderr": found.stderr,
+              "n_problems": found.n_problems, "n_seeds": found.n_seeds}
+    if baseline is not None and baseline is not row and baseline.folders(column):
+        comparison = paired(folders, baseline.folders(column), metric)
+        text += f" Δ{comparison.diff * scale:+.{digits}f}{'*' if comparison.significant else ''}"
+        record.update({"diff": comparison.diff, "diff_lo": comparison.lo, "diff_hi": comparison.hi,
+                       "significant": comparison.significant})
+    return text, record
+
+
+def paper_table(spec: TableSpec, layout: Layout, metrics: list[str], evaluations: list[Evaluation], k: int,
+                reference: bool = True) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
+    """(header, rows of text, the numbers of every cell) in the paper's layout."""
+    rows, columns, baseline = build_rows(layout, evaluations)
+    names = [_metric_name(m, k) for m in metrics]
+    header = [layout.headers.get(name, name.split(".")[-1]) for name in layout.rows]
+    for column in columns:
+        prefix = " ".join(_label(layout, name, value) for name, value in zip(layout.columns, column))
+        header += [f"{prefix} {_metric_label(m)}".strip() for m in names]
+    if reference:
+        header.append(f"paper ({spec.paper})" if spec.paper else "paper")
+    text_rows, records = [], []
+    for row in rows:
+        text = [_label(layout, name, row.values[name]) for name in layout.rows]
+        for column in columns:
+            for metric in names:
+                cell_text, numbers = _cell_text(row, column, metric, baseline)
+                text.append(cell_text)
+                if numbers:
+                    records.append({**row.values, **dict(zip(layout.columns, column)), "metric": metric, **numbers})
+        if reference:
+            found = next((entry.get("text", "") for entry in layout.reference
+                          if _matches(row.values, entry.get("when") or {})), "")
+            text.append(found or "—")
+        text_rows.append(text)
+    return header, text_rows, records
+
+
+def _baseline_label(layout: Layout) -> str:
+    if layout.baseline == "defaults":
+        return "the default run"
+    if isinstance(layout.baseline, dict):
+        return ", ".join(_label(layout, name, value) for name, value in layout.baseline.items())
+    return ""
+
+
+def table_notes(spec: TableSpec, scale_name: str, scale: Scale, grid: Grid, seeds: int, methods: set[str]) -> list[str]:
+    limit = "all" if grid.eval.limit is None else grid.eval.limit
+    budget = ", ".join([f"{key} {value}" for key, value in grid.settings.items()]
+                       + [f"{method} {key.split('.')[-1]} {value}" for method, settings in grid.method_settings.items()
+                          if method in methods for key, value in (settings or {}).items()])
+    notes = [f"Scale {scale_name} ({scale.about}): preset {grid.preset}" + (f", {budget}" if budget else "")
+             + f"; k = {grid.eval.k} samples on {limit} {grid.eval.split} problems; "
+             + f"training seeds {', '.join(map(str, range(seeds)))}.",
+             "Cells: mean over test problems (and seeds) [95% bootstrap interval]"
+             + (f"; Δ: paired bootstrap difference against {_baseline_label(spec.layout)} on the same problems, "
+                "* where its 95% interval excludes 0" if spec.layout.baseline else "")
+             + "; a cell without an interval is the mean of the seeds' figures in metrics.json."]
+    if spec.paper:
+        notes.append(f"Reference column: the paper's own figures ({spec.paper}), as its summary reports them; "
+                     "'—' where it gives none.")
+    return notes + list(spec.layout.notes)
+
+
+@dataclass
+class Reproduced:
+    text: str  # the table in the requested format
+    out_dir: Path
+    evaluations: list[Evaluation]
+
+
+def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dry_run: bool = False,
+              fmt: str = "markdown", out_dir: Path | None = None, runs_root: Path = Path("runs"),
+              data_files: dict[str, str] | None = None, methods: list[str] | None = None,
+              tasks: list[str] | None = None, overrides: dict[str, Any] | None = None) -> Reproduced:
+    """Plan the table's grid at the scale; with `dry_run`, describe it; else train and evaluate what is
+    missing, then write the table (Markdown, LaTeX, CSV), its cells' numbers and its plot under `out_dir`
+    (default runs/<table>-<scale>/) and return it in `fmt`."""
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown table format {fmt!r} (markdown, latex, csv)")
+    spec, scale = load_table(table), load_scale(scale_name)
+    seeds = scale.seeds if seeds is None else seeds
+    if seeds < 1:
+        raise BadInput(f"--seeds must be >= 1, got {seeds}")
+    files = {name: str(Path(path).expanduser()) for name, path in (data_files or {}).items()}
+    unknown = sorted(set(files) - set(spec.data_files))
+    if unknown:
+        known = ", ".join(spec.data_files) or "none"
+        raise BadInput(f"reproduce {table} takes no data file {', '.join(unknown)} (its data files: {known})")
+    missing = missing_data(spec, table, files)
+    if missing and not dry_run:
+        raise BadInput(missing)
+    grid = resolve_grid(table, spec, scale_name, scale, seeds, files, methods, tasks, overrides)
+    plans = plan_grid(grid)
+    if dry_run:
+        return Reproduced(describe_plan(table, scale_name, scale, grid, plans, runs_root, missing),
+                          out_dir or runs_root / f"{table}-{scale_name}", [])
+    if scale.needs_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BadInput(f"scale {scale_name!r} is the paper's GPU setting ({scale.about}); no GPU here: "
+                           f"use --dry-run to see its plan, or --scale small / reference")
+    started = time.time()
+    evaluations = run_plan(plans, runs_root, grid.eval)
+    out_dir = out_dir or runs_root / f"{table}-{scale_name}"
+    written = write_outputs(table, spec, scale_name, scale, grid, seeds, evaluations, out_dir,
+                            time.time() - started)
+    return Reproduced(written[fmt], out_dir, evaluations)
+
+
+def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, grid: Grid, seeds: int,
+                  evaluations: list[Evaluation], out_dir: Path, seconds: float) -> dict[str, str]:
+    """table.{md,tex,csv} in the paper's layout, cells.csv (every number), reproduce.json (what ran, the
+    minutes) and the table's plots; returns the table text per format."""
+    from harness.evaluate.report import load_frame, plot, render_paper_table
+    from harness.jsonl import atomic_open, write_json_atomic
+
+    header, rows, records = paper_table(spec, spec.layout, spec.layout.metrics, evaluations, grid.eval.k)
+    title = f"{spec.title} — ladir-bench reproduce {table} --scale {scale_name}"
+    notes = table_notes(spec, scale_name, scale, grid, seeds, {e.run.config.method for e in evaluations})
+    extra = ""
+    if spec.layout.diagnostics:
+        d_header, d_rows, d_records = paper_table(spec, spec.layout, spec.layout.diagnostics, evaluations,
+                                                  grid.eval.k, reference=False)
+        records += d_records
+        extra = render_paper_table(d_header, d_rows, "markdown", title="Diagnostics (same runs)")
+    texts = {fmt: render_paper_table(header, rows, fmt, title=title, notes=notes) for fmt in FORMATS}
+    if extra:
+        texts["markdown"] += "\n\n" + extra
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for fmt, suffix in FORMATS.items():
+        with atomic_open(out_dir / f"table.{suffix}") as handle:
+            handle.write(texts[fmt] + "\n")
+    with atomic_open(out_dir / "cells.csv") as handle:
+        pd.DataFrame(records).to_csv(handle, index=False)
+    plot_paths = []
+    if spec.plots:
+        frame = load_frame([e.folder / "metrics.json" for e in evaluations])
+        for kind in spec.plots:
+            try:
+                plot_paths.append(str(plot(frame, kind, out_dir / f"{kind}.png")))
+            except BadInput as error:  # e.g. Pass@k curves of a single k: the table stands without it
+                console.print(f"no {kind} plot: {error}")
+    write_json_atomic(out_dir / "reproduce.json", {
+        "table": table, "scale": scale_name, "seeds": seeds, "paper": spec.paper,
+        "runs": sorted({e.run.name for e in evaluations}),
+        "results": [str(e.folder) for e in evaluations],
+        "minutes_this_call": round(seconds / 60, 2),
+        "train_minutes": round(sum(json.loads((e.folder / "metrics.json").read_text()).get("train_minutes") or 0
+                                   for e in {e.run.name: e for e in evaluations}.values()), 2),
+        "plots": plot_paths,
+    })
+    console.print(f"reproduce {table}: written to {out_dir}")
+    return texts

@@ -1,0 +1,218 @@
+"""`ladir-bench reproduce`: the shipped grids plan without training, runs are shared between tables, a
+micro-scale table comes out in the paper's layout and a second call trains and samples nothing, bad
+requests are refused in one line; and the code tasks' training file that the code table trains on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.errors import BadInput
+from harness.tools.reproduce import load_table, reproduce, table_names
+from tests.conftest import MICRO_SETTINGS
+
+PAPER_TABLES = {"countdown", "step-scaling", "diversity", "stage2", "vae", "math", "code"}
+MICRO = {
+    "settings": {**dict(s.split("=", 1) for s in MICRO_SETTINGS), "train.steps": 4},
+    "method_settings": {"ladir": {"method_options.vae_steps": 4, "method_options.stage2_steps": 2,
+                                  "method_options.stage2_euler_steps": 2, "method_options.latent_tokens": 2,
+                                  "method_options.latent_dim": 4, "method_options.stats_problems": 20,
+                                  "method_options.report_problems": 4}},
+    "eval": {"k": 2, "limit": 4},
+}
+
+
+def _run_names(text: str) -> set[str]:
+    """The run column of a --dry-run plan."""
+    return {line.split("|")[1].strip() for line in text.splitlines()
+            if line.startswith("| ") and "-seed" in line.split("|")[1]}
+
+
+@pytest.mark.parametrize("scale", ["tiny", "reference", "paper"])
+def test_every_shipped_grid_plans_without_training(tmp_path, scale):
+    assert set(table_names()) == PAPER_TABLES
+    runs = tmp_path / "runs"
+    for table in table_names():
+        text = reproduce(table, scale, dry_run=True, runs_root=runs).text
+        names = _run_names(text)
+        assert names and f"{len(names)} runs" in text, (table, text)
+        assert "already done: 0 of" in text and "compute left:" in text
+        if load_table(table).data_files:  # planned, and said to need the user's files
+            assert "not runnable yet" in text and "--data" in text
+    assert not runs.exists()  # planning wrote nothing
+
+
+def test_tables_asking_for_the_same_run_share_it(tmp_path):
+    def plan(table):
+        return _run_names(reproduce(table, "tiny", dry_run=True, runs_root=tmp_path).text)
+
+    countdown, steps, diversity, stage2, vae = (plan(t) for t in ("countdown", "step-scaling", "diversity", "stage2",
+                                                                   "vae"))
+    ladir4 = {name for name in countdown if name.startswith("ladir-countdown4-seed0-")}
+    assert len(ladir4) == 1 and ladir4 <= steps and ladir4 <= diversity and ladir4 <= stage2 and ladir4 <= vae
+    assert {n for n in countdown if n.startswith(("ar-sft-countdown4", "mdm-countdown4"))} <= steps
+    assert len(stage2) == 2  # with stage 2 (the shared run) and without
+    # the VAE sweeps list the default value of each knob: one run, not four
+    assert len(vae) == 1 + 3 + 3 + 2 + 2
+    # a second seed adds runs of its own; another scale is other runs
+    two_seeds = _run_names(reproduce("countdown", "tiny", seeds=2, dry_run=True, runs_root=tmp_path,
+                                               methods=["ladir"], tasks=["countdown4"]).text)
+    assert ladir4 < two_seeds and len(two_seeds) == 2
+    assert not ladir4 & _run_names(reproduce("countdown", "reference", dry_run=True, runs_root=tmp_path).text)
+
+
+def test_seeds_and_filters_shape_the_plan(tmp_path):
+    text = reproduce("countdown", "tiny", seeds=3, dry_run=True, runs_root=tmp_path, methods=["ar-sft", "ladir"],
+                     tasks=["countdown4"]).text
+    names = _run_names(text)
+    assert sorted(n.rsplit("-", 1)[0] for n in names) == sorted(
+        f"{m}-countdown4-seed{s}" for m in ("ar-sft", "ladir") for s in range(3))
+    with pytest.raises(BadInput, match="no method nope"):
+        reproduce("countdown", "tiny", dry_run=True, runs_root=tmp_path, methods=["nope"])
+
+
+@pytest.mark.slow
+def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    first = reproduce("countdown", "tiny", runs_root=runs, methods=["ar-sft", "ladir"], tasks=["countdown3"],
+                      overrides=MICRO)
+    table = first.text
+    header = next(line for line in table.splitlines() if line.startswith("| Method"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "Method", "CD-3 P@1", "CD-3 P@2", "CD-3 Div.", "paper (Countdown planning table, LLaMA 3.1 8B)"]
+    ar_row = next(line for line in table.splitlines() if line.startswith("| AR-SFT"))
+    ladir_row = next(line for line in table.splitlines() if line.startswith("| LaDiR"))
+    assert "46.7" in ar_row and "76.6" in ladir_row  # the paper's figures in the reference column
+    assert "[" in ar_row and "Δ" in ladir_row and "Δ" not in ar_row  # intervals; LaDiR paired against AR-SFT
+    assert "chain-valid@1" in table  # the diagnostics table under it
+    out = first.out_dir
+    assert out == runs / "countdown-tiny"
+    for name in ("table.md", "table.tex", "table.csv", "cells.csv", "reproduce.json", "pass-at-k.png"):
+        assert (out / name).is_file(), name
+    assert "\\begin{tabular}" in (out / "table.tex").read_text()
+    cells = (out / "cells.csv").read_text().splitlines()
+    assert cells[0].startswith("method,task,metric,mean,lo,hi") and len(cells) == 1 + 2 * 4
+    record = json.loads((out / "reproduce.json").read_text())
+    assert len(record["runs"]) == 2 and len(record["results"]) == 2
+
+    samples = sorted(runs.glob("*/results/*/*/samples.jsonl"))
+    assert len(samples) == 2
+    before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in samples}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a second reproduce trained a step")
+
+    monkeypatch.setattr("harness.train.trainer.Trainer.optimizer_step", no_training)
+    again = reproduce("countdown", "tiny", runs_root=runs, methods=["ar-sft", "ladir"], tasks=["countdown3"],
+                      overrides=MICRO, fmt="csv")
+    assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in samples} == before  # nothing resampled
+    assert (out / "table.csv").read_text() == again.text + "\n" and again.text.startswith("Method,CD-3 P@1")
+    assert (out / "table.md").read_text().strip() == table.strip()
+    plan = reproduce("countdown", "tiny", runs_root=runs, methods=["ar-sft", "ladir"], tasks=["countdown3"],
+                     overrides=MICRO, dry_run=True).text
+    assert "already done: 2 of 2 runs trained, 2 of 2 evaluations" in plan and "compute left: 0 training steps" in plan
+
+
+def test_refusals_are_one_line_with_exit_2(tmp_path, capsys, monkeypatch):
+    from harness.cli import main
+
+    def refused(*args: str) -> str:
+        """`ladir-bench reproduce ARGS` through the real entry point, here: it must exit 2 with one line."""
+        monkeypatch.setattr("sys.argv", ["ladir-bench", "reproduce", *args, "--runs-dir", str(tmp_path)])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:
+            main()
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        return err
+
+    assert "unknown table 'nope'" in refused("nope", "--dry-run")
+    for table, names in (("math", ("gsm8k-train", "gsm8k-test", "math500-test")),
+                         ("code", ("code-train", "humanevalplus-test", "mbppplus-test"))):
+        message = refused(table)
+        assert all(f"--data {name}=PATH" in message for name in names), message
+    assert "not found" in refused("code", "--data", f"code-train={tmp_path / 'none.jsonl'}", "--data",
+                                  "humanevalplus-test=x", "--data", "mbppplus-test=y")
+    assert "takes no data file x" in refused("countdown", "--data", "x=y")
+    assert "unknown scale 'huge'" in refused("countdown", "--scale", "huge", "--dry-run")
+    assert not (tmp_path / "countdown-tiny").exists()
+
+
+def test_paper_scale_runs_only_as_a_plan_without_a_gpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the paper scale may run")
+    with pytest.raises(BadInput, match="--dry-run"):
+        reproduce("countdown", "paper", runs_root=tmp_path)
+    assert "ladir-countdown4" in reproduce("countdown", "paper", dry_run=True, runs_root=tmp_path).text
+
+
+# ------------------------------------------------------------------------------- the code training file
+def _code_rows(n: int) -> list[dict]:
+    return [{"prompt": f'def add{i}(a, b):\n    """Return a plus b."""\n',
+             "reasoning": ["Both arguments are numbers", f"Adding them with + gives the sum for case {i}."],
+             "solution": f"def add{i}(a, b):\n    return a + b\n"} for i in range(n)]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_code_training_file_gives_train_and_val_splits(tmp_path):
+    from tasks import get_task, split_reasoning
+    from tasks.code import extract_code
+
+    train_file = _write_jsonl(tmp_path / "code-train.jsonl", _code_rows(20))
+    task = get_task("humaneval", train_file=str(train_file))
+    assert task.splits == ("train", "val", "test")
+    train, val = task.problems("train"), task.problems("val")
+    assert (len(train), len(val)) == (18, 2) and len(task.problems("test")) == 164
+    assert train[0]["task_id"] == "humaneval/train/0" and val[0]["task_id"] == "humaneval/val/0"
+    sentences, answer = split_reasoning(train[0]["reference"])
+    assert sentences == ["Both arguments are numbers.", "Adding them with + gives the sum for case 0."]
+    assert answer.startswith("The answer is")
+    program, full = extract_code(train[0], train[0]["reference"])  # the checker takes the solution back out
+    assert full and program == "def add0(a, b):\n    return a + b\n" and train[0]["entry_point"] == "add0"
+    assert len(get_task("humaneval", train_file=str(train_file), val_size=5).problems("val")) == 5
+    assert get_task("humaneval").splits == ("test",)  # without the file: the test set alone
+
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "solution": "s"}])
+    with pytest.raises(BadInput, match="row 0 lacks field.*reasoning"):
+        get_task("humaneval", train_file=str(bad)).problems("train")
+    marked = _write_jsonl(tmp_path / "marked.jsonl", [{**_code_rows(1)[0], "solution": "# the answer is 3\n"}])
+    with pytest.raises(BadInput, match="may not appear"):
+        get_task("humaneval", train_file=str(marked)).problems("train")
+
+
+def test_a_method_trains_on_the_code_training_file(tmp_path):
+    from harness.config import load_config, parse_override
+    from harness.runs import create_run
+
+    train_file = _write_jsonl(tmp_path / "code-train.jsonl", _code_rows(20))
+    micro = [s for s in MICRO_SETTINGS if not s.startswith("task_options.")]
+    overrides = [parse_override(s) for s in [*micro, "method=ar-sft", "task=humaneval", "train.steps=2",
+                                             "train.base_steps=2", f"task_options.train_file={train_file}"]]
+    method, ctx = create_run(load_config("tiny", None, overrides), "code", tmp_path / "runs")
+    method.train()
+    assert (ctx.run_dir / "sft" / "DONE").is_file()
+    # and the code table plans it from the user's files
+    text = reproduce("code", "tiny", dry_run=True, runs_root=tmp_path / "plans", methods=["ar-sft"],
+                     data_files={"code-train": str(train_file), "humanevalplus-test": str(train_file),
+                                 "mbppplus-test": str(train_file)}).text
+    assert "not runnable yet" not in text and "ar-sft-humanevalplus-seed0-" in text
+
+
+@pytest.mark.slow
+def test_demo_runs_the_countdown_grid_at_a_small_budget(tmp_path, capsys):
+    from harness.tools.demo import run_demo
+
+    runs = tmp_path / "runs"
+    folders = run_demo("countdown3", limit=2, k=2, steps=4, base_steps=4, runs_root=runs)
+    assert len(folders) == 2  # AR-SFT and LaDiR, each once
+    table = capsys.readouterr().out
+    assert "| AR-SFT" in table and "| LaDiR" in table and "CD-3 P@1" in table and "paper (" in table
+    assert list(runs.glob("ladir-countdown3-seed0-*/probe/stage2-step*.json"))
+    assert (runs / "demo-countdown3" / "pass-at-k.png").read_bytes()[:4] == b"\x89PNG"

@@ -16,7 +16,7 @@ Running the CLI
 Micro runs built once per session (read-only: copy before changing)
     `micro_base`: a runs folder holding only the shared base checkpoint (`_base/`) of `MICRO_SETTINGS` on
         countdown3, the base every micro run of any method starts from.
-    `runs_dir`: a test's own empty runs folder, holding a copy of that base (as any run after the first
+    `runs_dir`: a test's own runs folder, empty but for a copy of that base (as any run after the first
         finds it), so a micro run trains only its own phases.
     `ar_sft_micro`: a runs folder with the AR-SFT micro run `ar-sft` (`AR_SFT_MICRO`: countdown3,
         `MICRO_SETTINGS`, 8 steps, checkpoints at 4 and 8), not evaluated.

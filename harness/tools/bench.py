@@ -30,6 +30,7 @@ back-to-back pairs so that the machine's load drifts between pairs, not within o
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import time
@@ -172,9 +173,11 @@ def setting_name(knobs: dict[str, Any]) -> str:
     return f"{knobs['solver']}-{knobs['steps']}" + ("" if knobs.get("write_reasoning", True) else "-no-text")
 
 
-def ladir_breakdown(method: Method, sample: Callable[[], None], samples: int, device: torch.device) -> dict:
+def ladir_breakdown(method: Method, sample: Callable[[], None], samples: int, batches: int,
+                    device: torch.device) -> dict:
     """What one LaDiR sample's time is made of: each part of the real sampling path timed in place
-    (wrapped for one run after a warm-up), in seconds per sample, with the model passes each makes."""
+    (wrapped for one run of `batches` batches after a warm-up), in seconds per sample, with the
+    forward passes of each model per batch."""
     import ladir.method
     import ladir.pipeline
 
@@ -212,7 +215,8 @@ def ladir_breakdown(method: Method, sample: Callable[[], None], samples: int, de
     seconds["other"] = total - sum(seconds.values())
     return {"seconds_per_sample": {name: value / samples for name, value in seconds.items()},
             "share": {name: value / total for name, value in seconds.items()},
-            "passes_per_batch": passes, "total_seconds_per_sample": total / samples}
+            "passes_per_batch": {model: count / batches for model, count in passes.items()},
+            "total_seconds_per_sample": total / samples}
 
 
 def sampling_figures(preset: str, device: str, root, repeats: int, problems_count: int, k: int = 100,
@@ -248,7 +252,8 @@ def sampling_figures(preset: str, device: str, root, repeats: int, problems_coun
                 ratio, ladir_seconds, ar_seconds = paired_ratio(ladir_run(knobs), ar_run, repeats, dev)
                 solvers[name] = {**knobs, "nfe_per_block": knobs["steps"], "ratio_ladir_ar": ratio,
                                  "ladir_s_per_sample": ladir_seconds / samples, "ar_s_per_sample": ar_seconds / samples}
-        breakdown = {setting_name(knobs): ladir_breakdown(ladir, ladir_run(knobs), samples, dev)
+        batches = math.ceil(samples / batch)
+        breakdown = {setting_name(knobs): ladir_breakdown(ladir, ladir_run(knobs), samples, batches, dev)
                      for knobs in (PAPER_SETTING, FAST_SETTING)}
         # k = 10: one problem's 10 samples per batch, against batches filled from 10 problems
         ten = ctx.task.problems("test")[: max(1, batch // 10)]
@@ -262,7 +267,7 @@ def sampling_figures(preset: str, device: str, root, repeats: int, problems_coun
             "details": {"workload": work.__dict__, "k": k, "problems": len(problems), "batch_size": batch,
                         "ar_samples_per_s": 1 / paper["ar_s_per_sample"],
                         "ladir_samples_per_s": 1 / paper["ladir_s_per_sample"],
-                        "fast_setting": FAST_SETTING, "ar_passes_per_batch": ar_passes[0],
+                        "fast_setting": FAST_SETTING, "ar_passes_per_batch": ar_passes[0] / batches,
                         "solvers": solvers, "breakdown": breakdown,
                         "k10_one_problem_samples_per_s": 10 * len(ten) / alone,
                         "k10_across_problems_samples_per_s": 10 * len(ten) / together}}

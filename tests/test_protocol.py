@@ -241,20 +241,6 @@ def test_ablate_grid_then_table_and_plot(tmp_path, runs_dir):
     assert result.returncode == 2 and "non-empty list" in result.stderr
 
 
-@pytest.mark.slow  # ~35 s of CPU: two methods trained, four evaluations
-def test_demo_runs_end_to_end_on_a_small_budget(runs_dir, capsys):
-    """The embedded default, with a handful of steps: both methods train, evaluate, tabulate and plot."""
-    from harness.tools.demo import run_demo
-
-    folders = run_demo("countdown3", limit=2, k=2, steps=4, base_steps=4, runs_root=runs_dir)
-    assert len(folders) == 4  # AR-SFT once, LaDiR at 5, 10 and 30 denoising steps
-    table = capsys.readouterr().out
-    assert "demo-ar-sft-countdown3" in table and "demo-ladir-countdown3" in table and "pass@1" in table
-    assert list((runs_dir / "demo-ladir-countdown3" / "probe").glob("stage2-step*.json"))
-    for plot_name in ("step-scaling.png", "pass-at-k.png"):
-        assert (runs_dir / "demo-countdown3" / plot_name).read_bytes()[:4] == b"\x89PNG"
-
-
 def test_method_registry_is_lazy_and_takes_entry_point_plugins(tmp_path, micro_base):
     listing = subprocess.run([sys.executable, "-c", "import sys, harness.methods as m; print(m.method_names()); "
                               "print(any(k.split('.')[0] in ('torch', 'transformers', 'ladir', 'baselines') for k in sys.modules))"],

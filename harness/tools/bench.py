@@ -245,7 +245,7 @@ def sampling_figures(preset: str, device: str, root, repeats: int, problems_coun
         remove.remove()
         grid = [{"solver": solver, "steps": nfe} for solver in SOLVERS for nfe in solver_nfe
                 if nfe % SOLVERS[solver].evaluations_per_step == 0]
-        for knobs in [*grid, FAST_SETTING, {**PAPER_SETTING, "write_reasoning": False},
+        for knobs in [*grid, PAPER_SETTING, FAST_SETTING, {**PAPER_SETTING, "write_reasoning": False},
                       {**FAST_SETTING, "write_reasoning": False}]:
             name = setting_name(knobs)
             if name not in solvers:

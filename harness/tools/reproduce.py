@@ -286,7 +286,7 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
                 continue
             method = shape[0]
             if shape in measured:
-                rate, source = measured[shape][0] / measured[shape][1], "measured here"
+                rate, source = measured[shape][0] / measured[shape][1], "wall, from finished runs here"
             elif method in fallback:
                 rate, source = float(fallback[method]), "scale estimate"
             else:

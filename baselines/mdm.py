@@ -75,6 +75,7 @@ FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0  # MGDM's token reweighting alpha (1 - e^-l
 RECIPE_DECODER = {"llada": "low_confidence", "mgdm": "easy_first"}
 DECODERS = ("low_confidence", "easy_first")
 CACHES = ("none", "prefix", "dual")
+REFRESHES = ("all", "last_block")
 
 
 @dataclass
@@ -109,6 +110,7 @@ class MdmSampleKnobs:
     block_length: int = 0  # semi-autoregressive blocks of this many target tokens; 0 = one block
     threshold: float = 0.0  # low_confidence: also commit every masked token this confident (Fast-dLLM); 0 = off
     cache: str = "none"  # none | prefix | dual: Fast-dLLM's approximate KV cache within a block
+    refresh: str = "all"  # all (Fast-dLLM) | last_block: what a block's first pass recomputes of the cache
     batch_size: int = 100  # rows per forward pass
 
     def __post_init__(self) -> None:
@@ -118,6 +120,8 @@ class MdmSampleKnobs:
             raise BadInput(f"knob decoder must be one of recipe, {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.cache not in CACHES:
             raise BadInput(f"knob cache must be one of {', '.join(CACHES)}, got {self.cache!r}")
+        if self.refresh not in REFRESHES:
+            raise BadInput(f"knob refresh must be one of {', '.join(REFRESHES)}, got {self.refresh!r}")
         if not 0 <= self.threshold < 1 or self.remask_noise < 0:
             raise BadInput("bad MDM knob: need 0 <= threshold < 1 and remask_noise >= 0")
         if self.threshold > 0 and self.decoder == "easy_first":
@@ -278,41 +282,64 @@ class BlockLogits:
     Rows are `question | target`, the question left-padded; target position j is predicted by the
     logits of column P + j - 1 (P = question width), so block [start, end) needs the queries of
     columns [P + start - 1, P + end - 1) and fresh keys for columns [P + start - 1, P + end).
-    `cache` "none" runs every column each call. Otherwise the block's first call runs every column
-    and keeps the keys/values of the columns before that span ("prefix") and after it ("dual"); later
-    calls run only the span (and, with "prefix", everything after it) against the kept ones.
+    `cache` "none" runs every column at every call. Otherwise a block's first call refreshes the
+    cache and later calls run only the block's span ("dual"; "prefix": the span and every column
+    after it) against the keys/values kept for the columns outside it: those before the span
+    (question, finished blocks) and, with "dual", those after it (the masked blocks to come).
+    `refresh` "all" recomputes every column at a block's first call (Fast-dLLM); "last_block"
+    recomputes only the block just finished and the new one, keeping what was cached of the rest.
     """
 
-    def __init__(self, model, question: torch.Tensor, question_valid: torch.Tensor, gen_length: int, cache: str):
-        self.model, self.question, self.cache = model, question, cache
+    def __init__(self, model, question: torch.Tensor, question_valid: torch.Tensor, gen_length: int,
+                 cache: str = "none", refresh: str = "all"):
+        self.model, self.question, self.cache, self.refresh = model, question, cache, refresh
         self.valid = torch.cat([question_valid, question_valid.new_ones(question.size(0), gen_length)], 1)
         self.positions = token_positions(self.valid)
-        self.kept: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, the keys/values of kept_columns
+        self.kept_columns = torch.zeros(0, dtype=torch.long, device=question.device)
+        self.first: int | None = None
 
     def start_block(self, start: int, end: int) -> None:
-        self.first, self.width, self.kept = self.question.size(1) + start - 1, end - start, None
+        self.finished_from = self.first  # the block just finished starts there (None before the first block)
+        self.first, self.width = self.question.size(1) + start - 1, end - start
         self.last = self.question.size(1) + end if self.cache == "dual" else self.valid.size(1)
+        self.refreshing = True
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (a boolean per row), e.g. those whose text has not ended yet."""
+        self.question, self.valid, self.positions = self.question[rows], self.valid[rows], self.positions[rows]
+        self.kept = [(keys[rows], values[rows]) for keys, values in self.kept]
+
+    def _keep(self, selected: torch.Tensor) -> None:
+        self.kept = [(keys[:, :, selected], values[:, :, selected]) for keys, values in self.kept]
+        self.kept_columns = self.kept_columns[selected]
 
     def __call__(self, target: torch.Tensor) -> torch.Tensor:
         """(B, end - start, V) logits of the block's target positions."""
         ids = torch.cat([self.question, target], 1)
         columns = ids.size(1)
-        if self.cache == "none" or self.kept is None:
-            cache = DynamicCache() if self.cache != "none" else None
+        if self.cache == "none":
             out = self.model(input_ids=ids, attention_mask=bidirectional_mask(self.valid, self.model.dtype),
-                             position_ids=self.positions, past_key_values=cache, use_cache=cache is not None,
-                             logits_to_keep=columns - self.first)
-            if cache is not None:
-                outside = torch.cat([torch.arange(self.first), torch.arange(self.last, columns)]).to(ids.device)
-                self.kept = [(layer.keys[:, :, outside], layer.values[:, :, outside]) for layer in cache.layers]
-                self.kept_valid = self.valid[:, outside]
+                             position_ids=self.positions, logits_to_keep=columns - self.first)
             return out.logits[:, :self.width]
-        span = slice(self.first, self.last)
-        keys_valid = torch.cat([self.kept_valid, self.valid[:, span]], 1)
-        out = self.model(input_ids=ids[:, span], position_ids=self.positions[:, span],
-                         attention_mask=bidirectional_mask(keys_valid, self.model.dtype, self.last - self.first),
-                         past_key_values=DynamicCache(ddp_cache_data=self.kept), use_cache=True,
-                         logits_to_keep=self.last - self.first)
+        if not self.refreshing:
+            run = (self.first, self.last)
+        elif self.refresh == "all" or self.finished_from is None:
+            run = (0, columns)
+        else:
+            run = (self.finished_from, self.last)
+        self._keep((self.kept_columns < run[0]) | (self.kept_columns >= run[1]))  # never a column twice
+        span = torch.arange(*run, device=ids.device)
+        keys_valid = torch.cat([self.valid[:, self.kept_columns], self.valid[:, span]], 1)
+        cache = DynamicCache(ddp_cache_data=self.kept) if self.kept_columns.numel() else DynamicCache()
+        out = self.model(input_ids=ids[:, span], position_ids=self.positions[:, span], past_key_values=cache,
+                         attention_mask=bidirectional_mask(keys_valid, self.model.dtype, span.numel()),
+                         use_cache=True, logits_to_keep=run[1] - self.first)
+        if self.refreshing:  # keep what the block's later calls do not recompute
+            self.refreshing = False
+            self.kept = [(layer.keys, layer.values) for layer in cache.layers]
+            self.kept_columns = torch.cat([self.kept_columns, span])
+            self._keep((self.kept_columns < self.first) | (self.kept_columns >= self.last))
         return out.logits[:, :self.width]
 
 
@@ -362,14 +389,17 @@ def easy_first_step(logits: torch.Tensor, mask_id: int, t: int, steps: int, rema
 def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_id: int, steps: int,
                     temperature: float = 1.0, block_length: int = 0, noise: RowNoise | None = None,
                     decoder: str = "low_confidence", threshold: float = 0.0, remask_noise: float = 0.5,
-                    cache: str = "none") -> Iterator[torch.Tensor]:
+                    cache: str = "none", refresh: str = "all", stop_id: int | None = None) -> Iterator[torch.Tensor]:
     """Decode one row per prompt from a fully masked target; yields the targets after each step.
 
     low_confidence (LLaDA): confidence is the model's probability of the drawn token (untempered, as
     LLaDA). easy_first (MGDM): step j of a block's T re-predicts the block at MGDM's time t = T-1-j.
     A step with nothing to do (more steps than tokens, or a block finished early by `threshold`)
-    runs no forward pass. Row i draws with `noise`'s stream i: one uniform per (step, position),
-    whatever the batch. The yielded tensors are copies: keep any of them to trace the unmasking.
+    runs no forward pass. With `stop_id` (`</s>`), a row whose text has ended before a block starts
+    is not decoded further and the rest of its target is filled with `stop_id` (what follows the
+    end is never read), as AR stops writing a finished row; once every row has ended, the filled
+    targets are yielded once more and decoding stops. Row i draws with `noise`'s stream i: one
+    uniform per (step, position), whatever the batch. The yielded tensors are copies.
     """
     device = next(model.parameters()).device
     rows = len(prompts)
@@ -377,22 +407,30 @@ def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_i
     question, question_valid = pad_ids(prompts, mask_id, left=True, device=device)  # padding is never attended to
     random = temperature > 0 if decoder == "low_confidence" else remask_noise > 0
     uniforms = noise.uniform(steps, gen_length).to(device) if random else None  # (B, steps, G)
-    logits_of = BlockLogits(model, question, question_valid, gen_length, cache)
+    logits_of = BlockLogits(model, question, question_valid, gen_length, cache, refresh)
+    active = torch.arange(rows, device=device)  # the rows still being decoded
     step = 0
     for start, end, block_steps in block_plan(gen_length, block_length, steps):
+        if stop_id is not None:
+            ended = (target[active, :start] == stop_id).any(1)
+            if bool(ended.any()):
+                target[active[ended], start:] = stop_id
+                active = active[~ended]
+                logits_of.select(~ended)
+            if not len(active):
+                yield target.clone()
+                return
         logits_of.start_block(start, end)
         remaining = [(end - start) * (block_steps - j) // block_steps for j in range(block_steps + 1)]
         for j in range(block_steps):
-            block = target[:, start:end]
-            step_uniforms = None if uniforms is None else uniforms[:, step, start:end]
+            block = target[active, start:end]
+            step_uniforms = None if uniforms is None else uniforms[active, step, start:end]
             if decoder == "easy_first":
-                target[:, start:end] = easy_first_step(logits_of(target), mask_id, block_steps - 1 - j, block_steps,
-                                                       remask_noise, step_uniforms)
-            else:
-                masked = (block == mask_id).sum(1)
-                if bool((masked > (0 if threshold > 0 else remaining[j + 1])).any()):
-                    target[:, start:end] = low_confidence_step(block, logits_of(target), mask_id, remaining[j + 1],
-                                                               temperature, threshold, step_uniforms)
+                target[active, start:end] = easy_first_step(logits_of(target[active]), mask_id, block_steps - 1 - j,
+                                                            block_steps, remask_noise, step_uniforms)
+            elif bool(((block == mask_id).sum(1) > (0 if threshold > 0 else remaining[j + 1])).any()):
+                target[active, start:end] = low_confidence_step(block, logits_of(target[active]), mask_id,
+                                                                remaining[j + 1], temperature, threshold, step_uniforms)
             step += 1
             yield target.clone()
 
@@ -473,7 +511,8 @@ class MaskedDiffusion(Method):
             *_, targets = unmasking_steps(self.model, [prompts[r.problem] for r in rows], self.options.gen_length,
                                           self.mask_id, settings.steps, settings.temperature, settings.block_length,
                                           RowNoise.of(rows), settings.decoder, settings.threshold,
-                                          settings.remask_noise, settings.cache)
+                                          settings.remask_noise, settings.cache, settings.refresh,
+                                          tokenizer.eos_token_id)
             return [decode_target(tokenizer, row) for row in targets]
 
         return self.sample_batched(problems, n, settings.batch_size, run_batch)

@@ -225,7 +225,6 @@ def test_the_ceiling_on_a_hand_made_case(tmp_path):
     assert method.vae.calls == calls  # nothing decoded again
 
 
-@pytest.mark.slow
 def test_ceiling_is_stored_after_the_autoencoder_and_shown_by_the_table(runs_dir):
     options = ["method_options.vae_steps=4", f"method_options.latent_tokens={L}", f"method_options.latent_dim={D}",
                "method_options.stats_problems=50", "method_options.report_problems=5",

@@ -195,13 +195,14 @@ def test_easy_first_decoding_remasks_on_schedule_and_may_revise_committed_tokens
     assert bool((blocked[3][:, 8:] == mask).all()) and not bool((blocked[3][:, :8] == mask).any())
 
 
-@pytest.mark.parametrize("cache", ["prefix", "dual"])
-def test_cache_gives_the_full_forward_logits_while_the_block_is_unchanged(tokenizer, model, mask, cache):
+@pytest.mark.parametrize("cache,refresh", [("prefix", "all"), ("dual", "all"), ("prefix", "last_block"),
+                                           ("dual", "last_block")])
+def test_cache_gives_the_full_forward_logits_while_nothing_changed(tokenizer, model, mask, cache, refresh):
     question, question_valid = pad_ids([prompt_ids(tokenizer, p) for p in PROMPTS], mask, left=True, device="cpu")
     target = torch.full((2, 12), mask)
-    target[:, :4] = torch.tensor(tokenizer.encode("12+7", add_special_tokens=False))
-    full, cached = BlockLogits(model, question, question_valid, 12, "none"), BlockLogits(model, question,
-                                                                                          question_valid, 12, cache)
+    target[:, :6] = torch.tensor(tokenizer.encode("12+7=1", add_special_tokens=False))
+    full = BlockLogits(model, question, question_valid, 12, "none")
+    cached = BlockLogits(model, question, question_valid, 12, cache, refresh)
     with torch.no_grad():
         for start, end in [(0, 4), (4, 8), (8, 12)]:
             full.start_block(start, end)
@@ -214,6 +215,26 @@ def test_cache_gives_the_full_forward_logits_while_the_block_is_unchanged(tokeni
             changed[:, start] = tokenizer.convert_tokens_to_ids("9")
             approximate = cached(changed)  # cached positions do not see the change: close, not equal
             assert (approximate - full(changed)).abs().max() < 0.5
+        # a dropped row leaves the others' logits as they were
+        cached.select(torch.tensor([False, True]))
+        assert torch.allclose(cached(target[1:]), reference[1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("knobs", [{}, {"cache": "dual", "refresh": "last_block"}, {"decoder": "easy_first"}])
+def test_rows_that_ended_stop_and_their_text_is_unchanged(tokenizer, model, mask, knobs):
+    free = decode(model, tokenizer, mask, steps=8, block_length=4, temperature=0.0, remask_noise=0.0, **knobs)[-1]
+    stop = int(free[0, 1])  # a token the model writes early in row 0: take it for `</s>`
+    states = decode(model, tokenizer, mask, steps=8, block_length=4, temperature=0.0, remask_noise=0.0,
+                    stop_id=stop, **knobs)
+    stopped = states[-1]
+    for row in range(2):
+        ids = free[row].tolist()
+        cut = ids.index(stop) if stop in ids else len(ids)
+        assert stopped[row, :cut + 1].tolist() == ids[:cut + 1]  # the text up to its end is the same
+        assert bool((stopped[row, (cut // 4 + 1) * 4:] == stop).all())  # filled from the next block on
+    assert not bool((stopped == mask).any())
+    if stop in free[1].tolist() and free[1].tolist().index(stop) < 4:
+        assert len(states) < 8  # every row ended after the first block: no more forward passes
 
 
 @pytest.mark.parametrize("knobs", [{}, {"decoder": "easy_first"}, {"threshold": 0.3, "cache": "dual", "block_length": 4},

@@ -166,6 +166,7 @@ def test_chain_valid_at_k_in_score_json_for_a_hand_written_countdown_file(tmp_pa
     assert metrics["chain_valid@1"] == pytest.approx((3 / 4 + 2 / 4) / 2)
     assert metrics["chain_valid@2"] == pytest.approx((1.0 + (1 - 1 / 6)) / 2)  # 1 - C(2,2)/C(4,2) on problem 2
     assert metrics["uses_given_numbers"] == pytest.approx(4 / 8)
-    assert set(metrics["intervals"]) == {"pass@1", "pass@2", "chain_valid@1", "chain_valid@2", "uses_given_numbers"}
+    assert set(metrics["intervals"]) == {"pass@1", "pass@2", "chain_valid@1", "chain_valid@2", "uses_given_numbers",
+                                         "diversity"}
     verdicts = [json.loads(line) for line in (tmp_path / "samples.verdicts.jsonl").read_text().splitlines()]
     assert [v["chain_valid"] for v in verdicts] == [True, True, False, True, False, True, True, False]

@@ -146,7 +146,7 @@ def test_metrics_carry_each_rate_interval_and_lm_eval_stderr():
     checked = [{"task_id": f"t{i}", "completion": "x", "passed": successes[i][j], "chain_valid": j < 2,
                 "uses_given_numbers": True} for i in range(60) for j in range(5)]
     metrics = metrics_of(checked, None)
-    assert set(metrics["intervals"]) == {"pass@1", "chain_valid@1", "uses_given_numbers"}
+    assert set(metrics["intervals"]) == {"pass@1", "chain_valid@1", "uses_given_numbers", "diversity"}
     lo, hi = metrics["intervals"]["pass@1"]
     assert lo < metrics["pass@1"] < hi
     per_problem_rate = [np.mean(row) for row in successes]
@@ -155,4 +155,25 @@ def test_metrics_carry_each_rate_interval_and_lm_eval_stderr():
     assert metrics["intervals"]["chain_valid@1"] == pytest.approx([0.4, 0.4])  # 2 of 5 on every problem
     # a task without Countdown's verdicts: pass@k only
     plain = metrics_of([{k: v for k, v in row.items() if k in ("task_id", "completion", "passed")} for row in checked], None)
-    assert set(plain["intervals"]) == {"pass@1"} and "chain_valid@1" not in plain
+    assert set(plain["intervals"]) == {"pass@1", "diversity"} and "chain_valid@1" not in plain
+
+
+def test_diversity_is_a_per_problem_count_of_distinct_correct_solutions_with_an_interval(tmp_path):
+    # problem i has i distinct correct solutions among its 6 samples (one repeated), and a wrong one
+    rows = []
+    for i in range(5):
+        canonicals = [f"s{j}" for j in range(i)] + ["s0"] * (5 - i)
+        rows += [{"task_id": f"countdown3/test/{i}", "completion": c, "passed": i > 0, "answer": c, "canonical": c,
+                  "reason": ""} for c in canonicals]
+        rows.append({"task_id": f"countdown3/test/{i}", "completion": "bad", "passed": False, "answer": "bad",
+                     "canonical": "bad", "reason": ""})
+    folder = write_eval(tmp_path / "a", [[False]] * 5)
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    series = per_problem(folder, "diversity")
+    assert series.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    metrics = metrics_of(rows, None)
+    assert metrics["diversity"] == pytest.approx(2.0) == series.mean()
+    lo, hi = metrics["intervals"]["diversity"]
+    assert 0.0 <= lo < 2.0 < hi <= 4.0
+    found = cell([folder], "diversity")
+    assert found.mean == pytest.approx(2.0) and format_cell(found, 2, 1.0).startswith("2.00 [")

@@ -57,6 +57,9 @@ class SampleResult:
 # `chain_valid`; `uses_given_numbers` is a plain share of samples (no k).
 COUNTED = {"pass": "passed", "chain_valid": "chain_valid"}
 SHARES = ("uses_given_numbers",)
+# Counts per problem, averaged over problems: `diversity` is the number of distinct correct solutions
+# (canonical forms) among a problem's samples, the paper's diversity column.
+COUNTS = ("diversity",)
 
 
 def default_ks(n_samples_per_problem: int) -> list[int]:
@@ -83,12 +86,16 @@ def carries(results: Sequence[SampleResult], field: str) -> bool:
 def per_problem_scores(by_problem: dict[str, list[SampleResult]], metric: str) -> dict[str, float]:
     """task_id -> the metric on that problem alone: the unbiased `pass@k` / `chain_valid@k` from its n
     samples and c successes (problems with fewer than k samples left out), or a share of its samples
-    (`uses_given_numbers`). Their mean over problems is the metric `summarize` reports."""
+    (`uses_given_numbers`), or a count (`diversity`). Their mean over problems is the metric `summarize`
+    reports."""
+    if metric == "diversity":
+        return {tid: float(len({r.canonical for r in s if r.passed and r.canonical is not None}))
+                for tid, s in by_problem.items()}
     if metric in SHARES:
         return {tid: float(np.mean([bool(getattr(r, metric)) for r in s])) for tid, s in by_problem.items()}
     name, _, k_text = metric.partition("@")
     if name not in COUNTED or not k_text.isdigit() or int(k_text) < 1:
-        known = ", ".join([*(f"{n}@k" for n in COUNTED), *SHARES])
+        known = ", ".join([*(f"{n}@k" for n in COUNTED), *SHARES, *COUNTS])
         raise ValueError(f"unknown metric {metric!r} (known: {known})")
     field, k = COUNTED[name], int(k_text)
     return {tid: pass_at_k(len(s), sum(bool(getattr(r, field)) for r in s), k)
@@ -127,9 +134,8 @@ def summarize(results: Sequence[SampleResult], ks: Sequence[int] | None = None) 
     for share in SHARES:
         if carries(results, share):
             metrics[share] = float(np.mean([bool(getattr(r, share)) for r in results]))
-    metrics["diversity"] = float(
-        np.mean([len({r.canonical for r in s if r.passed and r.canonical is not None}) for s in by_problem.values()])
-    ) if by_problem else 0.0
+    metrics["diversity"] = float(np.mean(list(per_problem_scores(by_problem, "diversity").values()))) \
+        if by_problem else 0.0
     metrics["distinct-2"] = distinct_n(r.completion for r in results)
     metrics["unique_answers"] = float(
         np.mean([len({r.answer for r in s if r.answer is not None}) for s in by_problem.values()])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import BadInput
+from harness.evaluate.metrics import COUNTS
 
 IDENTITY_COLUMNS = ["run", "method", "engine", "task", "split", "k", "steps", "init_noise", "gamma_max",
                     "temperature", "cfg_scale", "reencode"]
@@ -72,7 +73,7 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
         frame["decode"] = frame["temperature"].map(lambda t: "greedy" if t == 0 else "sampled" if pd.notna(t) else None)
     pass_columns = rate_columns(frame.columns)
     leading = [c for c in [*IDENTITY_COLUMNS, "decode"] if c in frame.columns and frame[c].notna().any()]
-    bounds = [f"{rate}.{end}" for rate in pass_columns for end in ("lo", "hi") if f"{rate}.{end}" in frame.columns]
+    bounds = [f"{rate}.{end}" for rate in [*pass_columns, *COUNTS] for end in ("lo", "hi") if f"{rate}.{end}" in frame.columns]
     trailing = [c for c in ("diversity", "distinct-2", "unique_answers", "n_problems", "n_samples", "samples_per_s",
                             *COMPUTE_COLUMNS, "train_minutes") if c in frame.columns]
     ceiling = [c for c in CEILING_COLUMNS if c in frame.columns]
@@ -128,15 +129,16 @@ def render_table(frame: pd.DataFrame, fmt: str, intervals: bool = True) -> str:
         if column in PROBE_COLUMNS or column.startswith(("shift ", "tolerance ", "reach ", "first valid ")):
             shown[column] = shown[column].astype(float).round(3)
     rates = rate_columns(shown.columns)
-    bounds = [c for c in shown.columns if c.endswith((".lo", ".hi")) and c[:-3] in rates]
+    bounds = [c for c in shown.columns if c.endswith((".lo", ".hi")) and c[:-3] in [*rates, *COUNTS]]
     if intervals and fmt != "csv":
-        for rate in rates:
-            if f"{rate}.lo" not in shown.columns:
+        for figure in [*rates, *COUNTS]:
+            if f"{figure}.lo" not in shown.columns:
                 continue
-            shown[rate] = [
-                format_cell(Cell(mean, lo, hi, float("nan"), 0, 1)) if pd.notna(lo) and pd.notna(mean)
-                else (f"{100 * mean:.1f}" if pd.notna(mean) else "")
-                for mean, lo, hi in zip(shown[rate], shown[f"{rate}.lo"], shown[f"{rate}.hi"])]
+            digits, scale = (2, 1.0) if figure in COUNTS else (1, 100.0)
+            shown[figure] = [
+                format_cell(Cell(mean, lo, hi, float("nan"), 0, 1), digits, scale) if pd.notna(lo) and pd.notna(mean)
+                else (f"{scale * mean:.{digits}f}" if pd.notna(mean) else "")
+                for mean, lo, hi in zip(shown[figure], shown[f"{figure}.lo"], shown[f"{figure}.hi"])]
     if not intervals or fmt != "csv":
         shown = shown.drop(columns=bounds)
     for column in shown.columns:
@@ -144,7 +146,7 @@ def render_table(frame: pd.DataFrame, fmt: str, intervals: bool = True) -> str:
                 and pd.api.types.is_numeric_dtype(shown[column]):
             shown[column] = (100 * shown[column]).round(1)
     for column in ("diversity", "distinct-2", "unique_answers", "samples_per_s"):
-        if column in shown.columns:
+        if column in shown.columns and pd.api.types.is_numeric_dtype(shown[column]):
             shown[column] = shown[column].round(3)
     for column in COMPUTE_COLUMNS:
         if column in shown.columns:

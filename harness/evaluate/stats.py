@@ -28,6 +28,7 @@ import pandas as pd
 from harness.errors import BadInput
 from harness.evaluate.metrics import (
     COUNTED,
+    COUNTS,
     SHARES,
     SampleResult,
     carries,
@@ -122,14 +123,15 @@ def read_results(results: Path) -> list[SampleResult]:
 def per_problem(results_dir: Path, metric: str = "pass@1") -> pd.Series:
     """The metric on each problem of an eval results folder (or verdicts file), indexed by task_id:
     the unbiased pass@k / chain_valid@k from that problem's n samples and c successes, or its share
-    of samples (`uses_given_numbers`). Its mean is the figure `summarize` reports."""
+    of samples (`uses_given_numbers`), or its count of distinct correct solutions (`diversity`). Its
+    mean is the figure `summarize` reports."""
     results = read_results(Path(results_dir))
     try:
         scores = per_problem_scores(group_by_problem(results), metric)
     except ValueError as error:
         raise BadInput(str(error)) from None
     name = metric.partition("@")[0]
-    if not carries(results, COUNTED.get(name, name)):
+    if name not in COUNTS and not carries(results, COUNTED.get(name, name)):
         raise BadInput(f"{results_dir}: its task does not record {COUNTED.get(name, name)!r}, so there is no {metric}")
     if not scores:
         raise BadInput(f"{results_dir}: no problem has enough samples for {metric}")
@@ -264,11 +266,11 @@ INTERVAL_BOOTSTRAP = 2000
 def interval_record(results: Sequence[SampleResult], metrics: dict[str, Any],
                     n_boot: int = INTERVAL_BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
     """`{"intervals": {metric: [lo, hi]}, "stderr": {metric: se}}` for the rates in `metrics`
-    (pass@k, chain_valid@k, uses_given_numbers) of one evaluation: a bootstrap over its problems, so a
-    metrics.json alone carries its error bars."""
+    (pass@k, chain_valid@k, uses_given_numbers) and counts (diversity) of one evaluation: a bootstrap
+    over its problems, so a metrics.json alone carries its error bars."""
     by_problem = group_by_problem(results)
-    rates = [key for key in metrics
-             if key in SHARES or (key.partition("@")[0] in COUNTED and key.partition("@")[2].isdigit())]
+    rates = [key for key in metrics if key in SHARES or key in COUNTS
+             or (key.partition("@")[0] in COUNTED and key.partition("@")[2].isdigit())]
     intervals, stderr = {}, {}
     for key in rates:
         values = pd.Series(per_problem_scores(by_problem, key))

@@ -39,9 +39,6 @@ _DATA_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 METRIC_FORMAT = {"diversity": (2, 1.0), "samples_per_s": (1, 1.0)}
 METRIC_LABELS = {"diversity": "Div.", "samples_per_s": "samples/s"}
 TABLE_METRICS = ("samples_per_s",)  # read from metrics.json (no interval), not from the samples
-# metrics.json figures shown as the seeds' mean, without an interval, where harness.evaluate.stats has no
-# per-problem bootstrap for them (diversity, until it has one)
-RECORDED_FALLBACK = ("diversity",)
 
 
 # ------------------------------------------------------------------------------------------ the specs
@@ -422,12 +419,7 @@ def _cell_text(row: _Row, column: tuple, metric: str, baseline: _Row | None) -> 
     folders = row.folders(column)
     if not folders:
         return "—", {}
-    try:
-        found = cell(folders, metric)
-    except BadInput:
-        if metric not in RECORDED_FALLBACK:
-            raise
-        return recorded_mean()
+    found = cell(folders, metric)
     text = format_cell(found, digits=digits, scale=scale)
     record = {"mean": found.mean, "lo": found.lo, "hi": found.hi, "stderr": found.stderr,
               "n_problems": found.n_problems, "n_seeds": found.n_seeds}

@@ -564,8 +564,10 @@ class GSM8K(MathTask):
     """GSM8K (openai/gsm8k, config main).
 
     Hub splits: train = hub train minus its last 500 rows, val = those last 500, test = hub test.
-    With `data_file` (a single local file) that file is the problem set of whichever split is asked:
-    it is meant for scoring/evaluating one split, not for reconstructing all three.
+    A local `data_file` takes the place of the hub split the asked split comes from: `test` is the
+    whole file (the test file), `train` and `val` are carved from it as from hub train (the training
+    file), val its last min(500, n / 10) rows, so a run trained on the training file never validates
+    on rows it trained on.
     """
 
     option_types = {**MathTask.option_types, "data_file": str}
@@ -577,10 +579,9 @@ class GSM8K(MathTask):
         data_file = self.options.get("data_file")
         source = data_file or "openai/gsm8k"
         rows = load_rows(data_file, "openai/gsm8k", "main", "test" if split == "test" else "train")
-        if not data_file and split == "train":
-            rows = rows[: -self.val_size]
-        elif not data_file and split == "val":
-            rows = rows[-self.val_size:]
+        if split != "test":
+            held_out = min(self.val_size, len(rows) // 10) if data_file else self.val_size
+            rows = rows[len(rows) - held_out:] if split == "val" else rows[: len(rows) - held_out]
         problems: list[Problem] = []
         for index, row in enumerate(rows):
             _require_fields(row, ("question", "answer"), source, index)

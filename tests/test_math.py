@@ -164,8 +164,12 @@ def test_gsm8k_local_file(tmp_path):
         "Natalia sold 48/2 = 24 clips in May.", "Natalia sold 48+24 = 72 clips."]
     assert all(v.passed for v in task.check_many([(p, p["reference"]) for p in problems]))
     assert task.check(problems[1], "The answer is 1,200.").passed
-    # One data file serves whichever split is asked.
-    assert len(task.problems("train")) == 2
+    # The file is the test set, or the training file that train and val are carved from (val: its last tenth)
+    assert len(task.problems("train")) == 2 and task.problems("val") == []
+    many = GSM8K(seed=0, options={"data_file": _write_jsonl(tmp_path / "train.jsonl", rows * 10)})
+    train, val = many.problems("train"), many.problems("val")
+    assert len(train) == 18 and len(val) == 2 and len(many.problems("test")) == 20
+    assert val[0]["task_id"] == "gsm8k/val/0" and val[1]["answer"] == "1200"
 
 
 def test_math500_local_file(tmp_path):

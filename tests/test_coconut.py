@@ -181,8 +181,9 @@ def test_options_and_stages_are_validated(tmp_path):
 
 # ---------------------------------------------------------------------------------- end to end
 def test_micro_train_resume_and_eval(runs_dir):
+    # even: 2 steps a stage, so every stage trains at 8 steps (the reference split gives the CoT stages 0)
     args = ["train", "--method", "coconut", "--task", "countdown3", "--run", "cc", "--steps", "8",
-            *micro_args("method_options.val_problems=5")]
+            *micro_args("method_options.val_problems=5", "method_options.stage_budget=even")]
     started = time.time()
     first = run_cli(args, runs_dir)
     seconds = time.time() - started

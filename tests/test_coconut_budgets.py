@@ -43,11 +43,12 @@ def test_the_method_trains_each_stage_its_share(tmp_path):
     method = coconut(tmp_path, stage_budget="reference")
     assert method.ctx.config.train.steps == 600
     assert [method.stage_steps(s) for s in range(4)] == [72, 72, 72, 384]
-    assert [coconut(tmp_path).stage_steps(s) for s in range(4)] == [150, 150, 150, 150]
+    assert [coconut(tmp_path).stage_steps(s) for s in range(4)] == [72, 72, 72, 384]  # the default
+    assert [coconut(tmp_path, stage_budget="even").stage_steps(s) for s in range(4)] == [150, 150, 150, 150]
     five = coconut(tmp_path, stage_budget="reference", max_stage=5, num_epochs=30)
     assert [five.stage_steps(s) for s in range(6)] == [60, 60, 60, 60, 60, 300]
     for bad in ({"stage_budget": "uneven"}, {"epochs_per_stage": 0}, {"num_epochs": 9},  # 9 <= 3 * 3: no last stage
                 {"max_stage": 9}):
         with pytest.raises(BadInput):
             coconut(tmp_path, **{"stage_budget": "reference", **bad})
-    assert coconut(tmp_path, max_stage=9).stage_steps(9) == 60  # the epochs matter to the reference split only
+    assert coconut(tmp_path, stage_budget="even", max_stage=9).stage_steps(9) == 60  # epochs: the reference split's

@@ -165,7 +165,9 @@ class LaDiRSampleKnobs:
     # heun and midpoint (two evaluations per step) steps / 2, so equal `steps` is equal cost
     steps: int = 10
     solver: str = "euler"  # euler (the paper), heun, midpoint, ab2 (ladir.sampler.SOLVERS)
-    init_noise: float = 1.0  # s: z_1 ~ N(0, s^2 I) (paper: 2 helps diversity and accuracy, > 3 hurts)
+    # s: z_1 ~ N(0, s^2 I) (paper: 2 helps diversity and accuracy, > 3 hurts); 0 starts every trajectory
+    # at the noise's mode, so with temperature 0 a sample is deterministic (the greedy decode)
+    init_noise: float = 1.0
     gamma_max: float = 0.0  # diversity guidance strength (paper: 0.3-0.5 best, >= 1 hurts); 0 = off
     temperature: float = 1.0  # answer decoding; 0 = greedy
     max_blocks: int = 8
@@ -182,9 +184,9 @@ class LaDiRSampleKnobs:
     write_reasoning: bool = True
 
     def __post_init__(self) -> None:
-        if (self.steps < 1 or self.init_noise <= 0 or self.gamma_max < 0 or self.temperature < 0 or self.batch_size < 1
+        if (self.steps < 1 or self.init_noise < 0 or self.gamma_max < 0 or self.temperature < 0 or self.batch_size < 1
                 or self.cfg_scale < 0):
-            raise BadInput("bad LaDiR knob: need steps >= 1, init_noise > 0, gamma_max >= 0, temperature >= 0, "
+            raise BadInput("bad LaDiR knob: need steps >= 1, init_noise >= 0, gamma_max >= 0, temperature >= 0, "
                            "batch_size >= 1, cfg_scale >= 0")
         if self.solver not in SOLVERS:
             raise BadInput(f"bad LaDiR knob: solver {self.solver!r} is not one of {', '.join(SOLVERS)}")

@@ -139,3 +139,29 @@ def test_cached_sequence_compaction_and_padding_match_rows_alone(tmp_path):
         padded = CachedSequence(model, 3, "cpu").append(input_ids=ids, mask=mask, all_logits=False).logits[:, -1]
         single = CachedSequence(model, 1, "cpu").append(input_ids=torch.tensor([rows[2]]), all_logits=False).logits[:, -1]
         assert torch.allclose(padded[2], single[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ladir", "ld4lg"])
+def test_a_flow_model_started_at_the_noise_mode_decodes_deterministically(name, tmp_path):
+    # init_noise 0 (and the answer at temperature 0): every sample of a problem is the same text, whatever
+    # the seed: the greedy decode a table reports as its own row kind
+    method = untrained(name, tmp_path)
+    problems = method.ctx.task.problems("test")[:2]
+    knobs = {**KNOBS[name], "init_noise": 0.0, **({"temperature": 0.0, "gamma_max": 0.0} if name == "ladir" else {})}
+    with torch.no_grad():
+        first = method.sample(problems, 3, **knobs)
+        method.eval_seed += 1
+        assert method.sample(problems, 3, **knobs) == first
+    assert all(len(set(samples)) == 1 for samples in first)
+    with pytest.raises(Exception, match="init_noise >= 0"):
+        method.sample(problems, 1, **{**knobs, "init_noise": -1.0})
+
+
+def test_a_decode_is_greedy_only_when_nothing_is_sampled():
+    from harness.evaluate.report import decode_kind
+
+    assert decode_kind(0.0, float("nan")) == "greedy"  # AR at temperature 0
+    assert decode_kind(0.0, 0.0) == "greedy"  # LaDiR: answer argmax, latents from the noise's mode
+    assert decode_kind(0.0, 1.0) == "sampled"  # LaDiR's latents still drawn
+    assert decode_kind(float("nan"), 0.0) == "greedy"  # LD4LG: no temperature knob
+    assert decode_kind(1.0, float("nan")) == "sampled" and decode_kind(float("nan"), float("nan")) is None

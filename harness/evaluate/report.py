@@ -69,8 +69,9 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if "engine" in frame.columns:  # metrics name the engine only when it is not the default
         frame["engine"] = frame["engine"].fillna("hf")
-    if "temperature" in frame.columns:  # one argmax decode is its own row kind (MGDM's protocol)
-        frame["decode"] = frame["temperature"].map(lambda t: "greedy" if t == 0 else "sampled" if pd.notna(t) else None)
+    if "temperature" in frame.columns or "init_noise" in frame.columns:
+        frame["decode"] = [decode_kind(t, s) for t, s in zip(frame.get("temperature", pd.Series(index=frame.index)),
+                                                             frame.get("init_noise", pd.Series(index=frame.index)))]
     pass_columns = rate_columns(frame.columns)
     leading = [c for c in [*IDENTITY_COLUMNS, "decode"] if c in frame.columns and frame[c].notna().any()]
     bounds = [f"{rate}.{end}" for rate in [*pass_columns, *COUNTS] for end in ("lo", "hi") if f"{rate}.{end}" in frame.columns]
@@ -79,6 +80,13 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
     ceiling = [c for c in CEILING_COLUMNS if c in frame.columns]
     columns = leading + pass_columns + bounds + ceiling + trailing
     return frame[columns].sort_values([c for c in ("task", "method", "run") if c in leading])
+
+
+def decode_kind(temperature, init_noise) -> str | None:
+    """"greedy" for a deterministic decode (MGDM's protocol: one argmax decode), its own row kind: no
+    sampled token (temperature 0) and, for a flow model, no sampled start (init_noise 0); else "sampled"."""
+    knobs = [value for value in (temperature, init_noise) if pd.notna(value)]
+    return None if not knobs else "greedy" if all(value == 0 for value in knobs) else "sampled"
 
 
 # LD4LG's autoencoder bound beside its Pass@k, in the same percent: exact / checker-passing reconstructions

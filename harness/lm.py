@@ -3,6 +3,7 @@ left to right: batching prompt/completion pairs, the next-token loss, and KV-cac
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -91,6 +92,21 @@ class CachedSequence:
         self.cache.batch_select_indices(rows)
         self.mask, self.length = self.mask[rows], self.length[rows]
 
+    def crop(self, width: int) -> None:
+        """Back to the first `width` columns."""
+        self.cache.crop(width - self.mask.size(1))  # a negative count: the columns removed from the end
+        self.mask = self.mask[:, :width]
+        self.length = self.mask.sum(-1)
+
+    def fork(self) -> CachedSequence:
+        """A continuation of this sequence that can grow, crop and drop rows on its own. It shares the
+        keys/values read so far, not copied: a DynamicCache layer grows, crops and selects by making
+        new tensors, never in place."""
+        twin = copy.copy(self)
+        twin.cache = copy.copy(self.cache)
+        twin.cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+        return twin
+
 
 def pad_ids(rows: Sequence[Sequence[int]], pad: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, valid) of token rows padded with `pad` to one width, on the left (prompts whose next
@@ -127,10 +143,11 @@ def cut_at_stop(row: Sequence[int], stops: Sequence[int]) -> list[int]:
 
 
 @torch.no_grad()
-def write_tokens(seq: CachedSequence, logits: torch.Tensor, noise: RowNoise, temperature: float, top_p: float,
+def write_tokens(seq: CachedSequence, logits: torch.Tensor, noise: RowNoise | None, temperature: float, top_p: float,
                  max_new_tokens: int, stops: Sequence[int]) -> list[list[int]]:
     """Continue every row of `seq` token by token from its next-token `logits` (B, V) until a stop token
-    (not returned) or `max_new_tokens`; row i draws with `noise`'s stream i.
+    (not returned) or `max_new_tokens`; row i draws with `noise`'s stream i (none needed at temperature 0:
+    greedy).
 
     Rows that finish are dropped from the batch once a quarter of it has, so short answers stop
     costing compute.

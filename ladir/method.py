@@ -51,6 +51,7 @@ from ladir.reasoner import (
 from ladir.sampler import SOLVERS, FlowMatchEuler, FlowMatchSolver
 from ladir.vae import (
     STATS_FILE,
+    DecoderContext,
     LatentStats,
     SentenceVAE,
     decoder_is_trained,
@@ -62,6 +63,7 @@ from ladir.vae import (
     sentence_pairs,
 )
 from tasks import Problem
+
 
 @dataclass
 class ImpliedAnswers:
@@ -263,6 +265,7 @@ class SentenceReencoder:
     def __init__(self, method: LaDiR, problems: list[Problem]):
         self.method, self.problems = method, problems
         self.sentences: list[list[str]] = [[] for _ in problems]
+        self.decoder = method.reasoning_decoder(problems)
 
     def project(self, block: int, z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         method = self.method
@@ -270,7 +273,7 @@ class SentenceReencoder:
         # the sentence's encoding context, as for the oracle codes (a question-only decoder ignores it)
         contexts = [sentence_context(self.problems[i]["prompt"], self.sentences[i], method.decoder_reads_context)
                     for i in rows]
-        texts = method.decode_blocks(z[rows], contexts)
+        texts = self.decoder.decode(method.stats.denormalize(z[rows]), rows)
         for i, text in zip(rows, texts, strict=True):
             self.sentences[i].append(text)
         projected = z.clone()
@@ -535,6 +538,12 @@ class LaDiR(Method):
         text, for a context-conditioned decoder)."""
         return self.vae.decode(self.stats.denormalize(z), contexts) if len(z) else []
 
+    def reasoning_decoder(self, problems: list[Problem]) -> DecoderContext:
+        """The VAE decoder's context for the problems' trajectories: each question read once, then
+        each block decoded in order after the sentences before it (`DecoderContext.decode`)."""
+        questions = [p["prompt"] for p in problems] if self.decoder_reads_context else None
+        return self.vae.read_contexts(questions, len(problems))
+
     def decode_reasoning(self, problems: list[Problem], z: torch.Tensor, present: torch.Tensor) -> list[list[str]]:
         """Each row's blocks (B, N, L_b, d_z) where `present` (B, N), decoded to its reasoning sentences:
         all in one batched call, or block by block when the decoder reads the sentences before."""
@@ -542,11 +551,13 @@ class LaDiR(Method):
             texts = iter(self.decode_blocks(z[present]))  # row-major: row i's blocks in order
             return [[next(texts) for kept in row if kept] for row in present.tolist()]
         reasoning: list[list[str]] = [[] for _ in problems]
+        decoder = self.reasoning_decoder(problems)
         for b in range(z.size(1)):
             rows = present[:, b].nonzero().squeeze(1).tolist()
-            contexts = [reasoning_context(problems[i]["prompt"], reasoning[i]) for i in rows]
-            for i, text in zip(rows, self.decode_blocks(z[rows, b], contexts), strict=True):
-                reasoning[i].append(text)
+            decoder.keep(rows)  # a row that stops reasoning never resumes
+            if rows:
+                for i, text in zip(rows, decoder.decode(self.stats.denormalize(z[rows, b]), rows), strict=True):
+                    reasoning[i].append(text)
         return reasoning
 
     @torch.no_grad()

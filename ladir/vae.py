@@ -31,9 +31,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import DynamicCache
 
-from harness.lm import IGNORE, pad_ids
+from harness.lm import IGNORE, CachedSequence, pad_ids, write_tokens
 from harness.train import distributed
 from tasks import Problem, Task
 
@@ -135,20 +134,29 @@ class SentenceVAE(nn.Module):
         return self.to_mu(at_queries), self.to_logvar(at_queries)
 
     # ------------------------------------------------------------------------------- decoder
+    def context_ids(self, context: str) -> list[int]:
+        """What the decoder reads before a block's latents: `<s>`, then (with `decoder_context`) the context."""
+        tok = self.tokenizer
+        return [tok.bos_token_id, *tok.encode(context, add_special_tokens=False)] if self.decoder_context \
+            else [tok.bos_token_id]
+
+    def latent_embeddings(self, z: torch.Tensor) -> torch.Tensor:
+        """z (N, L_b, d_z) projected to the decoder's input embeddings (N, L_b, H)."""
+        return self.to_prefix(z).to(self.decoder.get_input_embeddings().weight.dtype)
+
     def _prefix(self, z: torch.Tensor, contexts: Sequence[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder's conditioning prefix and its attention mask: `<s>` then the projected latents,
         (N, 1 + L_b, H); with `decoder_context`, `<s> context` left-padded, then the latents."""
-        tok = self.tokenizer
-        rows = [[tok.bos_token_id]] * z.size(0)
-        if self.decoder_context:
-            if contexts is None or len(contexts) != z.size(0):
-                raise ValueError("a context-conditioned VAE decoder needs one context text per latent")
-            rows = [[tok.bos_token_id, *tok.encode(c, add_special_tokens=False)] for c in contexts]
-        ids, valid = pad_ids(rows, tok.pad_token_id, left=True, device=z.device)
-        embed = self.decoder.get_input_embeddings()
-        prefix = torch.cat([embed(ids), self.to_prefix(z).to(embed.weight.dtype)], dim=1)
+        self._check_contexts(contexts, z.size(0))
+        rows = [self.context_ids(c) for c in contexts] if self.decoder_context else [self.context_ids("")] * z.size(0)
+        ids, valid = pad_ids(rows, self.tokenizer.pad_token_id, left=True, device=z.device)
+        prefix = torch.cat([self.decoder.get_input_embeddings()(ids), self.latent_embeddings(z)], dim=1)
         mask = torch.cat([valid, torch.ones(z.size(0), z.size(1), dtype=torch.bool, device=z.device)], dim=1)
         return prefix, mask.long()
+
+    def _check_contexts(self, contexts: Sequence[str] | None, rows: int) -> None:
+        if self.decoder_context and (contexts is None or len(contexts) != rows):
+            raise ValueError("a context-conditioned VAE decoder needs one context text per latent")
 
     def reconstruction_loss(self, z: torch.Tensor, sentences: Sequence[str],
                             contexts: Sequence[str] | None = None) -> torch.Tensor:
@@ -177,29 +185,116 @@ class SentenceVAE(nn.Module):
         return recon + self.beta * kl, {"recon": float(recon.detach()), "kl": float(kl.detach())}
 
     @torch.no_grad()
+    def read_contexts(self, contexts: Sequence[str] | None = None, rows: int | None = None) -> DecoderContext:
+        """The decoder's KV cache of each row's context (`contexts`, or `rows` rows of `<s>` alone for a
+        decoder that reads no context), ready to decode blocks in order (`DecoderContext.decode`)."""
+        self._check_contexts(contexts, len(contexts) if contexts is not None else rows)
+        return DecoderContext(self, list(contexts) if contexts is not None else [""] * rows)
+
+    @torch.no_grad()
     def decode(self, z: torch.Tensor, contexts: Sequence[str] | None = None, max_tokens: int | None = None) -> list[str]:
-        """Greedy, batched decoding of latents (N, L_b, d_z) to sentences, with the decoder's KV cache
-        (`contexts`: each latent's context text, for a context-conditioned decoder)."""
-        max_tokens = max_tokens or self.max_sentence_tokens
-        eos = self.tokenizer.eos_token_id
-        cache = DynamicCache()
-        prefix, attention = self._prefix(z, contexts)
-        out = self.decoder(inputs_embeds=prefix, attention_mask=attention, past_key_values=cache, use_cache=True)
-        generated = torch.empty(z.size(0), 0, dtype=torch.long, device=z.device)
-        done = torch.zeros(z.size(0), dtype=torch.bool, device=z.device)
-        for _ in range(max_tokens):
-            token = out.logits[:, -1].argmax(-1)
-            token = torch.where(done, torch.full_like(token, eos), token)
-            generated = torch.cat([generated, token[:, None]], dim=1)
-            done |= token == eos
-            if bool(done.all()):
-                break
-            attention = torch.cat([attention, attention.new_ones(z.size(0), 1)], dim=1)
-            out = self.decoder(input_ids=token[:, None], attention_mask=attention, past_key_values=cache, use_cache=True)
-        texts = []
-        for row in generated.tolist():
-            row = row[: row.index(eos)] if eos in row else row
-            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        """Greedy, batched decoding of latents (N, L_b, d_z) to sentences (`contexts`: each latent's
+        context text, for a context-conditioned decoder)."""
+        self._check_contexts(contexts, z.size(0))
+        return self.read_contexts(contexts, z.size(0)).decode(z, max_tokens=max_tokens)
+
+
+class DecoderContext:
+    """What the VAE decoder has read before each row's next block, held in its KV cache across blocks.
+
+    Row i's context is `<s> context_i` (`decoder_context`; else `<s>` alone). Rows with one context
+    (the k trajectories of a question) read it once and share its keys/values. Attention is causal,
+    so a context's keys/values depend on the context alone: after a block is decoded, its sentence
+    joins the row's context (`reasoning_context`) and only the sentence's tokens are read, in the
+    same pass as the next block's latents. The latents and the tokens written after them are no
+    context: the sentence is written on a fork of the cache (`write_tokens`, which drops rows that
+    finish, as AR sampling does) and the context's cache is cropped back to before the latents.
+    Padding is masked and positions count each row's own tokens (`CachedSequence`), so a row
+    decodes as it would alone, from scratch.
+    """
+
+    def __init__(self, vae: SentenceVAE, contexts: list[str]):
+        self.vae = vae
+        self.texts = contexts
+        self.ids = [vae.context_ids(c) for c in contexts]  # each row's whole context
+        self.rows = list(range(len(contexts)))  # the original row of each row held in `seq`
+        self.read = [len(i) for i in self.ids]  # tokens of each row's context in the cache; the rest are pending
+        distinct = list(dict.fromkeys(map(tuple, self.ids)))
+        self.seq = CachedSequence(vae.decoder, len(distinct), vae.device)
+        if not distinct:
+            return
+        ids, valid = pad_ids(distinct, vae.tokenizer.pad_token_id, left=True, device=vae.device)
+        self.seq.append(input_ids=ids, mask=valid.long(), all_logits=False)
+        if len(distinct) < len(contexts):
+            self.seq.select(torch.tensor([distinct.index(tuple(i)) for i in self.ids], device=vae.device))
+
+    def keep(self, rows: list[int]) -> None:
+        """Hold only `rows` (original indices, in order), e.g. the trajectories still reasoning: the
+        others are released for good."""
+        if rows != self.rows:
+            self.seq.select(self._positions(rows))
+            self.rows = rows
+
+    def _positions(self, rows: Sequence[int]) -> torch.Tensor:
+        """Where the given original rows are held in `seq`."""
+        missing = set(rows) - set(self.rows)
+        if missing:
+            raise ValueError(f"rows {sorted(missing)} were released from the decoder's contexts")
+        return torch.tensor([self.rows.index(r) for r in rows], dtype=torch.long, device=self.vae.device)
+
+    def _extend(self, row: int, sentence: str) -> None:
+        """Row `row`'s context continues with `sentence`: its tokens are pending until the next block.
+        Where the longer text tokenises differently before its end (a subword tokenizer merging
+        across the boundary), the cached tokens from the first difference on are masked out."""
+        text = reasoning_context(self.texts[row], [sentence])
+        ids, old = self.vae.context_ids(text), self.ids[row]
+        same = next((j for j, (a, b) in enumerate(zip(ids, old)) if a != b), min(len(ids), len(old)))
+        if same < self.read[row]:
+            at = self.rows.index(row)
+            columns = self.seq.mask[at].nonzero().squeeze(1)
+            self.seq.mask[at, columns[same:]] = 0
+            self.seq.length[at] = same
+            self.read[row] = same
+        self.texts[row], self.ids[row] = text, ids
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, rows: Sequence[int] | None = None, max_tokens: int | None = None) -> list[str]:
+        """Greedy decoding of one block per row (z: (len(rows), L_b, d_z); `rows`: original row indices,
+        default all held), each after its context; with `decoder_context` the sentences then join the
+        contexts. Held rows not in `rows` are carried along masked, their contexts unchanged (`keep`
+        releases them instead)."""
+        vae, seq = self.vae, self.seq
+        rows = list(self.rows if rows is None else rows)
+        if not rows:
+            return []
+        at = self._positions(rows)
+        chosen = torch.zeros(len(self.rows), dtype=torch.bool, device=z.device)
+        chosen[at] = True
+        wanted = set(rows)
+        pending, valid = pad_ids([self.ids[r][self.read[r]:] if r in wanted else [] for r in self.rows],
+                                 vae.tokenizer.pad_token_id, left=True, device=z.device)
+        embedded = vae.latent_embeddings(z)
+        latents = embedded.new_zeros(len(self.rows), *embedded.shape[1:])  # rows not decoded: masked
+        latents[at] = embedded
+        context_width = seq.mask.size(1) + pending.size(1)
+        # one pass reads the sentences that joined the contexts and the latents after them
+        embeds = torch.cat([vae.decoder.get_input_embeddings()(pending), latents], dim=1)
+        mask = torch.cat([valid, chosen[:, None].expand(-1, z.size(1))], dim=1).long()
+        logits = seq.append(inputs_embeds=embeds, mask=mask, all_logits=False).logits[:, -1]
+        for r in rows:
+            self.read[r] = len(self.ids[r])
+        # the sentences are written on a fork; the contexts keep what precedes the latents
+        writer = seq.fork()
+        if rows != self.rows:  # only some rows decode this block
+            writer.select(at)
+            logits = logits[at]
+        seq.crop(context_width)
+        written = write_tokens(writer, logits, None, 0.0, 1.0, max_tokens or vae.max_sentence_tokens,
+                               [vae.tokenizer.eos_token_id])
+        texts = [vae.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in written]
+        if vae.decoder_context:
+            for r, text in zip(rows, texts, strict=True):
+                self._extend(r, text)
         return texts
 
 

@@ -309,17 +309,26 @@ def test_context_decoder_decodes_blocks_in_order_after_the_earlier_sentences(tmp
     problems = method.ctx.task.problems("test")[:3]
     seen = []
 
-    def decode(z, contexts=None, max_tokens=None):  # a stand-in decoder that names each call's inputs
-        seen.append(list(contexts))
-        return [f"s{len(seen)}.{i}" for i in range(len(z))]
+    class Decoder:  # a stand-in for the decoder's cached contexts that names each call's inputs
+        def __init__(self, questions, rows):
+            seen.append(list(questions))
 
-    method.vae.decode = decode
+        def keep(self, rows):
+            pass
+
+        def decode(self, z, rows):
+            seen.append(list(rows))
+            return [f"s{len(seen) - 1}.{i}" for i in range(len(z))]
+
+    method.vae.read_contexts = Decoder
     present = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])
     z = torch.zeros(3, 3, method.options.latent_tokens, method.options.latent_dim)
     reasoning = method.decode_reasoning(problems, z, present)
     assert reasoning == [["s1.0", "s2.0", "s3.0"], ["s1.1"], ["s1.2", "s2.1"]]
     prompts = [p["prompt"] for p in problems]
-    assert seen == [prompts, [f"{prompts[0]} s1.0", f"{prompts[2]} s1.2"], [f"{prompts[0]} s1.0 s2.0"]]
+    # the questions read once, then each block of the rows still reasoning, in order (the sentences
+    # joining each row's context: tests/test_ladir_decode_cache.py)
+    assert seen == [prompts, [0, 1, 2], [0, 2], [0]]
     # and the oracle blocks are encoded with the same contexts the decoder is trained on
     pairs = method.sentence_pairs(problems[:1])
     sentences, _ = method.ctx.task.split_target(problems[0]["reference"])

@@ -46,6 +46,10 @@ def record(folder: Path, row: Row) -> dict:
             "checkpoint": f"{checkpoint['phase']}@{checkpoint['step']}" if checkpoint else "", "options": options}
 
 
+# `extra` figures shown in percent, as Pass@k: MGDM's criterion, the copy diagnostic, LD4LG's ceiling
+RATES = ("chain_valid@1", "chain_valid@10", "uses_given_numbers", "reconstruction_ceiling")
+
+
 def percent(value: float | None, digits: int = 1) -> str:
     return "" if value is None else f"{round(100 * value, digits):.{digits}f}"
 
@@ -79,7 +83,8 @@ def pass_at_k_table(folder: Path, rows: list[Row], ks=(1, 10, 100), extra: tuple
             cells += [str(r["config"]["train"]["steps"]), number(r["options"].get("vae_steps")) or "-",
                       number(knobs.get("steps")) or "-"]
         cells += [*(percent(m.get(f"pass@{k}")) for k in ks), number(m.get("diversity"))]
-        cells += [str(m.get(key, "hf")) if key == "engine" else number(m.get(key)) for _, key in extra]
+        cells += [str(m.get(key, "hf")) if key == "engine" else percent(m.get(key)) if key in RATES else number(m.get(key))
+                  for _, key in extra]
         if validity:
             v = r["validity"]
             cells += [percent(v.get("step_valid")), percent(v.get("chain_solves"), 2), percent(v.get("answer_follows_chain"))]

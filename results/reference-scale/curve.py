@@ -1,0 +1,142 @@
+"""A learning curve from a run's intermediate checkpoints: each checkpoint of the run's last phase
+evaluated as if training had stopped there, with the Countdown step diagnostics that decide the
+reference scale (how often a method's own steps are valid arithmetic, and whether they plan).
+
+    python results/reference-scale/curve.py --runs-dir runs --run lc-ar --k 10 --limit 100 --split val \
+        --out results/reference-scale/lc-ar.curve.json [--follow]
+
+The validation split, so that choosing the scale never looks at the test problems the tables report.
+
+A checkpoint is evaluated through a copy of the run that holds only it (hard links, so no weights
+are copied): `ladir-bench eval` loads a phase's latest checkpoint, so the copy loads that step. The
+copy is removed afterwards; its evaluation folder (samples.jsonl, metrics.json, manifest.json) moves
+to `RUN/curve/SPLIT-kK-limitN/step-N/`, and its metrics and the step figures land in `--out`, one
+row per step; a re-run skips the steps already there. `--follow` waits for new checkpoints until the
+phase writes DONE.
+
+Step figures over every sampled completion (reasoning split at `The answer is`):
+`arithmetic_valid` (the step's arithmetic is exact: `a op b = c` true), split into the steps before the
+last (`arithmetic_valid_before_last`) and the last (`arithmetic_valid_last`, with
+`last_step_writes_target`: how often it ends in `= target` whether or not that is true), `step_valid` (exact and its
+operands still in the pool: the checker's replay), `first_step_valid`, `chain_solves` (the steps alone
+reach the target), `passed_without_chain` (answer right although the steps do not solve it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.jsonl import read_jsonl, write_json_atomic
+from harness.train.checkpoint import checkpoints, phase_done
+from tasks import get_task
+
+
+def step_figures(task, problems: dict, samples_path: Path) -> dict:
+    """The step diagnostics of one evaluation's samples.jsonl."""
+    steps = arithmetic = valid = firsts = first_valid = samples = solves = passed_without = 0
+    before_last = before_last_exact = last_exact = writes_target = 0
+    for row in read_jsonl(samples_path):
+        problem = problems[row["task_id"]]
+        sentences, _ = task.split_target(row["completion"])
+        verdicts = task.steps_valid(problem, sentences)
+        exact = task.steps_arithmetic(sentences)
+        samples += 1
+        steps += len(verdicts)
+        valid += sum(verdicts)
+        arithmetic += sum(exact)
+        if verdicts:
+            firsts += 1
+            first_valid += verdicts[0]
+            # the steps a model chooses freely, and the last one, which ends the chain at the target
+            before_last += len(exact) - 1
+            before_last_exact += sum(exact[:-1])
+            last_exact += exact[-1]
+            writes_target += sentences[-1].rstrip(" .").endswith(f"={problem['target']}")
+        implied = task.answer_from_steps(problem, sentences)
+        chain = implied is not None and task.check(problem, implied).passed
+        solves += chain
+        passed_without += bool(row["passed"]) and not chain
+    return {"steps_per_sample": steps / max(1, samples), "arithmetic_valid": arithmetic / max(1, steps),
+            "arithmetic_valid_before_last": before_last_exact / max(1, before_last),
+            "arithmetic_valid_last": last_exact / max(1, firsts), "last_step_writes_target": writes_target / max(1, firsts),
+            "step_valid": valid / max(1, steps), "first_step_valid": first_valid / max(1, firsts),
+            "chain_solves": solves / max(1, samples), "passed_without_chain": passed_without / max(1, samples)}
+
+
+def last_phase(run_dir: Path) -> Path | None:
+    """The phase folder whose checkpoints are the curve: the run's newest phase, the one its sampler
+    loads (ar-sft: sft; LaDiR: stage2; Coconut: its last stage); None before one has begun."""
+    phases = [folder.parent for folder in run_dir.glob("*/checkpoints")]
+    return max(phases, key=lambda phase: (phase / "checkpoints").stat().st_ctime) if phases else None
+
+
+def evaluate_step(args, run_dir: Path, phase: Path, step: int) -> dict:
+    copy_name = f"{args.run}-at-{step}"
+    copy = args.runs_dir / copy_name
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run_dir, copy, copy_function=os.link, ignore=shutil.ignore_patterns("results", "probe", "curve"))
+    for later, folder in checkpoints(copy / phase.name):
+        if later > step:
+            shutil.rmtree(folder)
+    try:
+        command = ["ladir-bench", "eval", "--run", copy_name, "--runs-dir", str(args.runs_dir), "--k", str(args.k),
+                   "--limit", str(args.limit), "--split", args.split, "--json",
+                   *(option for knob in args.knob for option in ("--knob", knob))]
+        metrics = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        kept = run_dir / "curve" / f"{args.split}-k{args.k}-limit{args.limit}" / f"step-{step}"
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(next((copy / "results").rglob("samples.jsonl")).parent, kept)  # the samples stay with the run
+        task = get_task(metrics.get("task", args.task), seed=0)
+        problems = {p["task_id"]: p for p in task.problems(args.split)}
+        return {"step": step, **{k: v for k, v in metrics.items() if not isinstance(v, dict | list)},
+                **step_figures(task, problems, kept / "samples.jsonl")}
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs-dir", type=Path, default=Path(os.environ.get("LADIR_RUNS", "runs")))
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--task", default="countdown4")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--knob", action="append", default=[])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--follow", action="store_true", help="wait for new checkpoints until the phase is done")
+    args = parser.parse_args()
+    run_dir = args.runs_dir / args.run
+    rows = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    while True:
+        phase = last_phase(run_dir)
+        if phase is None:  # the base is still training
+            if not args.follow:
+                break
+            time.sleep(30)
+            continue
+        done = phase_done(phase)  # read before listing: a checkpoint written after it is seen next round
+        todo = [step for step, _ in checkpoints(phase) if step not in {row["step"] for row in rows}]
+        for step in todo:
+            rows.append(evaluate_step(args, run_dir, phase, step))
+            rows.sort(key=lambda row: row["step"])
+            write_json_atomic(args.out, {"run": args.run, "phase": phase.name, "k": args.k, "limit": args.limit,
+                                         "split": args.split, "knobs": args.knob, "rows": rows})
+            print(json.dumps(rows[-1]), flush=True)
+        if not args.follow or (done and not todo):
+            break
+        time.sleep(30)
+    if not rows:
+        sys.exit(f"error: {run_dir} has no checkpoints to evaluate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The learning curves that fix the `reference` scale, from the committed curve files (`curve.py`).
+
+    python results/reference-scale/table.py [--plot]
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from reference_table import markdown, percent
+
+HERE = Path(__file__).resolve().parent
+TRAINING_PROBLEMS = 50_000  # Countdown-4's training split: epochs = step x batch / this
+CURVES = [("AR-SFT", "lc-ar.curve.json")]
+COLUMNS = [("Pass@1", "pass@1"), ("Pass@10", "pass@10"), ("chain_valid@1", "chain_valid@1"),
+           ("uses given numbers", "uses_given_numbers"), ("arithmetic exact, all steps", "arithmetic_valid"),
+           ("before the last", "arithmetic_valid_before_last"), ("last step", "arithmetic_valid_last"),
+           ("last ends at target", "last_step_writes_target"), ("step valid", "step_valid"),
+           ("passed without chain", "passed_without_chain")]
+
+
+def curves() -> list[tuple[str, dict, dict]]:
+    """(label, curve file, its run's config) for each committed curve."""
+    found = []
+    for label, name in CURVES:
+        curve = json.loads((HERE / name).read_text())
+        config = json.loads((HERE / name.replace(".curve.json", ".config.json")).read_text())
+        found.append((label, curve, config))
+    return found
+
+
+def table() -> str:
+    header = ["method", "fine-tuning step", "of", "epochs", *(name for name, _ in COLUMNS)]
+    lines = []
+    for label, curve, config in curves():
+        steps, batch = config["train"]["steps"], config["train"]["batch_size"]
+        for row in curve["rows"]:
+            lines.append([label, str(row["step"]), str(steps), f"{row['step'] * batch / TRAINING_PROBLEMS:.1f}",
+                          *(percent(row.get(key)) for _, key in COLUMNS)])
+    return markdown(header, lines, left=1)
+
+
+def plot(out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, curve, _ in curves():
+        steps = [row["step"] for row in curve["rows"]]
+        for key, style in (("pass@1", "-o"), ("arithmetic_valid", "--s"), ("arithmetic_valid_before_last", ":^")):
+            ax.plot(steps, [100 * row[key] for row in curve["rows"]], style, label=f"{label} {key}")
+    ax.axhline(80, color="grey", linewidth=0.8)
+    ax.set_xlabel("fine-tuning step (batch 64)")
+    ax.set_ylabel("%")
+    ax.set_title(f"Countdown-4, {curves()[0][1]['split']} split, first {curves()[0][1]['limit']} problems, "
+                 f"k = {curves()[0][1]['k']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Print the learning-curve table (README's first table).")
+    parser.add_argument("--plot", action="store_true", help="also write learning-curves.png")
+    args = parser.parse_args()
+    print(table())
+    if args.plot:
+        print(f"wrote {plot(HERE / 'learning-curves.png')}", file=sys.stderr)

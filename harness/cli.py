@@ -201,7 +201,9 @@ def eval_command(
     run: Annotated[str, typer.Option(help="run name")],
     task: Annotated[Optional[str], typer.Option("--task", help="task (default: the run's task)")] = None,
     k: Annotated[Optional[int], typer.Option("--k", help="samples per problem (default: the run config's eval.k)")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="denoising (ODE) steps, diffusion methods")] = None,
+    steps: Annotated[Optional[int], typer.Option(
+        help="diffusion methods: LaDiR velocity evaluations per block (NFE), LD4LG Euler steps, MDM unmasking steps",
+    )] = None,
     limit: Annotated[Optional[int], typer.Option(help="first N problems")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="sampling temperature")] = None,
     split: Annotated[Optional[str], typer.Option(help="split (default test)")] = None,

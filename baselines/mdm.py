@@ -29,7 +29,8 @@ Decoding (`decoder`; "recipe" = the recipe's own):
 - low_confidence (LLaDA): every masked token drawn at `temperature` in one forward pass, the most
   confident kept so that the masked count falls linearly to 0; a committed token is never revisited.
   `threshold` > 0 (Fast-dLLM's parallel decoding) also commits every masked token whose confidence
-  reaches it, at least one per step, so a block may finish before its steps run out.
+  reaches it, at least one per step, so a block may finish before its steps run out; a row whose
+  block is finished runs no forward pass until the next block.
 - easy_first (MGDM's TopK): the argmax at every target position, committed ones included, then the
   lowest-scoring floor(L t/T) positions are masked again, scores perturbed by Gumbel noise at scale
   `remask_noise` * t/T (MGDM: 0.5), T = `steps`.
@@ -314,13 +315,19 @@ class BlockLogits:
         self.kept = [(keys[:, :, selected], values[:, :, selected]) for keys, values in self.kept]
         self.kept_columns = self.kept_columns[selected]
 
-    def __call__(self, target: torch.Tensor) -> torch.Tensor:
-        """(B, end - start, V) logits of the block's target positions."""
-        ids = torch.cat([self.question, target], 1)
+    def __call__(self, target: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, end - start, V) logits of the block's target positions; with `rows` (a boolean per held
+        row), those rows' only: a row whose block is finished runs no forward pass. With a cache, a
+        block's first call runs every row, as it refreshes every row's cache."""
+        if rows is not None and self.refreshing and self.cache != "none":
+            return self(target)[rows]
+        every = slice(None) if rows is None else rows
+        question, valid, positions = self.question[every], self.valid[every], self.positions[every]
+        ids = torch.cat([question, target[every]], 1)
         columns = ids.size(1)
         if self.cache == "none":
-            out = self.model(input_ids=ids, attention_mask=bidirectional_mask(self.valid, self.model.dtype),
-                             position_ids=self.positions, logits_to_keep=columns - self.first)
+            out = self.model(input_ids=ids, attention_mask=bidirectional_mask(valid, self.model.dtype),
+                             position_ids=positions, logits_to_keep=columns - self.first)
             return out.logits[:, :self.width]
         if not self.refreshing:
             run = (self.first, self.last)
@@ -330,9 +337,10 @@ class BlockLogits:
             run = (self.finished_from, self.last)
         self._keep((self.kept_columns < run[0]) | (self.kept_columns >= run[1]))  # never a column twice
         span = torch.arange(*run, device=ids.device)
-        keys_valid = torch.cat([self.valid[:, self.kept_columns], self.valid[:, span]], 1)
-        cache = DynamicCache(ddp_cache_data=self.kept) if self.kept_columns.numel() else DynamicCache()
-        out = self.model(input_ids=ids[:, span], position_ids=self.positions[:, span], past_key_values=cache,
+        keys_valid = torch.cat([valid[:, self.kept_columns], valid[:, span]], 1)
+        kept = [(keys[every], values[every]) for keys, values in self.kept]
+        cache = DynamicCache(ddp_cache_data=kept) if self.kept_columns.numel() else DynamicCache()
+        out = self.model(input_ids=ids[:, span], position_ids=positions[:, span], past_key_values=cache,
                          attention_mask=bidirectional_mask(keys_valid, self.model.dtype, span.numel()),
                          use_cache=True, logits_to_keep=run[1] - self.first)
         if self.refreshing:  # keep what the block's later calls do not recompute
@@ -429,8 +437,10 @@ def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_i
                 target[active, start:end] = easy_first_step(logits_of(target[active]), mask_id, block_steps - 1 - j,
                                                             block_steps, remask_noise, step_uniforms)
             elif bool(((block == mask_id).sum(1) > (0 if threshold > 0 else remaining[j + 1])).any()):
-                target[active, start:end] = low_confidence_step(block, logits_of(target[active]), mask_id,
-                                                                remaining[j + 1], temperature, threshold, step_uniforms)
+                busy = (block == mask_id).any(1)  # rows whose block `threshold` finished early sit the step out
+                target[active[busy], start:end] = low_confidence_step(
+                    block[busy], logits_of(target[active], busy), mask_id, remaining[j + 1], temperature, threshold,
+                    None if step_uniforms is None else step_uniforms[busy])
             step += 1
             yield target.clone()
 

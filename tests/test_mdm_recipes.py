@@ -187,6 +187,29 @@ def test_threshold_decoding_commits_at_least_one_per_step_and_never_revisits(tok
     assert torch.equal(eager[1], eager[3]) and not bool((eager[4] == mask).any())
 
 
+@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
+def test_a_row_whose_block_is_finished_runs_no_forward_pass(tokenizer, model, mask, cache):
+    # threshold decoding leaves out the rows whose block is finished: their logits are not computed,
+    # and the others' are what a call over every row gives them
+    question, question_valid = pad_ids([prompt_ids(tokenizer, p) for p in PROMPTS], mask, left=True, device="cpu")
+    target = torch.full((2, 12), mask)
+    target[:, :3] = torch.tensor(tokenizer.encode("12+", add_special_tokens=False))
+    logits_of = BlockLogits(model, question, question_valid, 12, cache)
+    rows_run = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: rows_run.append(out.size(0)))
+    try:
+        with torch.no_grad():
+            logits_of.start_block(0, 4)
+            first = logits_of(target, torch.tensor([False, True]))  # with a cache, it refreshes every row
+            target[:, 3] = tokenizer.convert_tokens_to_ids("7")
+            every = logits_of(target)
+            second = logits_of(target, torch.tensor([False, True]))
+    finally:
+        hook.remove()
+    assert rows_run == [1 if cache == "none" else 2, 2, 1] and first.shape[0] == second.shape[0] == 1
+    assert torch.allclose(second, every[1:], atol=1e-5)
+
+
 def test_easy_first_decoding_remasks_on_schedule_and_may_revise_committed_tokens(tokenizer, model, mask):
     states = decode(model, tokenizer, mask, steps=8, decoder="easy_first")
     assert [int((s == mask).sum(1).max()) for s in states] == [16 * t // 8 for t in range(7, -1, -1)]

@@ -17,7 +17,8 @@ case $1 in
     "$here/knobs.sh" lc-mgdm recipe: "low-conf:$low" "low-conf-dual8:$low,--knob,cache=dual,--knob,block_length=8" \
       "low-conf-dual8-t0.9:$low,--knob,cache=dual,--knob,block_length=8,--knob,threshold=0.9" \
       "low-conf-dual8-t0.7:$low,--knob,cache=dual,--knob,block_length=8,--knob,threshold=0.7" \
-      "low-conf-dual8-lastblock:$low,--knob,cache=dual,--knob,block_length=8,--knob,refresh=last_block"
+      "low-conf-dual8-lastblock:$low,--knob,cache=dual,--knob,block_length=8,--knob,refresh=last_block" \
+      "low-conf-dual8-lastblock-t0.7:$low,--knob,cache=dual,--knob,block_length=8,--knob,refresh=last_block,--knob,threshold=0.7"
     K=1 "$here/knobs.sh" lc-mgdm "greedy:$low,--temperature,0" "greedy-steps72:$low,--temperature,0,--steps,72"
     "$here/knobs.sh" lc-mgdm "low-conf-prefix8:$low,--knob,cache=prefix,--knob,block_length=8" \
       "low-conf-block8:$low,--knob,block_length=8" "easy-first-dual8:--knob,cache=dual,--knob,block_length=8"

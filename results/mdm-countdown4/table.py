@@ -26,6 +26,8 @@ ROWS = [
     Row(f"{FINAL}.low-conf-dual8.metrics.json", "step 3,200: low_confidence, block 8, dual cache"),
     Row(f"{FINAL}.low-conf-dual8-lastblock.metrics.json",
         "step 3,200: low_confidence, block 8, dual cache refreshing only the last block (`refresh=last_block`)"),
+    Row(f"{FINAL}.low-conf-dual8-lastblock-t0.7.metrics.json",
+        "step 3,200: low_confidence, block 8, dual cache, `refresh=last_block`, threshold 0.7"),
     Row(f"{FINAL}.low-conf-dual8-t0.9.metrics.json", "step 3,200: low_confidence, block 8, dual cache, threshold 0.9"),
     Row(f"{FINAL}.low-conf-dual8-t0.7.metrics.json", "step 3,200: low_confidence, block 8, dual cache, threshold 0.7"),
     Row(f"{FINAL}.low-conf-dual8-steps18.metrics.json", "step 3,200: low_confidence, block 8, dual cache, 18 steps (2 a block)"),

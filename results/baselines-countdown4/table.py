@@ -26,6 +26,8 @@ ROWS = [
     Row("coconut-ref.k100.metrics.json", "today's code: Coconut, the official stage split (default)"),
     Row("ld4lg-nosc.k100.metrics.json", "today's code: LD4LG without self-conditioning"),
     Row("ld4lg-sc.k100.metrics.json", "today's code: LD4LG with self-conditioning (default)"),
+    Row("lc-mgdm.k100.low-conf.metrics.json",
+        "today's code: MDM, MGDM's loss from the masked-diffusion base, 3,200 steps, low-confidence decoding"),
     Row("lc-ar.k100.metrics.json", "the reference budget: AR-SFT, 4,800 steps (6 epochs)"),
 ]
 EXTRA = (("chain_valid@1", "chain_valid@1"), ("uses given numbers", "uses_given_numbers"),

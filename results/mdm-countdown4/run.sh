@@ -37,7 +37,10 @@ case $1 in
       rm -f "$root/$copy.tmp/sft/DONE"; mv "$root/$copy.tmp" "$root/$copy"
     fi
     "$here/knobs.sh" "$copy" ar: ;;
-  short)  # LLaDA's recipe at 600 SFT steps (the shared budget), from the same masked-diffusion base
+  short)  # LLaDA's and MGDM's recipes at 600 SFT steps (the shared budget), from the same masked-diffusion base
     ladir-bench train --method mdm --task countdown4 --run llada-md --set method_options.gen_length=72
-    "$here/knobs.sh" llada-md recipe: ;;
+    "$here/knobs.sh" llada-md recipe:
+    ladir-bench train --method mdm --task countdown4 --run mgdm-md --set method_options.gen_length=72 \
+      --set method_options.recipe=mgdm
+    "$here/knobs.sh" mgdm-md "low-conf:--knob,decoder=low_confidence" ;;
 esac

@@ -34,6 +34,7 @@ ROWS = [
     Row(f"{FINAL}.low-conf-dual8-steps9.metrics.json", "step 3,200: low_confidence, block 8, dual cache, 9 steps (1 a block)"),
     Row("lc-ar-c3200.k10.ar.metrics.json", "AR-SFT, step 3,200 of a 4,800-step run, sampled beside the rows above"),
     Row("llada-md.k10.recipe.metrics.json", "LLaDA recipe, 600 SFT steps: low_confidence (recipe)"),
+    Row("mgdm-md.k10.low-conf.metrics.json", "MGDM recipe, 600 SFT steps: low_confidence"),
 ]
 
 

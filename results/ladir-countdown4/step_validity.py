@@ -16,32 +16,52 @@ and they leave the target alone in the pool: the steps themselves solve the prob
 
 import json
 import sys
+from pathlib import Path
 
 from harness.jsonl import read_jsonl
 from tasks import get_task
 
-path = sys.argv[1]
-task = get_task("countdown4", seed=0)
-problems = {p["task_id"]: p for p in task.problems("test")}
-steps = valid = first = first_valid = samples = passed = solves = solves_passed = 0
-for row in read_jsonl(path):
-    problem = problems[row["task_id"]]
-    sentences, _ = task.split_target(row["completion"])
-    verdicts = task.steps_valid(problem, sentences)
-    samples += 1
-    steps += len(verdicts)
-    valid += sum(verdicts)
-    if verdicts:
-        first += 1
-        first_valid += verdicts[0]
-    right = task.check(problem, row["completion"]).passed
-    implied = task.answer_from_steps(problem, sentences)
-    chain = implied is not None and task.check(problem, implied).passed
-    passed += right
-    solves += chain
-    solves_passed += chain and right
-print(json.dumps({"samples_file": path, "samples": samples, "steps": steps, "step_valid": valid / max(1, steps),
-                  "first_steps": first, "first_step_valid": first_valid / max(1, first),
-                  "passed": passed / max(1, samples), "chain_solves": solves / max(1, samples),
-                  "answer_follows_chain": solves_passed / max(1, solves),
-                  "passed_without_chain": (passed - solves_passed) / max(1, samples)}, indent=2))
+
+def step_validity(task, problems: dict, samples_path: Path | str) -> dict:
+    """The figures above for one samples.jsonl (`problems`: task_id -> problem). Also the arithmetic
+    alone (`arithmetic_valid`: `a op b = c` true), split into the steps before the last and the last,
+    with how often the last ends in `= target` whether or not that is true."""
+    steps = valid = arithmetic = first = first_valid = samples = passed = solves = solves_passed = 0
+    before_last = before_last_exact = last_exact = writes_target = 0
+    for row in read_jsonl(samples_path):
+        problem = problems[row["task_id"]]
+        sentences, _ = task.split_target(row["completion"])
+        verdicts = task.steps_valid(problem, sentences)
+        exact = task.steps_arithmetic(sentences)
+        samples += 1
+        steps += len(verdicts)
+        valid += sum(verdicts)
+        arithmetic += sum(exact)
+        if verdicts:
+            first += 1
+            first_valid += verdicts[0]
+            # the steps a model chooses freely, and the last one, which ends the chain at the target
+            before_last += len(exact) - 1
+            before_last_exact += sum(exact[:-1])
+            last_exact += exact[-1]
+            writes_target += sentences[-1].rstrip(" .").endswith(f"={problem['target']}")
+        right = task.check(problem, row["completion"]).passed
+        implied = task.answer_from_steps(problem, sentences)
+        chain = implied is not None and task.check(problem, implied).passed
+        passed += right
+        solves += chain
+        solves_passed += chain and right
+    return {"samples_file": str(samples_path), "samples": samples, "steps": steps,
+            "step_valid": valid / max(1, steps), "first_steps": first, "first_step_valid": first_valid / max(1, first),
+            "passed": passed / max(1, samples), "chain_solves": solves / max(1, samples),
+            "answer_follows_chain": solves_passed / max(1, solves),
+            "passed_without_chain": (passed - solves_passed) / max(1, samples),
+            "steps_per_sample": steps / max(1, samples), "arithmetic_valid": arithmetic / max(1, steps),
+            "arithmetic_valid_before_last": before_last_exact / max(1, before_last),
+            "arithmetic_valid_last": last_exact / max(1, first), "last_step_writes_target": writes_target / max(1, first)}
+
+
+if __name__ == "__main__":
+    countdown = get_task("countdown4", seed=0)
+    print(json.dumps(step_validity(countdown, {p["task_id"]: p for p in countdown.problems("test")}, sys.argv[1]),
+                     indent=2))

@@ -14,7 +14,8 @@ to `RUN/curve/SPLIT-kK-limitN/step-N/`, and its metrics and the step figures lan
 row per step; a re-run skips the steps already there. `--follow` waits for new checkpoints until the
 phase writes DONE.
 
-Step figures over every sampled completion (reasoning split at `The answer is`):
+Step figures over every sampled completion (reasoning split at `The answer is`; computed by
+results/ladir-countdown4/step_validity.py, as for every results table):
 `arithmetic_valid` (the step's arithmetic is exact: `a op b = c` true), split into the steps before the
 last (`arithmetic_valid_before_last`) and the last (`arithmetic_valid_last`, with
 `last_step_writes_target`: how often it ends in `= target` whether or not that is true), `step_valid` (exact and its
@@ -33,41 +34,12 @@ import sys
 import time
 from pathlib import Path
 
-from harness.jsonl import read_jsonl, write_json_atomic
+from harness.jsonl import write_json_atomic
 from harness.train.checkpoint import checkpoints, phase_done
 from tasks import get_task
 
-
-def step_figures(task, problems: dict, samples_path: Path) -> dict:
-    """The step diagnostics of one evaluation's samples.jsonl."""
-    steps = arithmetic = valid = firsts = first_valid = samples = solves = passed_without = 0
-    before_last = before_last_exact = last_exact = writes_target = 0
-    for row in read_jsonl(samples_path):
-        problem = problems[row["task_id"]]
-        sentences, _ = task.split_target(row["completion"])
-        verdicts = task.steps_valid(problem, sentences)
-        exact = task.steps_arithmetic(sentences)
-        samples += 1
-        steps += len(verdicts)
-        valid += sum(verdicts)
-        arithmetic += sum(exact)
-        if verdicts:
-            firsts += 1
-            first_valid += verdicts[0]
-            # the steps a model chooses freely, and the last one, which ends the chain at the target
-            before_last += len(exact) - 1
-            before_last_exact += sum(exact[:-1])
-            last_exact += exact[-1]
-            writes_target += sentences[-1].rstrip(" .").endswith(f"={problem['target']}")
-        implied = task.answer_from_steps(problem, sentences)
-        chain = implied is not None and task.check(problem, implied).passed
-        solves += chain
-        passed_without += bool(row["passed"]) and not chain
-    return {"steps_per_sample": steps / max(1, samples), "arithmetic_valid": arithmetic / max(1, steps),
-            "arithmetic_valid_before_last": before_last_exact / max(1, before_last),
-            "arithmetic_valid_last": last_exact / max(1, firsts), "last_step_writes_target": writes_target / max(1, firsts),
-            "step_valid": valid / max(1, steps), "first_step_valid": first_valid / max(1, firsts),
-            "chain_solves": solves / max(1, samples), "passed_without_chain": passed_without / max(1, samples)}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ladir-countdown4"))
+from step_validity import step_validity  # the same step figures as every results table
 
 
 def last_phase(run_dir: Path) -> Path | None:
@@ -96,8 +68,9 @@ def evaluate_step(args, run_dir: Path, phase: Path, step: int) -> dict:
         shutil.move(next((copy / "results").rglob("samples.jsonl")).parent, kept)  # the samples stay with the run
         task = get_task(metrics.get("task", args.task), seed=0)
         problems = {p["task_id"]: p for p in task.problems(args.split)}
-        return {"step": step, **{k: v for k, v in metrics.items() if not isinstance(v, dict | list)},
-                **step_figures(task, problems, kept / "samples.jsonl")}
+        figures = step_validity(task, problems, kept / "samples.jsonl")
+        figures.pop("samples_file")
+        return {"step": step, **{k: v for k, v in metrics.items() if not isinstance(v, dict | list)}, **figures}
     finally:
         shutil.rmtree(copy, ignore_errors=True)
 

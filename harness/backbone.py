@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -169,6 +170,19 @@ SCRATCH = "scratch"
 AR = "ar"
 
 
+def shaping_train_fields(train: TrainConfig) -> dict[str, Any]:
+    """The training settings that shape a shared phase's weights (the base LM, a LaDiR VAE), so ablating
+    any of them never reuses another run's phase. The fine-tuning fields (steps, lr, lora_r: a shared
+    phase has its own steps and rate and trains every weight), bookkeeping (checkpoints, logging) and
+    the parallel layout (the same update, up to float rounding) do not. Fields added later enter only
+    when they differ from their default, so the phases cached before they existed keep their key."""
+    defaults = vars(TrainConfig())
+    return {name: value for name, value in vars(train).items()
+            if name not in ("steps", "lr", "checkpoint_every", "keep_checkpoints", "log_every", "lora_r",
+                            "grad_accum_steps", "gradient_checkpointing")
+            and (name not in KEYED_WHEN_SET or value != defaults[name])}
+
+
 @dataclass(frozen=True)
 class BaseObjective:
     """How a method family's base learns the task's training text: `loss(model, tokenizer, problems,
@@ -232,20 +246,9 @@ class SharedBackbone:
         model = self.model_config
         if not model.from_scratch:
             return self.runs_root / "_base" / f"pretrained-{_slug(model.name)}"
-        train = self.config.train
-        # Everything that shapes the base's weights, so ablating any of it never reuses another base.
-        # The fine-tuning fields (steps, lr, lora_r: the base always trains every weight), bookkeeping
-        # (checkpoints, logging) and the parallel layout (the same update, up to float rounding) do not.
-        # Fields added later enter only when they differ from their default, so the bases cached before
-        # they existed keep their directory.
-        defaults = vars(TrainConfig())
-        shaping = {name: value for name, value in vars(train).items()
-                   if name not in ("steps", "lr", "checkpoint_every", "keep_checkpoints", "log_every", "lora_r",
-                                   "grad_accum_steps", "gradient_checkpointing")
-                   and (name not in KEYED_WHEN_SET or value != defaults[name])}
         key = json.dumps(
             {"task": self.config.task, "task_options": self.config.task_options, "model": vars(model),
-             "train": shaping, "seed": self.config.seed, "recipe": BASE_RECIPE},
+             "train": shaping_train_fields(self.config.train), "seed": self.config.seed, "recipe": BASE_RECIPE},
             sort_keys=True,
         )
         digest = hashlib.sha1(key.encode()).hexdigest()[:10]

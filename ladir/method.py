@@ -18,6 +18,8 @@ budget (`train.steps`); the VAE has its own (`vae_steps`).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from harness.backbone import shaping_train_fields
 from harness.errors import BadInput
 from harness.methods import Method
 from harness.sampling import RowNoise, Trajectory
@@ -76,6 +79,17 @@ class ImpliedAnswers:
 
 # answers_for(rolled-out blocks (B, N, L_b, d_z), presence (B, N)) -> the answers they imply
 AnswersFor = Callable[[torch.Tensor, torch.Tensor], ImpliedAnswers]
+
+
+# Bump when the VAE's training changes in code, so that a shared VAE trained by older code is not reused.
+VAE_RECIPE = 1
+# LaDiR options that shape only the reasoner and its training stages, not the VAE: runs that differ
+# only in these share one VAE (every other option, and any added later, keys it).
+REASONER_OPTIONS = frozenset({
+    "reasoner_init", "answer_sees_question", "cfg_drop", "lambda_fm", "lambda_ans", "lambda_spec", "fm_repeats",
+    "oracle_latents", "stage2_steps", "stage2_euler_steps", "stage2_lr", "stage2_t0", "stage2_tf_answer",
+    "stage2_answer",
+})
 
 
 @dataclass
@@ -367,8 +381,21 @@ class LaDiR(Method):
             return final
         return self.train_stage2()
 
+    def shared_vae_directory(self) -> Path:
+        """Where the runs whose VAE is the same keep one finished copy (`finished_vae_phase`): keyed by
+        the base, the task and seed, the training settings that shape a phase, and every LaDiR option
+        but the reasoner's, so a stage-2 or sampling ablation trains one VAE and a VAE ablation its own."""
+        ctx = self.ctx
+        options = {name: value for name, value in vars(self.options).items() if name not in REASONER_OPTIONS}
+        key = json.dumps({"base": ctx.backbone.directory.name, "task": ctx.config.task,
+                          "task_options": ctx.config.task_options, "model": vars(ctx.config.model),
+                          "seed": ctx.seed, "train": shaping_train_fields(ctx.config.train),
+                          "options": options, "recipe": VAE_RECIPE}, sort_keys=True, default=str)
+        digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+        return ctx.runs_root / "_vae" / f"ladir-{ctx.config.task}-seed{ctx.seed}-{digest}"
+
     def train_vae(self) -> Path:
-        if done := finished_vae_phase(self, "vae"):
+        if done := finished_vae_phase(self, "vae", self.shared_vae_directory()):
             return done
         ctx, o = self.ctx, self.options
         vae = self._vae(ctx.backbone.base_model(), ctx.backbone.base_model())
@@ -378,11 +405,11 @@ class LaDiR(Method):
         def loss_fn(step: int, shard: Shard):
             return vae.loss(self.sentence_pairs(ctx.batch("vae", step, size, shard)))
 
-        final = Trainer(phase, vae).fit(loss_fn)
+        Trainer(phase, vae).fit(loss_fn)
         finish_vae_phase(vae, phase.directory,
                          self.sentence_pairs(ctx.train_problems()[: o.stats_problems]),
                          self.held_out_pairs())
-        return final
+        return finished_vae_phase(self, "vae", self.shared_vae_directory())  # and published
 
     def held_out_pairs(self) -> dict:
         """The VAE report's sentences: those of held-out problems (the val split, else test)."""

@@ -33,7 +33,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from harness.lm import IGNORE, CachedSequence, pad_ids, write_tokens
+from harness.progress import console
 from harness.train import distributed
+from harness.train.checkpoint import link_phase, phase_done
 from tasks import Problem, Task
 
 # (context, sentence): a sentence is encoded with its question (and, with `decoder_context`, the
@@ -375,13 +377,30 @@ def decoder_is_trained(choice: str, from_scratch: bool) -> bool:
 
 
 STATS_FILE, REPORT_FILE = "latent_stats.safetensors", "report.json"
+SOURCE_FILE = "trained_by.json"  # in a shared VAE phase: the run that trained it
 
 
-def finished_vae_phase(method, phase: str) -> Path | None:
+def finished_vae_phase(method, phase: str, shared: Path | None = None) -> Path | None:
     """The VAE phase's final checkpoint once it is trained and its report written (`finish_vae_phase`),
-    else None (a run killed between the two redoes the report)."""
-    done = method.finished(phase)
-    return done if done and (method.ctx.run_dir / phase / REPORT_FILE).is_file() else None
+    else None (a run killed between the two redoes the report).
+
+    `shared`: where runs whose VAE is the same (same base, data, settings) keep one finished copy. A
+    finished phase is published there; a run that has not started its own adopts it (hard links),
+    so a grid that varies only what comes after the VAE trains it once."""
+    directory = method.ctx.run_dir / phase
+
+    def finished(folder: Path) -> bool:
+        return phase_done(folder) and (folder / REPORT_FILE).is_file()
+
+    if shared is not None and distributed.is_main_process():
+        if finished(directory):
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            link_phase(directory, shared, {SOURCE_FILE: json.dumps({"run": method.ctx.run_dir.name}) + "\n"})
+        elif finished(shared) and not directory.exists() and link_phase(shared, directory):
+            console.print(f"VAE phase: the finished one of {shared} (same base, data and settings), not retrained")
+    if shared is not None:
+        distributed.barrier()
+    return method.finished(phase) if finished(directory) else None
 
 
 def finish_vae_phase(vae: SentenceVAE, directory: Path, stats_pairs: Sequence[SentencePair],

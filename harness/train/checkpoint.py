@@ -6,6 +6,7 @@ name and renamed into place so a killed run never leaves half a checkpoint.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
 from harness.errors import BadInput
+from harness.locks import LOCK_FILE
 
 CHECKPOINT_PREFIX = "step-"
 
@@ -130,6 +132,33 @@ def final_checkpoint(phase_dir: Path) -> tuple[int, Path]:
 def phase_done(phase_dir: Path) -> bool:
     return (phase_dir / DONE_MARKER).is_file()
 
+
+
+def link_phase(source: Path, target: Path, extra: dict[str, str] | None = None) -> bool:
+    """Make `target` a copy of the finished phase folder `source` (hard links: no space, the same
+    bytes) plus the `extra` files (name -> text), built under a temporary name and renamed into place,
+    so a reader sees all of it or none. False where `target` already exists (another process got there
+    first); the lock file stays."""
+    if target.exists():
+        return False
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another filesystem
+            shutil.copy2(src, dst)
+
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, copy_function=link_or_copy, ignore=shutil.ignore_patterns(LOCK_FILE))
+    for name, text in (extra or {}).items():
+        (partial / name).write_text(text)
+    try:
+        partial.rename(target)
+    except OSError:
+        shutil.rmtree(partial)
+        return False
+    return True
 
 
 def fsync_tree(directory: Path) -> None:

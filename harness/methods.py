@@ -175,6 +175,11 @@ class Method(ABC):
             known = ", ".join(self.stages) or "none"
             raise BadInput(f"method {self.ctx.config.method!r} has no stage {stage!r} (stages: {known})")
 
+    def shared_phases(self) -> dict[str, tuple[Path, int]]:
+        """Phases this run adopts when another run with the same settings has finished them, apart from
+        the base LM: phase -> (the shared folder, its steps). `reproduce --dry-run` counts each once."""
+        return {}
+
     def finished(self, phase: str) -> Path | None:
         """The final checkpoint of a phase already trained to its end, else None: `train` on a finished
         run returns it without building the phase's starting point (nor training a missing base)."""

@@ -394,6 +394,9 @@ class LaDiR(Method):
         digest = hashlib.sha1(key.encode()).hexdigest()[:10]
         return ctx.runs_root / "_vae" / f"ladir-{ctx.config.task}-seed{ctx.seed}-{digest}"
 
+    def shared_phases(self) -> dict[str, tuple[Path, int]]:
+        return {"vae": (self.shared_vae_directory(), self.options.vae_steps)}
+
     def train_vae(self) -> Path:
         if done := finished_vae_phase(self, "vae", self.shared_vae_directory()):
             return done

@@ -54,6 +54,9 @@ def test_tables_asking_for_the_same_run_share_it(tmp_path):
     assert len(ladir4) == 1 and ladir4 <= steps and ladir4 <= diversity and ladir4 <= stage2 and ladir4 <= vae
     assert {n for n in countdown if n.startswith(("ar-sft-countdown4", "mdm-countdown4"))} <= steps
     assert len(stage2) == 2  # with stage 2 (the shared run) and without
+    # ...which differ only after the VAE: the first trains it (300 + 300 steps), the second adopts it
+    text = reproduce("stage2", "tiny", dry_run=True, runs_root=tmp_path).text
+    assert "new (600 steps)" in text and "new (300 steps, vae shared)" in text and "compute left: 1200" in text
     # the VAE sweeps list the default value of each knob: one run, not four
     assert len(vae) == 1 + 3 + 3 + 2 + 2
     # a second seed adds runs of its own; another scale is other runs

@@ -172,18 +172,20 @@ def _steps_planned(plan: PlannedRun) -> int:
     return plan.config.train.steps + int(plan.config.method_options.get("vae_steps", 0) or 0)
 
 
-def _steps_done(run_dir: Path) -> int:
-    """Steps the run's phases have saved: a finished phase's all, else its latest checkpoint's."""
+def _phase_steps(phase_dir: Path) -> int:
+    """Steps a phase has saved: all of a finished one, else its latest checkpoint's."""
     from harness.train.checkpoint import DONE_MARKER, checkpoints
 
-    done = 0
-    for phase_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()) if run_dir.is_dir() else []:
-        marker = phase_dir / DONE_MARKER
-        if marker.is_file():
-            done += int(json.loads(marker.read_text()).get("steps", 0))
-        elif found := checkpoints(phase_dir):
-            done += found[-1][0]
-    return done
+    marker = phase_dir / DONE_MARKER
+    if marker.is_file():
+        return int(json.loads(marker.read_text()).get("steps", 0))
+    found = checkpoints(phase_dir) if phase_dir.is_dir() else []
+    return found[-1][0] if found else 0
+
+
+def _steps_done(run_dir: Path) -> int:
+    """Steps the run's phases have saved."""
+    return sum(_phase_steps(p) for p in run_dir.iterdir() if p.is_dir()) if run_dir.is_dir() else 0
 
 
 def _shape(config: dict[str, Any]) -> tuple:
@@ -244,30 +246,47 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
     """The plan as text: every run with its training and evaluation state, then the compute left."""
     from harness.backbone import SCRATCH
     from harness.context import RunContext
+    from harness.methods import get_method_class
     from harness.train.checkpoint import phase_done
 
     measured_train, measured_sampling = measured_rates(runs_root)
     rows, bases, left_steps, left_samples = [], {}, {}, {}
     done_runs = done_evals = n_evals = 0
     whole_splits_left = 0  # evaluations of a whole test split (no limit): its size is not loaded here
-    for plan in plans:
-        planned, done = _steps_planned(plan), min(_steps_done(runs_root / plan.name), _steps_planned(plan))
+    # A phase runs share (a LaDiR VAE) is trained by one of them: the run already training it in its own
+    # folder, else the first planned; the others adopt it (`Method.shared_phases`).
+    contexts = [RunContext(plan.config, runs_root / plan.name, runs_root) for plan in plans]
+    shared = [get_method_class(plan.config.method)(ctx).shared_phases() for plan, ctx in zip(plans, contexts, strict=True)]
+    trained = {folder for ctx, phases in zip(contexts, shared, strict=True) for phase, (folder, _) in phases.items()
+               if phase_done(folder) or (ctx.run_dir / phase).exists()}
+    for plan, ctx, phases in zip(plans, contexts, shared, strict=True):
+        planned, done = _steps_planned(plan), min(_steps_done(ctx.run_dir), _steps_planned(plan))
+        adopted = []
+        for phase, (folder, steps) in phases.items():
+            if (ctx.run_dir / phase).exists():
+                continue
+            if folder in trained:
+                adopted.append((phase, steps))
+            trained.add(folder)
+        own_done, done = done, done + sum(steps for _, steps in adopted)
+        shape = _shape(plan.config.to_dict())
         evals_done = sum(_evaluation_done(plan, e, runs_root, grid.eval.k, grid.eval.split, grid.eval.limit)
                          for e in plan.evals)
         n_evals += len(plan.evals)
         done_evals += evals_done
         done_runs += done == planned
-        state = "done" if done == planned else (f"step {done}/{planned}" if done else f"new ({planned} steps)")
+        note = "".join(f", {phase} shared" for phase, _ in adopted)
+        state = ("done" if done == planned else f"step {done}/{planned}{note}" if own_done
+                 else f"new ({planned - done + own_done} steps{note})")
         rows.append([plan.name, plan.config.method, plan.config.task, plan.config.seed, state,
                      f"{evals_done}/{len(plan.evals)}"])
-        shape = _shape(plan.config.to_dict())
         left_steps[shape] = left_steps.get(shape, 0) + planned - done
         if grid.eval.limit is None:
             whole_splits_left += len(plan.evals) - evals_done
         else:
             samples = (len(plan.evals) - evals_done) * grid.eval.k * grid.eval.limit
             left_samples[shape] = left_samples.get(shape, 0) + samples
-        backbone = RunContext(plan.config, runs_root / plan.name, runs_root).backbone
+        backbone = ctx.backbone
         if plan.config.model.from_scratch and plan.config.train.base_steps and backbone.objective != SCRATCH:
             base_dir = backbone.base_directory(backbone.objective)
             if not phase_done(base_dir):  # the shared base LM of its family, trained once for all its runs

@@ -99,6 +99,11 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     assert cells[0].startswith("method,task,metric,mean,lo,hi") and len(cells) == 1 + 2 * 4
     record = json.loads((out / "reproduce.json").read_text())
     assert len(record["runs"]) == 2 and len(record["results"]) == 2
+    copies = sorted(path.name for path in (out / "evaluations").iterdir())  # provenance beside the table
+    assert len(copies) == 4 and all(name.startswith(tuple(record["runs"])) for name in copies)
+    for folder in record["results"]:
+        copy = next((out / "evaluations").glob(f"{Path(folder).parents[2].name}.*.metrics.json"))
+        assert json.loads(copy.read_text()) == json.loads((Path(folder) / "metrics.json").read_text())
 
     samples = sorted(runs.glob("*/results/*/*/samples.jsonl"))
     assert len(samples) == 2

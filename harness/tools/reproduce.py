@@ -584,6 +584,16 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
                 plot_paths.append(str(plot(frame, kind, out_dir / f"{kind}.png")))
             except BadInput as error:  # e.g. Pass@k curves of a single k: the table stands without it
                 console.print(f"no {kind} plot: {error}")
+    # each cell's evaluations beside the table, so a committed copy of out_dir keeps their provenance
+    # (manifest: git revision, checkpoint and problem-set sha256, every setting) without the runs folder
+    copies = out_dir / "evaluations"
+    copies.mkdir(exist_ok=True)
+    for evaluation in evaluations:
+        for kind in ("metrics", "manifest"):
+            source = evaluation.folder / f"{kind}.json"
+            if source.is_file():
+                name = f"{evaluation.run.name}.{evaluation.folder.parent.name}.{evaluation.folder.name}.{kind}.json"
+                write_json_atomic(copies / name, json.loads(source.read_text()))
     write_json_atomic(out_dir / "reproduce.json", {
         "table": table, "scale": scale_name, "seeds": seeds, "paper": spec.paper,
         "runs": sorted({e.run.name for e in evaluations}),

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.errors import BadInput
+from harness.errors import BadInput, Stopped
 
 try:  # transformers prints a bar per checkpoint shard; ours already show progress
     from transformers.utils import logging as _hf_logging
@@ -512,6 +512,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Stopped as stopped:
+        err.print(escape(str(stopped)), highlight=False, soft_wrap=True)
+        sys.exit(143)
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

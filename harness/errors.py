@@ -6,3 +6,8 @@ The CLI turns it into a single line on stderr and exit code 2; anything else is 
 
 class BadInput(Exception):
     """Unknown task or method, malformed file line, bad config value, missing data file."""
+
+
+class Stopped(Exception):
+    """Training stopped on request (SIGTERM or SIGUSR1: a scheduler's preemption or time limit) after
+    saving a checkpoint of the step it had finished; the same command resumes from it. Exit code 143."""

@@ -118,6 +118,47 @@ def test_train_sigkilled_at_random_points_resumes_to_the_same_weights(tmp_path, 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGUSR1])
+def test_train_stopped_by_a_signal_saves_its_step_and_resumes_to_the_same_weights(tmp_path, micro_base,
+                                                                                  signal_number):
+    """A scheduler's SIGTERM (or SLURM's SIGUSR1) ends training after the current step with a checkpoint
+    of it, exit 143, even with no scheduled checkpoint in sight; the same command then finishes the run
+    with the uninterrupted weights."""
+    from safetensors.torch import load_file
+
+    args = ["train", "--method", "ar-sft", "--task", "countdown3", "--run", "r", "--steps", "24",
+            *micro_args("train.checkpoint_every=100")]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    for runs in (straight, stopped):
+        shutil.copytree(micro_base / "_base", runs / "_base")
+    run_cli(args, straight, fresh_process=True)
+    env = {**os.environ, "LADIR_RUNS": str(stopped), "LADIR_NO_PROGRESS": "1"}
+    log = stopped / "r" / "sft" / "log.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while process.poll() is None and time.time() < deadline:
+        if log.is_file() and log.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert f"stopped by {signal.Signals(signal_number).name} at step" in stderr
+    (saved,) = (stopped / "r" / "sft" / "checkpoints").glob("step-*")  # the step it was in, not a scheduled one
+    step = int(saved.name.split("-")[1])
+    assert 3 <= step < 24 and not (stopped / "r" / "sft" / "DONE").exists()
+
+    resumed = run_cli(args, stopped, fresh_process=True)
+    assert f"resumed from step {step}" in resumed.stderr
+    final = lambda root: sorted((root / "r" / "sft" / "checkpoints").glob("step-*"))[-1]  # noqa: E731
+    expected = load_file(str(final(straight) / "model" / "model.safetensors"))
+    got = load_file(str(final(stopped) / "model" / "model.safetensors"))
+    assert final(stopped).name == "step-0000024"
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.slow
 def test_ablate_sigkilled_twice_resumes_to_the_uninterrupted_grid(tmp_path):
     from tests.conftest import MICRO_SETTINGS
 

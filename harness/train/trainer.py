@@ -18,9 +18,11 @@ import os
 import pickle
 import random
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from transformers import PreTrainedModel
 
 from harness.compute import Compute, ComputeCounter
 from harness.config import TrainConfig, check_parallel_layout
-from harness.errors import BadInput
+from harness.errors import BadInput, Stopped
 from harness.jsonl import (
     fsync_directory,
     read_append_log,
@@ -329,10 +331,10 @@ class Trainer:
         self.prepared.train()
         self.started, tokens_seen, last = time.time(), 0, None
         with progress_bar(f"{phase.name}", total=phase.steps, completed=self.step, quiet=not main) as bar, \
-                (log_path.open("a") if main else nullcontext()) as log:
+                (log_path.open("a") if main else nullcontext()) as log, stop_requests() as stop:
             if resumed and main:
                 bar.console.log(f"[{phase.name}] resumed from step {self.step}")
-            while self.step < phase.steps:
+            while self.step < phase.steps and not stop.requested(self):
                 loss, logs, grad_norm = self.optimizer_step(loss_fn)
                 if phase.tokens_per_step is not None:
                     tokens_seen += phase.tokens_per_step(self.step - 1)
@@ -358,6 +360,11 @@ class Trainer:
             self.save_checkpoint()
         if writer is not None:
             writer.close()
+        if self.step < phase.steps:  # stopped on request: keep the finished step, then leave
+            if not checkpoints(phase.directory) or checkpoints(phase.directory)[-1][0] != self.step:
+                self.save_checkpoint()
+            raise Stopped(f"stopped by {stop.signal_name} at step {self.step}/{phase.steps} of phase "
+                          f"{phase.name!r}; checkpoint saved, the same command resumes from it")
         if main:
             write_json_atomic(phase.directory / DONE_MARKER, {"steps": phase.steps, "last": last})
         self.accelerator.wait_for_everyone()
@@ -406,6 +413,43 @@ class Trainer:
         records, _ = read_append_log(log_path)  # a line torn by a kill is dropped
         write_jsonl_atomic(log_path, [r for r in records if r.get("step", 0) <= self.step])
 
+
+
+class StopRequests:
+    """Whether SIGTERM or SIGUSR1 arrived (`stop_requests`), agreed by every process of a launch."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+
+    def requested(self, trainer: Trainer) -> bool:
+        flag = [1.0 if self.signal_name else 0.0]
+        if trainer.accelerator.num_processes > 1:  # every process stops after the same step
+            flag = trainer._summed_over_processes(flag)
+        if flag[0] and not self.signal_name:
+            self.signal_name = "a signal to another process"
+        return bool(flag[0])
+
+
+@contextmanager
+def stop_requests():
+    """During the training loop, SIGTERM (a scheduler's preemption, `kill`) and SIGUSR1 (SLURM's
+    `--signal`) ask it to stop after the step it is in and save a checkpoint, instead of killing it
+    mid-step and losing everything since the last scheduled checkpoint. Outside the loop they act as
+    they did before. Handlers can only be set from the main thread; elsewhere nothing changes."""
+    requests = StopRequests()
+    if threading.current_thread() is not threading.main_thread():
+        yield requests
+        return
+
+    def note(number, frame):
+        requests.signal_name = signal.Signals(number).name
+
+    previous = {number: signal.signal(number, note) for number in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        yield requests
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 GRAD_BUCKET_ELEMENTS = 2**25  # gradients all-reduced per call: few calls, bounded extra memory

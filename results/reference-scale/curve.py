@@ -1,6 +1,7 @@
-"""A learning curve from a run's intermediate checkpoints: each checkpoint of the run's last phase
-evaluated as if training had stopped there, with the Countdown step diagnostics that decide the
-reference scale (how often a method's own steps are valid arithmetic, and whether they plan).
+"""A learning curve from a run's intermediate checkpoints: each checkpoint of the run's last phase (or
+of `--phases`, e.g. LaDiR's stage1,stage2) evaluated as if training had stopped there, with the
+Countdown step diagnostics that decide the reference scale (how often a method's own steps are valid
+arithmetic, and whether they plan).
 
     python results/reference-scale/curve.py --runs-dir runs --run lc-ar --k 10 --limit 100 --split val \
         --out results/reference-scale/lc-ar.curve.json [--follow]
@@ -49,11 +50,13 @@ def last_phase(run_dir: Path) -> Path | None:
     return max(phases, key=lambda phase: (phase / "checkpoints").stat().st_ctime) if phases else None
 
 
-def evaluate_step(args, run_dir: Path, phase: Path, step: int) -> dict:
-    copy_name = f"{args.run}-at-{step}"
+def evaluate_step(args, run_dir: Path, phases: list[str], phase: Path, step: int) -> dict:
+    later_phases = phases[phases.index(phase.name) + 1:]  # left out of the copy, so it loads this phase
+    copy_name = f"{args.run}-at-{phase.name}-{step}"
     copy = args.runs_dir / copy_name
     shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(run_dir, copy, copy_function=os.link, ignore=shutil.ignore_patterns("results", "probe", "curve"))
+    shutil.copytree(run_dir, copy, copy_function=os.link,
+                    ignore=shutil.ignore_patterns("results", "probe", "curve", *later_phases))
     for later, folder in checkpoints(copy / phase.name):
         if later > step:
             shutil.rmtree(folder)
@@ -62,7 +65,8 @@ def evaluate_step(args, run_dir: Path, phase: Path, step: int) -> dict:
                    "--limit", str(args.limit), "--split", args.split, "--json",
                    *(option for knob in args.knob for option in ("--knob", knob))]
         metrics = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-        kept = run_dir / "curve" / f"{args.split}-k{args.k}-limit{args.limit}" / f"step-{step}"
+        kept = run_dir / "curve" / f"{args.split}-k{args.k}-limit{args.limit}" / (
+            f"step-{step}" if phase.name == phases[0] else f"{phase.name}-step-{step}")
         shutil.rmtree(kept, ignore_errors=True)
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(next((copy / "results").rglob("samples.jsonl")).parent, kept)  # the samples stay with the run
@@ -70,7 +74,8 @@ def evaluate_step(args, run_dir: Path, phase: Path, step: int) -> dict:
         problems = {p["task_id"]: p for p in task.problems(args.split)}
         figures = step_validity(task, problems, kept / "samples.jsonl")
         figures.pop("samples_file")
-        return {"step": step, **{k: v for k, v in metrics.items() if not isinstance(v, dict | list)}, **figures}
+        return {"phase": phase.name, "step": step,
+                **{k: v for k, v in metrics.items() if not isinstance(v, dict | list)}, **figures}
     finally:
         shutil.rmtree(copy, ignore_errors=True)
 
@@ -85,24 +90,32 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--knob", action="append", default=[])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--follow", action="store_true", help="wait for new checkpoints until the phase is done")
+    parser.add_argument("--phases", help="comma-separated phases whose checkpoints form the curve, in training "
+                                          "order (LaDiR: stage1,stage2); default: the run's newest phase")
+    parser.add_argument("--follow", action="store_true", help="wait for new checkpoints until the phases are done")
     args = parser.parse_args()
     run_dir = args.runs_dir / args.run
-    rows = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    saved = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    rows = [{"phase": saved.get("phase"), **row} for row in saved.get("rows", [])]
+    phases = args.phases.split(",") if args.phases else None
     while True:
-        phase = last_phase(run_dir)
-        if phase is None:  # the base is still training
+        if phases is None and (newest := last_phase(run_dir)) is not None:
+            phases = [newest.name]
+        if phases is None:  # the base is still training
             if not args.follow:
                 break
             time.sleep(30)
             continue
-        done = phase_done(phase)  # read before listing: a checkpoint written after it is seen next round
-        todo = [step for step, _ in checkpoints(phase) if step not in {row["step"] for row in rows}]
-        for step in todo:
-            rows.append(evaluate_step(args, run_dir, phase, step))
-            rows.sort(key=lambda row: row["step"])
-            write_json_atomic(args.out, {"run": args.run, "phase": phase.name, "k": args.k, "limit": args.limit,
-                                         "split": args.split, "knobs": args.knob, "rows": rows})
+        done = all(phase_done(run_dir / name) for name in phases)  # read before listing the checkpoints
+        seen = {(row["phase"], row["step"]) for row in rows}
+        todo = [(name, step) for name in phases if (run_dir / name).is_dir()
+                for step, _ in checkpoints(run_dir / name) if (name, step) not in seen]
+        for name, step in todo:
+            rows.append(evaluate_step(args, run_dir, phases, run_dir / name, step))
+            rows.sort(key=lambda row: (phases.index(row["phase"]), row["step"]))
+            write_json_atomic(args.out, {"run": args.run, "phase": phases[-1], "phases": phases, "k": args.k,
+                                         "limit": args.limit, "split": args.split, "knobs": args.knob,
+                                         "rows": rows})
             print(json.dumps(rows[-1]), flush=True)
         if not args.follow or (done and not todo):
             break

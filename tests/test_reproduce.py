@@ -66,6 +66,18 @@ def test_tables_asking_for_the_same_run_share_it(tmp_path):
     assert not ladir4 & _run_names(reproduce("countdown", "reference", dry_run=True, runs_root=tmp_path).text)
 
 
+def test_the_reference_scale_gives_the_headline_methods_three_seeds_unless_told(tmp_path):
+    def seeds(**options):
+        names = _run_names(reproduce("countdown", "reference", dry_run=True, runs_root=tmp_path,
+                                     tasks=["countdown4"], **options).text)
+        return {method: sorted(int(n.rsplit("-seed", 1)[1].split("-")[0]) for n in names if n.startswith(method + "-"))
+                for method in ("ar-sft", "ladir", "mdm", "coconut", "mtp", "ld4lg")}
+
+    assert seeds() == {"ar-sft": [0, 1, 2], "ladir": [0, 1, 2], "mdm": [0, 1, 2], "coconut": [0], "mtp": [0],
+                       "ld4lg": [0]}
+    assert set(map(tuple, seeds(seeds=1).values())) == {(0,)}  # --seeds sets every method's
+
+
 def test_seeds_and_filters_shape_the_plan(tmp_path):
     text = reproduce("countdown", "tiny", seeds=3, dry_run=True, runs_root=tmp_path, methods=["ar-sft", "ladir"],
                      tasks=["countdown4"]).text

@@ -53,6 +53,8 @@ class Scale:
     method_config: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
     seeds: int = 1
+    # at least this many training seeds for these methods (the headline rows), unless --seeds says otherwise
+    method_seeds: dict[str, int] = field(default_factory=dict)
     needs_gpu: bool = False  # documentation of a GPU setting: --dry-run only on a machine without one
     # Fallback estimates for --dry-run where no finished run of the same shape has been measured yet
     seconds_per_step: dict[str, float] = field(default_factory=dict)
@@ -146,10 +148,11 @@ def _filtered(parts: list[dict], key: str, wanted: list[str] | None, table: str)
 
 def resolve_grid(table: str, spec: TableSpec, scale_name: str, scale: Scale, seeds: int,
                  files: dict[str, str], methods: list[str] | None = None, tasks: list[str] | None = None,
-                 overrides: dict[str, Any] | None = None) -> Grid:
+                 overrides: dict[str, Any] | None = None, method_seeds: dict[str, int] | None = None) -> Grid:
     """The table's grid at this scale: the scale's shared settings, then the table's grid, then the
     table's own settings for this scale, then `overrides` (the demo's budget options); the
-    train grid restricted to `methods` / `tasks` and crossed with seeds 0..seeds-1."""
+    train grid restricted to `methods` / `tasks` and crossed with seeds 0..seeds-1, or more for the
+    methods `method_seeds` names."""
     data: dict[str, Any] = {"name": table, "preset": scale.preset, "settings": scale.settings,
                             "method_settings": scale.method_settings, "method_config": scale.method_config,
                             "eval": scale.eval, "run_names": "config"}
@@ -159,9 +162,18 @@ def resolve_grid(table: str, spec: TableSpec, scale_name: str, scale: Scale, see
     parts = copy.deepcopy(parts if isinstance(parts, list) else [parts])
     for key, wanted in (("method", methods), ("task", tasks)):
         parts = _filtered(parts, key, wanted, table)
+    seeded = []
     for part in parts:
+        more = [m for m in part.get("method", []) if (method_seeds or {}).get(m, 0) > seeds and "seed" not in part]
+        if more:
+            rest = [m for m in part["method"] if m not in more]
+            seeded += [{**part, "method": rest}] if rest else []
+            seeded += [{**part, "method": [m], "seed": list(range(method_seeds[m]))} for m in more]
+        else:
+            seeded.append(part)
+    for part in seeded:
         part.setdefault("seed", list(range(seeds)))
-    data["train_grid"] = parts
+    data["train_grid"] = seeded
     return build_dataclass(Grid, _substitute(data, files), f"{table}.yaml at scale {scale_name}")
 
 
@@ -486,14 +498,29 @@ def _baseline_label(layout: Layout) -> str:
     return ""
 
 
-def table_notes(spec: TableSpec, scale_name: str, scale: Scale, grid: Grid, seeds: int, methods: set[str]) -> list[str]:
+def _seeds_text(grid: Grid, methods: set[str]) -> str:
+    """`0, 1, 2` where every method has the same seeds, else which methods have which."""
+    by_method: dict[str, list[int]] = {}
+    for part in grid.train_grid:
+        for method in part.get("method", []):
+            if method in methods:
+                by_method[method] = sorted(set(by_method.get(method, [])) | set(part["seed"]))
+    groups: dict[tuple, list[str]] = {}
+    for method, seeds in by_method.items():
+        groups.setdefault(tuple(seeds), []).append(method)
+    if len(groups) <= 1:
+        return ", ".join(map(str, next(iter(groups), (0,))))
+    return "; ".join(f"{', '.join(map(str, seeds))} ({', '.join(names)})" for seeds, names in groups.items())
+
+
+def table_notes(spec: TableSpec, scale_name: str, scale: Scale, grid: Grid, methods: set[str]) -> list[str]:
     limit = "all" if grid.eval.limit is None else grid.eval.limit
     budget = ", ".join([f"{key} {value}" for key, value in grid.settings.items()]
                        + [f"{method} {key.split('.')[-1]} {value}" for method, settings in grid.method_settings.items()
                           if method in methods for key, value in (settings or {}).items()])
     notes = [f"Scale {scale_name} ({scale.about}): preset {grid.preset}" + (f", {budget}" if budget else "")
              + f"; k = {grid.eval.k} samples on {limit} {grid.eval.split} problems; "
-             + f"training seeds {', '.join(map(str, range(seeds)))}.",
+             + f"training seeds {_seeds_text(grid, methods)}.",
              "Cells: mean over test problems (and seeds) [95% bootstrap interval]"
              + (f"; Δ: paired bootstrap difference against {_baseline_label(spec.layout)} on the same problems, "
                 "* where its 95% interval excludes 0" if spec.layout.baseline else "")
@@ -521,7 +548,7 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
     if fmt not in FORMATS:
         raise BadInput(f"unknown table format {fmt!r} (markdown, latex, csv)")
     spec, scale = load_table(table), load_scale(scale_name)
-    seeds = scale.seeds if seeds is None else seeds
+    explicit_seeds, seeds = seeds, scale.seeds if seeds is None else seeds
     if seeds < 1:
         raise BadInput(f"--seeds must be >= 1, got {seeds}")
     files = {name: str(Path(path).expanduser()) for name, path in (data_files or {}).items()}
@@ -532,7 +559,8 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
     missing = missing_data(spec, table, files)
     if missing and not dry_run:
         raise BadInput(missing)
-    grid = resolve_grid(table, spec, scale_name, scale, seeds, files, methods, tasks, overrides)
+    grid = resolve_grid(table, spec, scale_name, scale, seeds, files, methods, tasks, overrides,
+                        scale.method_seeds if explicit_seeds is None else None)
     plans = plan_grid(grid)
     if dry_run:
         return Reproduced(describe_plan(table, scale_name, scale, grid, plans, runs_root, missing),
@@ -560,7 +588,7 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
 
     header, rows, records = paper_table(spec, spec.layout, spec.layout.metrics, evaluations, grid.eval.k)
     title = f"{spec.title} — ladir-bench reproduce {table} --scale {scale_name}"
-    notes = table_notes(spec, scale_name, scale, grid, seeds, {e.run.config.method for e in evaluations})
+    notes = table_notes(spec, scale_name, scale, grid, {e.run.config.method for e in evaluations})
     extra = ""
     if spec.layout.diagnostics:
         d_header, d_rows, d_records = paper_table(spec, spec.layout, spec.layout.diagnostics, evaluations,

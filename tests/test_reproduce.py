@@ -116,6 +116,7 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     for folder in record["results"]:
         copy = next((out / "evaluations").glob(f"{Path(folder).parents[2].name}.*.metrics.json"))
         assert json.loads(copy.read_text()) == json.loads((Path(folder) / "metrics.json").read_text())
+    assert sorted(path.stem for path in (out / "configs").iterdir()) == sorted(record["runs"])
 
     samples = sorted(runs.glob("*/results/*/*/samples.jsonl"))
     assert len(samples) == 2

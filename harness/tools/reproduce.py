@@ -612,11 +612,17 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
                 plot_paths.append(str(plot(frame, kind, out_dir / f"{kind}.png")))
             except BadInput as error:  # e.g. Pass@k curves of a single k: the table stands without it
                 console.print(f"no {kind} plot: {error}")
-    # each cell's evaluations beside the table, so a committed copy of out_dir keeps their provenance
-    # (manifest: git revision, checkpoint and problem-set sha256, every setting) without the runs folder
-    copies = out_dir / "evaluations"
+    # each cell's evaluations and its run's resolved config beside the table, so a committed copy of
+    # out_dir keeps their provenance (manifest: git revision, checkpoint and problem-set sha256, every
+    # setting) without the runs folder
+    copies, configs = out_dir / "evaluations", out_dir / "configs"
     copies.mkdir(exist_ok=True)
+    configs.mkdir(exist_ok=True)
     for evaluation in evaluations:
+        config = evaluation.folder.parents[2] / "config.yaml"
+        if config.is_file():
+            with atomic_open(configs / f"{evaluation.run.name}.yaml") as handle:
+                handle.write(config.read_text())
         for kind in ("metrics", "manifest"):
             source = evaluation.folder / f"{kind}.json"
             if source.is_file():

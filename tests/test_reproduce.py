@@ -101,21 +101,21 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     ladir_row = next(line for line in table.splitlines() if line.startswith("| LaDiR"))
     assert "46.7" in ar_row and "76.6" in ladir_row  # the paper's figures in the reference column
     assert "[" in ar_row and "Δ" in ladir_row and "Δ" not in ar_row  # intervals; LaDiR paired against AR-SFT
-    assert "chain-valid@1" in table  # the diagnostics table under it
+    assert "chain-valid@1" in table and "uses given numbers" in table  # the diagnostics table under it
     out = first.out_dir
     assert out == runs / "countdown-tiny"
     for name in ("table.md", "table.tex", "table.csv", "cells.csv", "reproduce.json", "pass-at-k.png"):
         assert (out / name).is_file(), name
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
     cells = (out / "cells.csv").read_text().splitlines()
-    assert cells[0].startswith("method,task,metric,mean,lo,hi") and len(cells) == 1 + 2 * 4
+    assert cells[0].startswith("method,task,metric,mean,lo,hi") and len(cells) == 1 + 2 * 5
     record = json.loads((out / "reproduce.json").read_text())
     assert len(record["runs"]) == 2 and len(record["results"]) == 2
     copies = sorted(path.name for path in (out / "evaluations").iterdir())  # provenance beside the table
     assert len(copies) == 4 and all(name.startswith(tuple(record["runs"])) for name in copies)
-    for folder in record["results"]:
-        copy = next((out / "evaluations").glob(f"{Path(folder).parents[2].name}.*.metrics.json"))
-        assert json.loads(copy.read_text()) == json.loads((Path(folder) / "metrics.json").read_text())
+    for folder in record["results"]:  # RUN/results/TASK-SPLIT/kK, under the runs folder
+        copy = next((out / "evaluations").glob(f"{Path(folder).parts[0]}.*.metrics.json"))
+        assert json.loads(copy.read_text()) == json.loads((runs / folder / "metrics.json").read_text())
     assert sorted(path.stem for path in (out / "configs").iterdir()) == sorted(record["runs"])
 
     samples = sorted(runs.glob("*/results/*/*/samples.jsonl"))

@@ -37,7 +37,7 @@ FORMATS = {"markdown": "md", "latex": "tex", "csv": "csv"}
 _DATA_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 # (digits, scale) of a metric in a cell: rates in percent, diversity as a count of solutions
 METRIC_FORMAT = {"diversity": (2, 1.0), "samples_per_s": (1, 1.0)}
-METRIC_LABELS = {"diversity": "Div.", "samples_per_s": "samples/s"}
+METRIC_LABELS = {"diversity": "Div.", "samples_per_s": "samples/s", "uses_given_numbers": "uses given numbers"}
 TABLE_METRICS = ("samples_per_s",)  # read from metrics.json (no interval), not from the samples
 
 
@@ -631,7 +631,7 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
     write_json_atomic(out_dir / "reproduce.json", {
         "table": table, "scale": scale_name, "seeds": seeds, "paper": spec.paper,
         "runs": sorted({e.run.name for e in evaluations}),
-        "results": [str(e.folder) for e in evaluations],
+        "results": [e.folder.relative_to(e.folder.parents[3]).as_posix() for e in evaluations],  # under the runs folder
         "minutes_this_call": round(seconds / 60, 2),
         "train_minutes": round(sum(json.loads((e.folder / "metrics.json").read_text()).get("train_minutes") or 0
                                    for e in {e.run.name: e for e in evaluations}.values()), 2),

@@ -31,6 +31,7 @@ from harness.backbone import shaping_train_fields
 from harness.errors import BadInput
 from harness.methods import Method
 from harness.sampling import RowNoise, Trajectory
+from harness.train import distributed
 from harness.train.checkpoint import final_checkpoint, load_modules, phase_done
 from harness.train.seeding import Shard
 from harness.train.trainer import COSINE_FLOOR, Trainer
@@ -387,9 +388,13 @@ class LaDiR(Method):
         but the reasoner's, so a stage-2 or sampling ablation trains one VAE and a VAE ablation its own."""
         ctx = self.ctx
         options = {name: value for name, value in vars(self.options).items() if name not in REASONER_OPTIONS}
+        # the VAE draws noise per micro-batch (seeded by its index among processes x accumulation steps)
+        # on the run's device, so those shape it too
+        micro_batches = distributed.world_size() * ctx.config.train.grad_accum_steps
         key = json.dumps({"base": ctx.backbone.directory.name, "task": ctx.config.task,
                           "task_options": ctx.config.task_options, "model": vars(ctx.config.model),
                           "seed": ctx.seed, "train": shaping_train_fields(ctx.config.train),
+                          "micro_batches": micro_batches, "device": ctx.device.type,
                           "options": options, "recipe": VAE_RECIPE}, sort_keys=True, default=str)
         digest = hashlib.sha1(key.encode()).hexdigest()[:10]
         return ctx.runs_root / "_vae" / f"ladir-{ctx.config.task}-seed{ctx.seed}-{digest}"
@@ -398,7 +403,7 @@ class LaDiR(Method):
         return {"vae": (self.shared_vae_directory(), self.options.vae_steps)}
 
     def train_vae(self) -> Path:
-        if done := finished_vae_phase(self, "vae", self.shared_vae_directory()):
+        if done := finished_vae_phase(self, "vae", self.shared_vae_directory(), VAE_RECIPE):
             return done
         ctx, o = self.ctx, self.options
         vae = self._vae(ctx.backbone.base_model(), ctx.backbone.base_model())
@@ -411,8 +416,8 @@ class LaDiR(Method):
         Trainer(phase, vae).fit(loss_fn)
         finish_vae_phase(vae, phase.directory,
                          self.sentence_pairs(ctx.train_problems()[: o.stats_problems]),
-                         self.held_out_pairs())
-        return finished_vae_phase(self, "vae", self.shared_vae_directory())  # and published
+                         self.held_out_pairs(), VAE_RECIPE)
+        return finished_vae_phase(self, "vae", self.shared_vae_directory(), VAE_RECIPE)  # and published
 
     def held_out_pairs(self) -> dict:
         """The VAE report's sentences: those of held-out problems (the val split, else test)."""

@@ -380,20 +380,21 @@ STATS_FILE, REPORT_FILE = "latent_stats.safetensors", "report.json"
 SOURCE_FILE = "trained_by.json"  # in a shared VAE phase: the run that trained it
 
 
-def finished_vae_phase(method, phase: str, shared: Path | None = None) -> Path | None:
+def finished_vae_phase(method, phase: str, shared: Path | None = None, recipe: int | None = None) -> Path | None:
     """The VAE phase's final checkpoint once it is trained and its report written (`finish_vae_phase`),
     else None (a run killed between the two redoes the report).
 
     `shared`: where runs whose VAE is the same (same base, data, settings) keep one finished copy. A
     finished phase is published there; a run that has not started its own adopts it (hard links),
-    so a grid that varies only what comes after the VAE trains it once."""
+    so a grid that varies only what comes after the VAE trains it once. Only a VAE whose report records
+    `recipe` (the code that trained it, `finish_vae_phase`) is published."""
     directory = method.ctx.run_dir / phase
 
     def finished(folder: Path) -> bool:
         return phase_done(folder) and (folder / REPORT_FILE).is_file()
 
     if shared is not None and distributed.is_main_process():
-        if finished(directory):
+        if finished(directory) and json.loads((directory / REPORT_FILE).read_text()).get("recipe") == recipe:
             shared.parent.mkdir(parents=True, exist_ok=True)
             link_phase(directory, shared, {SOURCE_FILE: json.dumps({"run": method.ctx.run_dir.name}) + "\n"})
         elif finished(shared) and not directory.exists() and link_phase(shared, directory):
@@ -404,9 +405,9 @@ def finished_vae_phase(method, phase: str, shared: Path | None = None) -> Path |
 
 
 def finish_vae_phase(vae: SentenceVAE, directory: Path, stats_pairs: Sequence[SentencePair],
-                     held_out: dict[str, Any]) -> None:
+                     held_out: dict[str, Any], recipe: int | None = None) -> None:
     """After the VAE phase: latent statistics of the training texts and the held-out reconstruction
-    exact-match (`held_out`: {"split", "pairs"}) in the phase folder, once."""
+    exact-match (`held_out`: {"split", "pairs"}) in the phase folder, once; `recipe` is recorded."""
     if (directory / REPORT_FILE).is_file():
         return
     if distributed.is_main_process():  # one writer; the other processes of a launch read its files
@@ -414,5 +415,6 @@ def finish_vae_phase(vae: SentenceVAE, directory: Path, stats_pairs: Sequence[Se
         stats = latent_statistics(vae, stats_pairs)
         stats.save(directory / STATS_FILE)
         reconstruction = {"split": held_out["split"], **reconstruction_exact_match(vae, held_out["pairs"])}
-        write_report(directory / REPORT_FILE, {"reconstruction": reconstruction, "latent_stats": stats.to_json()})
+        write_report(directory / REPORT_FILE, {"reconstruction": reconstruction, "latent_stats": stats.to_json(),
+                                               **({"recipe": recipe} if recipe is not None else {})})
     distributed.barrier()

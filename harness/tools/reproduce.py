@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -574,12 +575,12 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
     started = time.time()
     evaluations = run_plan(plans, runs_root, grid.eval)
     out_dir = out_dir or runs_root / f"{table}-{scale_name}"
-    written = write_outputs(table, spec, scale_name, scale, grid, seeds, evaluations, out_dir,
+    written = write_outputs(table, spec, scale_name, scale, grid, evaluations, out_dir,
                             time.time() - started)
     return Reproduced(written[fmt], out_dir, evaluations)
 
 
-def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, grid: Grid, seeds: int,
+def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, grid: Grid,
                   evaluations: list[Evaluation], out_dir: Path, seconds: float) -> dict[str, str]:
     """table.{md,tex,csv} in the paper's layout, cells.csv (every number), reproduce.json (what ran, the
     minutes) and the table's plots; returns the table text per format."""
@@ -616,8 +617,9 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
     # out_dir keeps their provenance (manifest: git revision, checkpoint and problem-set sha256, every
     # setting) without the runs folder
     copies, configs = out_dir / "evaluations", out_dir / "configs"
-    copies.mkdir(exist_ok=True)
-    configs.mkdir(exist_ok=True)
+    for folder in (copies, configs):  # this table's cells only, not an earlier call's
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
     for evaluation in evaluations:
         config = evaluation.folder.parents[2] / "config.yaml"
         if config.is_file():
@@ -629,7 +631,8 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
                 name = f"{evaluation.run.name}.{evaluation.folder.parent.name}.{evaluation.folder.name}.{kind}.json"
                 write_json_atomic(copies / name, json.loads(source.read_text()))
     write_json_atomic(out_dir / "reproduce.json", {
-        "table": table, "scale": scale_name, "seeds": seeds, "paper": spec.paper,
+        "table": table, "scale": scale_name, "seeds": _seeds_text(grid, {e.run.config.method for e in evaluations}),
+        "paper": spec.paper,
         "runs": sorted({e.run.name for e in evaluations}),
         "results": [e.folder.relative_to(e.folder.parents[3]).as_posix() for e in evaluations],  # under the runs folder
         "minutes_this_call": round(seconds / 60, 2),

@@ -148,10 +148,12 @@ def link_phase(source: Path, target: Path, extra: dict[str, str] | None = None) 
         except OSError:  # another filesystem
             shutil.copy2(src, dst)
 
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    # built beside the parent folder, not in it: a crash mid-copy leaves no phase-like folder in a run
+    partial = target.parent.parent / f".partial-{target.parent.name}-{target.name}-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(source, partial, copy_function=link_or_copy, ignore=shutil.ignore_patterns(LOCK_FILE))
     for name, text in (extra or {}).items():
+        (partial / name).unlink(missing_ok=True)  # a hard link: writing through it would change the source
         (partial / name).write_text(text)
     try:
         partial.rename(target)

@@ -147,6 +147,7 @@ class Trainer:
         else:
             self.prepared, self.optimizer = self.accelerator.prepare(module, self.optimizer)
         self.step = 0
+        self.saved_step: int | None = None  # the step of the last checkpoint written or resumed from
         self.elapsed_before = 0.0  # training seconds of earlier processes (resumed runs), from the checkpoint
         self.compute = Compute()  # since step 0, over every process (resumed runs: restored from the checkpoint)
         self._counter = ComputeCounter()
@@ -194,6 +195,7 @@ class Trainer:
             for _, old in checkpoints(self.phase.directory)[: -self.phase.train.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
+        self.saved_step = self.step
         return final
 
     def _optimizer_state(self) -> dict:
@@ -257,7 +259,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
-        self.step = state["step"]
+        self.step = self.saved_step = state["step"]
         self.elapsed_before = state.get("elapsed_s", 0.0)
         # a checkpoint from before compute was recorded resumes without it: the phase's total stays unknown
         self.compute = Compute(**state["compute"]) if "compute" in state else None
@@ -360,14 +362,18 @@ class Trainer:
             self.save_checkpoint()
         if writer is not None:
             writer.close()
+        stopping = stop.requested(self)  # every process asks, so all agree (a signal in the last step too)
         if self.step < phase.steps:  # stopped on request: keep the finished step, then leave
-            if not checkpoints(phase.directory) or checkpoints(phase.directory)[-1][0] != self.step:
+            if self.saved_step != self.step:
                 self.save_checkpoint()
             raise Stopped(f"stopped by {stop.signal_name} at step {self.step}/{phase.steps} of phase "
                           f"{phase.name!r}; checkpoint saved, the same command resumes from it")
         if main:
             write_json_atomic(phase.directory / DONE_MARKER, {"steps": phase.steps, "last": last})
         self.accelerator.wait_for_everyone()
+        if stopping:
+            raise Stopped(f"stopped by {stop.signal_name} after finishing phase {phase.name!r}; the same command "
+                          f"goes on from there")
         return checkpoints(phase.directory)[-1][1]
 
     def _mean_over_micro_batches(self, sums: list[float], micro_batches: int) -> list[float]:

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from harness.jsonl import write_json_atomic
-from harness.train.checkpoint import checkpoints, phase_done
+from harness.train.checkpoint import DONE_MARKER, checkpoints, phase_done
 from tasks import get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ladir-countdown4"))
@@ -60,6 +60,10 @@ def evaluate_step(args, run_dir: Path, phases: list[str], phase: Path, step: int
     for later, folder in checkpoints(copy / phase.name):
         if later > step:
             shutil.rmtree(folder)
+    # finished as far as the copy goes, so a method that loads its last finished phase (LaDiR: stage 2
+    # only once it is done) loads this one; a fresh file, not written through the run's hard link
+    (copy / phase.name / DONE_MARKER).unlink(missing_ok=True)
+    write_json_atomic(copy / phase.name / DONE_MARKER, {"steps": step})
     try:
         command = ["ladir-bench", "eval", "--run", copy_name, "--runs-dir", str(args.runs_dir), "--k", str(args.k),
                    "--limit", str(args.limit), "--split", args.split, "--json",
@@ -91,16 +95,18 @@ def main() -> None:
     parser.add_argument("--knob", action="append", default=[])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--phases", help="comma-separated phases whose checkpoints form the curve, in training "
-                                          "order (LaDiR: stage1,stage2); default: the run's newest phase")
+                                          "order, through the run's last (LaDiR: stage1,stage2: a phase after "
+                                          "the last listed would be loaded); default: the run's newest phase")
     parser.add_argument("--follow", action="store_true", help="wait for new checkpoints until the phases are done")
     args = parser.parse_args()
     run_dir = args.runs_dir / args.run
     saved = json.loads(args.out.read_text()) if args.out.is_file() else {}
     rows = [{"phase": saved.get("phase"), **row} for row in saved.get("rows", [])]
-    phases = args.phases.split(",") if args.phases else None
+    listed = args.phases.split(",") if args.phases else None
     while True:
-        if phases is None and (newest := last_phase(run_dir)) is not None:
-            phases = [newest.name]
+        # without --phases, the newest phase, re-read each round: --follow moves on as training does
+        newest = last_phase(run_dir) if listed is None else None
+        phases = listed or ([newest.name] if newest is not None else None)
         if phases is None:  # the base is still training
             if not args.follow:
                 break
@@ -112,7 +118,7 @@ def main() -> None:
                 for step, _ in checkpoints(run_dir / name) if (name, step) not in seen]
         for name, step in todo:
             rows.append(evaluate_step(args, run_dir, phases, run_dir / name, step))
-            rows.sort(key=lambda row: (phases.index(row["phase"]), row["step"]))
+            rows.sort(key=lambda row: (phases.index(row["phase"]) if row["phase"] in phases else -1, row["step"]))
             write_json_atomic(args.out, {"run": args.run, "phase": phases[-1], "phases": phases, "k": args.k,
                                          "limit": args.limit, "split": args.split, "knobs": args.knob,
                                          "rows": rows})

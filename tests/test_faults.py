@@ -158,6 +158,41 @@ def test_train_stopped_by_a_signal_saves_its_step_and_resumes_to_the_same_weight
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
+@pytest.mark.parametrize("signalled_at", [2, 4])
+def test_a_stop_signal_in_a_phase_stops_after_its_step_even_the_last(tmp_path, signalled_at):
+    """SIGTERM during step 2 of 4: a checkpoint of step 2, no DONE, Stopped. During the last step: the
+    phase finishes (DONE) and then stops, rather than the signal being lost before the next phase."""
+    from accelerate.state import AcceleratorState
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from harness.config import TrainConfig
+    from harness.errors import Stopped
+    from harness.train.checkpoint import checkpoints, phase_done
+    from harness.train.trainer import Phase, Trainer
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, max_position_embeddings=32))
+    tokens = torch.randint(0, 40, (4, 12), generator=torch.Generator().manual_seed(1))
+    train = TrainConfig(steps=4, batch_size=4, warmup_steps=1, checkpoint_every=100, log_every=1)
+
+    def loss_fn(step: int, shard):
+        if step + 1 == signalled_at:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives during the step, as a scheduler's would
+        return model(input_ids=tokens, labels=tokens).loss, {}
+
+    directory, handler = tmp_path / "lm", signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(Stopped, match="stopped by SIGTERM"):
+            Trainer(Phase("lm", directory, steps=4, lr=1e-2, seed=0, train=train), model).fit(loss_fn)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert [step for step, _ in checkpoints(directory)] == [signalled_at]
+    assert phase_done(directory) == (signalled_at == 4)
+    assert signal.getsignal(signal.SIGTERM) == handler  # the loop's handler is gone with it
+
+
 @pytest.mark.slow
 def test_ablate_sigkilled_twice_resumes_to_the_uninterrupted_grid(tmp_path):
     from tests.conftest import MICRO_SETTINGS

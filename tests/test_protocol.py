@@ -101,6 +101,10 @@ def test_eval_writes_results_and_resumes_without_duplicates(runs_dir, ar_sft_mic
     assert manifest["checkpoint"]["step"] == 8 and len(manifest["checkpoint"]["sha256"]) == 64
     assert manifest["git_revision"] is None or len(manifest["git_revision"]) == 40
     assert metrics["checkpoint"] == manifest["checkpoint"] and metrics["train_minutes"] >= 0
+    (sitting,) = manifest["sampled_by"]  # the code that drew the samples, kept when a re-run only re-scores
+    assert sitting["problems"] == 4 and sitting["git_revision"] == manifest["git_revision"]
+    run_cli(["eval", "--run", "ev", "--k", "3", "--limit", "4"], runs_dir)
+    assert json.loads((out_dir / "manifest.json").read_text())["sampled_by"] == [sitting]
 
     # Simulate an interruption: the last problem only half written. The re-run drops and redoes it.
     lines = samples_path.read_text().splitlines()
@@ -108,6 +112,7 @@ def test_eval_writes_results_and_resumes_without_duplicates(runs_dir, ar_sft_mic
     again = json.loads(run_cli(["eval", "--run", "ev", "--k", "3", "--limit", "6", "--json"], runs_dir).stdout)
     rows_after = [json.loads(line) for line in samples_path.read_text().splitlines()]
     assert again["n_samples"] == 18 and len(rows_after) == 18
+    assert [s["problems"] for s in json.loads((out_dir / "manifest.json").read_text())["sampled_by"]] == [4, 3]
     assert len({(r["task_id"], i % 3) for i, r in enumerate(rows_after)}) == 18
     assert rows_after[:9] == rows[:9], "finished problems are kept as they were"
     # Same seed, same samples: a fresh evaluation elsewhere reproduces the completions.

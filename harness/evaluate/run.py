@@ -20,6 +20,7 @@ from harness.context import RunContext
 from harness.errors import BadInput
 from harness.evaluate.provenance import (
     evaluated_checkpoint,
+    git_revision,
     manifest,
     problems_sha256,
     training_minutes,
@@ -54,6 +55,16 @@ def results_dir(ctx: RunContext, task: Task, split: str, k: int, knobs: dict[str
     return ctx.run_dir / "results" / folder / "_".join(parts)
 
 
+SAMPLED_BY = "sampled_by.jsonl"  # one line per sitting that drew samples: its git revision, how many problems
+
+
+def sampled_by(out_dir: Path) -> list[dict[str, Any]]:
+    """The sittings that drew this folder's samples (the manifest's own revision is the code that last
+    scored them, which a re-run of a finished evaluation updates)."""
+    path = out_dir / SAMPLED_BY
+    return read_append_log(path)[0] if path.is_file() else []
+
+
 def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx: RunContext, task: Task,
                     problems: list[Problem], k: int, resolved: dict[str, Any], seed: int,
                     samples_path: Path, start: Callable[[], None] | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -79,8 +90,12 @@ def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx:
     todo = [p for p in problems if p["task_id"] not in done]
     if done:
         console.print(f"resuming: {len(done)} problems already sampled, {len(todo)} to go")
-    if todo and start is not None:
-        start()
+    if todo:  # which code draws these samples: a resumed or re-scored evaluation keeps each sitting's
+        with (samples_path.parent / SAMPLED_BY).open("a", encoding="utf-8") as log:
+            log.write(json.dumps({**git_revision(), "problems": len(todo),
+                                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+        if start is not None:
+            start()
 
     # Problems go to the method in groups that fill about one sampling batch (the method fills its
     # batches across the group's problems); sample i of a problem still depends only on (seed, task_id,
@@ -191,5 +206,6 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
                                                                      "checkpoint": evaluated,
                                                                      "engine": engine_record(engine),
                                                                      "problems_sha256": problems_sha256(problems),
-                                                                     "checker": task.checker_settings()}))
+                                                                     "checker": task.checker_settings(),
+                                                                     "sampled_by": sampled_by(out_dir)}))
     return metrics, out_dir

@@ -165,7 +165,7 @@ def resolve_grid(table: str, spec: TableSpec, scale_name: str, scale: Scale, see
         parts = _filtered(parts, key, wanted, table)
     seeded = []
     for part in parts:
-        more = [m for m in part.get("method", []) if (method_seeds or {}).get(m, 0) > seeds and "seed" not in part]
+        more = [] if "seed" in part else [m for m in part.get("method", []) if (method_seeds or {}).get(m, 0) > seeds]
         if more:
             rest = [m for m in part["method"] if m not in more]
             seeded += [{**part, "method": rest}] if rest else []
@@ -281,7 +281,9 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
             if folder in trained:
                 adopted.append((phase, steps))
             trained.add(folder)
-        own_done, done = done, done + sum(steps for _, steps in adopted)
+        own_done = done
+        adopted_steps = sum(steps for _, steps in adopted)
+        done += adopted_steps
         shape = _shape(plan.config.to_dict())
         evals_done = sum(_evaluation_done(plan, e, runs_root, grid.eval.k, grid.eval.split, grid.eval.limit)
                          for e in plan.evals)
@@ -290,7 +292,7 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
         done_runs += done == planned
         note = "".join(f", {phase} shared" for phase, _ in adopted)
         state = ("done" if done == planned else f"step {done}/{planned}{note}" if own_done
-                 else f"new ({planned - done + own_done} steps{note})")
+                 else f"new ({planned - adopted_steps} steps{note})")
         rows.append([plan.name, plan.config.method, plan.config.task, plan.config.seed, state,
                      f"{evals_done}/{len(plan.evals)}"])
         left_steps[shape] = left_steps.get(shape, 0) + planned - done
@@ -589,7 +591,8 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
 
     header, rows, records = paper_table(spec, spec.layout, spec.layout.metrics, evaluations, grid.eval.k)
     title = f"{spec.title} — ladir-bench reproduce {table} --scale {scale_name}"
-    notes = table_notes(spec, scale_name, scale, grid, {e.run.config.method for e in evaluations})
+    methods = {e.run.config.method for e in evaluations}
+    notes = table_notes(spec, scale_name, scale, grid, methods)
     extra = ""
     if spec.layout.diagnostics:
         d_header, d_rows, d_records = paper_table(spec, spec.layout, spec.layout.diagnostics, evaluations,
@@ -631,7 +634,7 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
                 name = f"{evaluation.run.name}.{evaluation.folder.parent.name}.{evaluation.folder.name}.{kind}.json"
                 write_json_atomic(copies / name, json.loads(source.read_text()))
     write_json_atomic(out_dir / "reproduce.json", {
-        "table": table, "scale": scale_name, "seeds": _seeds_text(grid, {e.run.config.method for e in evaluations}),
+        "table": table, "scale": scale_name, "seeds": _seeds_text(grid, methods),
         "paper": spec.paper,
         "runs": sorted({e.run.name for e in evaluations}),
         "results": [e.folder.relative_to(e.folder.parents[3]).as_posix() for e in evaluations],  # under the runs folder

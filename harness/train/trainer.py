@@ -428,9 +428,7 @@ class StopRequests:
         self.signal_name: str | None = None
 
     def requested(self, trainer: Trainer) -> bool:
-        flag = [1.0 if self.signal_name else 0.0]
-        if trainer.accelerator.num_processes > 1:  # every process stops after the same step
-            flag = trainer._summed_over_processes(flag)
+        flag = trainer._summed_over_processes([1.0 if self.signal_name else 0.0])  # all stop after one step
         if flag[0] and not self.signal_name:
             self.signal_name = "a signal to another process"
         return bool(flag[0])

@@ -122,6 +122,92 @@ def pad_ids(rows: Sequence[Sequence[int]], pad: int, left: bool, device) -> tupl
     return ids.to(device), valid.to(device)
 
 
+class SharedContextPack:
+    """Rows whose contexts extend one another (a problem's reasoning sentences, each read after the
+    question and the sentences before it) packed so that each shared context token is read once.
+
+    Input row i is `context_i` then `private_i` tokens (what is read after the context: a sentence
+    and latent queries, latents and a sentence). Consecutive rows join one packed row while each
+    context extends the one before it: the packed row holds the longest context once, each row's
+    private tokens placed right after the part of the context they follow. A 4-D attention mask lets
+    a private token see its own context and the private tokens before it in its own row, and
+    nothing else; position ids are those each token has in its own row. Attention depends on the
+    tokens it sees and their relative positions alone, so every row computes what it would alone,
+    with about half the tokens for Countdown's three sentences. A packed row stops growing at
+    `max_growth` times the longest input row, so attention's quadratic cost stays bounded. Padding
+    queries see column 0 only and are seen by nothing, so a padded position never sees itself: the
+    diagonal of the mask marks the real tokens (what `harness.compute` counts).
+    """
+
+    def __init__(self, contexts: Sequence[Sequence[int]], private_lengths: Sequence[int], pad: int,
+                 device: torch.device | str, max_growth: float = 2.0):
+        limit = max_growth * max((len(c) + n for c, n in zip(contexts, private_lengths, strict=True)), default=1)
+        # per packed row, per column: (token id, position in its own row, owner row or -1 for context, branch)
+        packed: list[list[tuple[int, int, int, int]]] = []
+        self.private_at: list[tuple[int, int]] = []  # each input row's (packed row, first private column)
+        chain: list[int] = []  # the context read so far in the last packed row
+        for i, (context, n) in enumerate(zip(contexts, private_lengths, strict=True)):
+            context = list(context)
+            grown = (len(packed[-1]) + len(context) - len(chain) + n) if packed else None
+            if not (packed and context[: len(chain)] == chain and grown <= limit):
+                packed.append([])
+                chain = []
+            row = packed[-1]
+            row += [(context[c], c, -1, 0) for c in range(len(chain), len(context))]  # what it adds to the chain
+            chain = context
+            self.private_at.append((len(packed) - 1, len(row)))
+            row += [(pad, len(context) + j, i, len(context)) for j in range(n)]
+        width = max((len(r) for r in packed), default=1)
+        padded = [r + [(pad, 0, -2, 0)] * (width - len(r)) for r in packed]
+        table = torch.tensor(padded, dtype=torch.long, device=device).reshape(len(packed), width, 4)
+        self.ids, position, owner, branch = table.unbind(-1)
+        real = owner > -2
+        self.is_context, self.positions = owner == -1, position
+        is_private = owner >= 0
+        cols = torch.arange(width, device=device)
+        # query a (dim 1) sees key b (dim 2)
+        context_key = self.is_context[:, None, :]
+        sees = context_key & self.is_context[:, :, None] & (position[:, None, :] <= position[:, :, None])
+        sees |= context_key & is_private[:, :, None] & (position[:, None, :] < branch[:, :, None])
+        sees |= (is_private[:, None, :] & is_private[:, :, None] & (owner[:, None, :] == owner[:, :, None])
+                 & (cols[None, None, :] <= cols[None, :, None]))
+        sees[:, :, 0] |= ~real  # a padding query sees column 0 alone (a row of nothing gives NaN)
+        self.mask = sees[:, None]  # (R, 1, W, W)
+
+    def columns(self, lengths: Sequence[int], start: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(packed rows, columns), each (sum of lengths,): where `lengths[i]` private tokens of input row
+        i sit, from its private token `start[i]` (default 0) on, rows in input order."""
+        start = start or [0] * len(lengths)
+        rows, cols = [], []
+        for (row, first), offset, n in zip(self.private_at, start, lengths, strict=True):
+            rows += [row] * n
+            cols += range(first + offset, first + offset + n)
+        device = self.ids.device
+        return torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device)
+
+    def embeddings(self, embed: torch.nn.Module, private: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Input embeddings (R, W, H): the context tokens' from `embed`, input row i's private tokens
+        from `private[i]` (n_i, H)."""
+        embeds = embed(self.ids)
+        if private:
+            rows, cols = self.columns([len(p) for p in private])
+            embeds = embeds.index_put((rows, cols), torch.cat(list(private)).to(embeds.dtype))
+        return embeds
+
+    def run(self, model, private: Sequence[torch.Tensor], **kwargs):
+        """`model` (a causal LM or its backbone) over the packed rows."""
+        embeds = self.embeddings(model.get_input_embeddings(), private)
+        attention = model.config._attn_implementation
+        if attention == "sdpa":  # a boolean mask: True takes part
+            mask = self.mask
+        elif attention == "eager":  # added to the scores
+            mask = torch.zeros(self.mask.shape, dtype=embeds.dtype, device=embeds.device)
+            mask = mask.masked_fill(~self.mask, torch.finfo(embeds.dtype).min)
+        else:
+            raise ValueError(f"packed rows need the sdpa or eager attention, not {attention!r}")
+        return model(inputs_embeds=embeds, attention_mask=mask, position_ids=self.positions, **kwargs)
+
+
 def stop_ids(tokenizer, generation_config) -> list[int]:
     """The tokenizer's end of sequence and the model's own end-of-turn tokens (chat models), from its
     generation config (a loaded model's, or read from its folder where no model is loaded: vLLM)."""

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from harness.lm import IGNORE, CachedSequence, pad_ids, write_tokens
+from harness.lm import CachedSequence, SharedContextPack, pad_ids, write_tokens
 from harness.progress import console
 from harness.train import distributed
 from harness.train.checkpoint import link_phase, phase_done
@@ -107,32 +107,28 @@ class SentenceVAE(nn.Module):
         return self.tokenizer.encode(sentence, add_special_tokens=False)[: self.max_sentence_tokens]
 
     def encode(self, pairs: Sequence[SentencePair], corrupt: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar), each (N, L_b, d_z): `<s> question sentence q_1..q_Lb` -> last hidden at q_i -> Linear."""
+        """(mu, logvar), each (N, L_b, d_z): `<s> question sentence q_1..q_Lb` -> last hidden at q_i -> Linear.
+        A problem's sentences, whose contexts extend one another, are read in one packed row
+        (`SharedContextPack`): the question once, not once per sentence."""
         tok = self.tokenizer
-        rows = []
+        contexts, sentences = [], []
         for question, sentence in pairs:
-            context = [tok.bos_token_id, *tok.encode(question, add_special_tokens=False)]
+            contexts.append([tok.bos_token_id, *tok.encode(question, add_special_tokens=False)])
             sentence_ids = torch.tensor(self._sentence_ids(sentence), dtype=torch.long)
             if corrupt and self.token_replace_prob > 0 and len(sentence_ids):
                 # input tokens replaced at random (prob p) by random vocabulary tokens
                 replace = torch.rand(len(sentence_ids)) < self.token_replace_prob
                 random_ids = self.replacement_ids.cpu()[torch.randint(len(self.replacement_ids), (len(sentence_ids),))]
                 sentence_ids = torch.where(replace, random_ids, sentence_ids)
-            rows.append(context + sentence_ids.tolist())
-        lengths = torch.tensor([len(r) for r in rows], device=self.device)
-        width = int(lengths.max()) + self.latent_tokens
-        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-        ids = ids.to(self.device)
-        embeds = self.encoder.get_input_embeddings()(ids)
-        query_cols = lengths[:, None] + torch.arange(self.latent_tokens, device=self.device)  # right after each row
-        row_index = torch.arange(len(rows), device=self.device)[:, None].expand_as(query_cols)
-        queries = self.latent_queries.expand(len(rows), -1, -1).to(embeds.dtype)
-        embeds = embeds.index_put((row_index, query_cols), queries)
-        attention = (torch.arange(width, device=self.device)[None] < (lengths + self.latent_tokens)[:, None]).long()
-        hidden = self.encoder.base_model(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
-        at_queries = hidden[row_index, query_cols]  # (N, L_b, H)
+            sentences.append(sentence_ids.to(self.device))
+        pack = SharedContextPack(contexts, [len(s) + self.latent_tokens for s in sentences], tok.pad_token_id,
+                                 self.device)
+        embed = self.encoder.get_input_embeddings()
+        queries = self.latent_queries.to(embed.weight.dtype)
+        private = [torch.cat([embed(s), queries]) for s in sentences]
+        hidden = pack.run(self.encoder.base_model, private).last_hidden_state
+        at = pack.columns([self.latent_tokens] * len(pairs), start=[len(s) for s in sentences])
+        at_queries = hidden[at].reshape(len(pairs), self.latent_tokens, -1)  # (N, L_b, H)
         return self.to_mu(at_queries), self.to_logvar(at_queries)
 
     # ------------------------------------------------------------------------------- decoder
@@ -146,35 +142,27 @@ class SentenceVAE(nn.Module):
         """z (N, L_b, d_z) projected to the decoder's input embeddings (N, L_b, H)."""
         return self.to_prefix(z).to(self.decoder.get_input_embeddings().weight.dtype)
 
-    def _prefix(self, z: torch.Tensor, contexts: Sequence[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decoder's conditioning prefix and its attention mask: `<s>` then the projected latents,
-        (N, 1 + L_b, H); with `decoder_context`, `<s> context` left-padded, then the latents."""
-        self._check_contexts(contexts, z.size(0))
-        rows = [self.context_ids(c) for c in contexts] if self.decoder_context else [self.context_ids("")] * z.size(0)
-        ids, valid = pad_ids(rows, self.tokenizer.pad_token_id, left=True, device=z.device)
-        prefix = torch.cat([self.decoder.get_input_embeddings()(ids), self.latent_embeddings(z)], dim=1)
-        mask = torch.cat([valid, torch.ones(z.size(0), z.size(1), dtype=torch.bool, device=z.device)], dim=1)
-        return prefix, mask.long()
-
     def _check_contexts(self, contexts: Sequence[str] | None, rows: int) -> None:
         if self.decoder_context and (contexts is None or len(contexts) != rows):
             raise ValueError("a context-conditioned VAE decoder needs one context text per latent")
 
     def reconstruction_loss(self, z: torch.Tensor, sentences: Sequence[str],
                             contexts: Sequence[str] | None = None) -> torch.Tensor:
-        """Mean token CE of the decoder writing each sentence and `</s>` after its latent prefix."""
+        """Mean token CE of the decoder writing each sentence and `</s>` after its latent prefix (the
+        rows of one problem packed as in `encode`)."""
+        self._check_contexts(contexts, z.size(0))
         tok = self.tokenizer
-        targets = [[*self._sentence_ids(s), tok.eos_token_id] for s in sentences]
-        ids, written = pad_ids(targets, tok.pad_token_id, left=False, device=z.device)
-        labels = ids.masked_fill(~written, IGNORE)
-        prefix, prefix_mask = self._prefix(z, contexts)
-        embeds = torch.cat([prefix, self.decoder.get_input_embeddings()(ids)], dim=1)
-        attention = torch.cat([prefix_mask, written.long()], dim=1)
-        logits = self.decoder(inputs_embeds=embeds, attention_mask=attention).logits
-        # position prefix_len - 1 + i predicts target token i
-        predicting = logits[:, prefix.size(1) - 1 : -1]
-        return F.cross_entropy(predicting.reshape(-1, predicting.size(-1)).float(), labels.reshape(-1),
-                               ignore_index=IGNORE)
+        targets = [torch.tensor([*self._sentence_ids(s), tok.eos_token_id], device=z.device) for s in sentences]
+        context_rows = [self.context_ids(c) for c in (contexts if self.decoder_context else [""] * len(targets))]
+        pack = SharedContextPack(context_rows, [self.latent_tokens + len(t) for t in targets], tok.pad_token_id,
+                                 z.device)
+        embed = self.decoder.get_input_embeddings()
+        private = [torch.cat([latents, embed(t)])
+                   for latents, t in zip(self.latent_embeddings(z), targets, strict=True)]
+        logits = pack.run(self.decoder, private).logits
+        # the last latent predicts the sentence's first token, each written token the next
+        predicting = logits[pack.columns([len(t) for t in targets], start=[self.latent_tokens - 1] * len(targets))]
+        return F.cross_entropy(predicting.float(), torch.cat(targets))
 
     def loss(self, pairs: Sequence[SentencePair]) -> tuple[torch.Tensor, dict[str, float]]:
         """L_beta-VAE = E_q[-log p(x|z)] + beta KL(q(z|x) || N(0, I)), with the paper's two regularisers."""

@@ -48,7 +48,7 @@ def vae() -> SentenceVAE:
 def from_scratch(vae: SentenceVAE, z: torch.Tensor, context: str) -> str:
     """Greedy decoding of one latent block after `<s> context`, the whole sequence re-run at every token."""
     embed = vae.decoder.get_input_embeddings()
-    prefix, _ = vae._prefix(z[None], [context])
+    prefix = torch.cat([embed(torch.tensor([vae.context_ids(context)])), vae.latent_embeddings(z[None])], dim=1)
     written = []
     for _ in range(MAX_TOKENS):
         token = int(vae.decoder(inputs_embeds=prefix).logits[0, -1].argmax())

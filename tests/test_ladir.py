@@ -470,3 +470,25 @@ def test_a_run_saved_before_decoder_context_existed_keeps_the_decoder_it_was_tra
     del saved["method_options"]["decoder_context"]  # as code older than the option wrote it
     path.write_text(yaml.safe_dump(saved))
     assert read_saved_config(path).method_options["decoder_context"] == "none"  # how it was trained
+
+
+@pytest.mark.parametrize("steps, tabulated", [(6, False), (100, True)])
+def test_a_run_that_draws_its_problems_twice_encodes_each_oracle_block_once(tmp_path, steps, tabulated):
+    overrides = [*MICRO_SETTINGS, "method=ladir", "task=countdown3", f"train.steps={steps}",
+                 "method_options={latent_tokens: 2, latent_dim: 4}"]
+    ctx = RunContext(load_config("tiny", None, [parse_override(o) for o in overrides]), tmp_path / "r", tmp_path)
+    method = get_method_class("ladir")(ctx)
+    method.load_untrained()
+    table = method.tabulate_oracle_blocks()  # 100 steps x 8 problems >= twice the 400 training problems
+    assert (table is not None) == tabulated
+    if not tabulated:
+        return
+    problems = ctx.train_problems()
+    assert set(table) == {p["task_id"] for p in problems}
+    assert all(torch.equal(table[k], again) for k, again in method.tabulate_oracle_blocks().items())  # resumable
+    batch = ctx.batch("stage1", 3)
+    fresh = method.oracle_batch(batch).blocks
+    method.oracle_table = table
+    tabled = method.oracle_batch(batch).blocks
+    assert [z.shape for z in tabled] == [z.shape for z in fresh]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(tabled, fresh, strict=True))

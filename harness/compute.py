@@ -149,11 +149,10 @@ class ComputeCounter:
             if mask.dim() == 2:  # (rows, keys): the last `length` columns mark this call's real tokens
                 self._pending.append(mask[:, -length:].bool().sum())
                 real = 0
-            elif mask.dim() == 4 and mask.shape[-2] == mask.shape[-1] == length:
-                # a packed (rows, 1, queries, keys) mask (`harness.lm.SharedContextPack`), boolean or
-                # added to the scores: real tokens see themselves
-                diagonal = mask[:, 0].diagonal(dim1=-2, dim2=-1)
-                self._pending.append((diagonal if mask.dtype == torch.bool else diagonal == 0).sum())
+            elif mask.dim() == 4 and mask.dtype == torch.bool and mask.shape[-2] == mask.shape[-1] == length:
+                # a packed (rows, 1, queries, keys) mask (`harness.lm.SharedContextPack`): real tokens see
+                # themselves (the additive masks of other callers count every position, padding too)
+                self._pending.append(mask[:, 0].diagonal(dim1=-2, dim2=-1).sum())
                 real = 0
         else:
             cache = kwargs.get("past_key_values")

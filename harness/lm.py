@@ -148,6 +148,9 @@ class SharedContextPack:
         chain: list[int] = []  # the context read so far in the last packed row
         for i, (context, n) in enumerate(zip(contexts, private_lengths, strict=True)):
             context = list(context)
+            if not context and not n:  # nothing to read: no columns, and no packed row of padding alone
+                self.private_at.append((max(0, len(packed) - 1), 0))
+                continue
             grown = (len(packed[-1]) + len(context) - len(chain) + n) if packed else None
             if not (packed and context[: len(chain)] == chain and grown <= limit):
                 packed.append([])

@@ -302,6 +302,7 @@ class LaDiR(Method):
     SampleKnobs = LaDiRSampleKnobs
     stages = ("vae", "stage1", "stage2")
     oracle_table: dict[str, torch.Tensor] | None = None  # task_id -> its oracle blocks, while training
+    TABLE_MIN_EPOCHS: ClassVar[float] = 2.0  # tabulate the oracle blocks when training draws each problem this often
 
     # ------------------------------------------------------------------------------- building blocks
     @property
@@ -350,8 +351,9 @@ class LaDiR(Method):
     def oracle_blocks(self, problems: list[Problem]) -> list[torch.Tensor]:
         """Each problem's oracle blocks (its sentences, L_b, d_z): each reasoning sentence -> normalised
         VAE mean mu (or a draw from the posterior, `oracle_latents: sample`)."""
-        if self.oracle_table is not None:
-            return [self.oracle_table[p["task_id"]] for p in problems]
+        table = self.oracle_table
+        if table is not None and all(p["task_id"] in table for p in problems):
+            return [table[p["task_id"]] for p in problems]
         pairs = [self.sentence_pairs([problem]) for problem in problems]
         sample = self.options.oracle_latents == "sample"
         z0 = self.stats.normalize(encode_means(self.vae, [pair for each in pairs for pair in each], sample=sample))
@@ -363,7 +365,8 @@ class LaDiR(Method):
         (the same table after a resume: the runs stay bitwise resumable). It saves the VAE encoder's
         forward pass, about a quarter of a stage-1 step at the reference scale."""
         train, problems = self.ctx.config.train, self.ctx.train_problems()
-        if self.options.oracle_latents == "sample" or train.steps * train.batch_size < 2 * len(problems):
+        epochs = train.steps * train.batch_size / len(problems)
+        if self.options.oracle_latents == "sample" or epochs < self.TABLE_MIN_EPOCHS:
             return None
         with torch.no_grad():
             blocks = self.oracle_blocks(problems)
@@ -392,12 +395,13 @@ class LaDiR(Method):
         if stage == "vae":
             return final
         self.vae, self.stats = self._trained_vae()
-        if not self.finished("stage2"):
+        if not self.finished("stage1") or (stage != "stage1" and not self.finished("stage2")):
             self.oracle_table = self.tabulate_oracle_blocks()
-        final = self.train_stage1()
-        if stage == "stage1":
-            return final
-        return self.train_stage2()
+        try:
+            final = self.train_stage1()
+            return final if stage == "stage1" else self.train_stage2()
+        finally:
+            self.oracle_table = None  # the training problems' blocks under this VAE: not for later callers
 
     def shared_vae_directory(self) -> Path:
         """Where the runs whose VAE is the same keep one finished copy (`finished_vae_phase`): keyed by

@@ -17,7 +17,7 @@ from harness.context import RunContext
 from harness.lm import encode_pairs, next_token_loss
 from harness.methods import get_method_class
 from harness.train.checkpoint import checkpoints
-from ladir.method import SentenceReencoder, rollout_answer_loss
+from ladir.method import LaDiR, SentenceReencoder, rollout_answer_loss
 from ladir.pipeline import decode_answer, generate_blocks, start_sequence
 from ladir.reasoner import (
     BlockDiffusionReasoner,
@@ -388,8 +388,13 @@ def test_reencode_commits_the_vae_code_of_each_decoded_sentence(tmp_path, decode
 
 
 # ---------------------------------------------------------------------------------- end to end
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
-def test_tiny_train_resume_and_sample(tmp_path, device, micro_base):
+@pytest.mark.parametrize("device, tabulated", [("cpu", False), ("cpu", True), pytest.param("cuda", False, marks=CUDA)])
+def test_tiny_train_resume_and_sample(tmp_path, device, tabulated, micro_base, monkeypatch):
+    # tabulated: stages 1 and 2 read the oracle blocks from `tabulate_oracle_blocks`' table, whatever the budget
+    tables = []
+    monkeypatch.setattr(LaDiR, "TABLE_MIN_EPOCHS", 0.0 if tabulated else float("inf"))
+    tabulate = LaDiR.tabulate_oracle_blocks
+    monkeypatch.setattr(LaDiR, "tabulate_oracle_blocks", lambda self: tables.append(tabulate(self)) or tables[-1])
     overrides = [*MICRO_SETTINGS, "method=ladir", "task=countdown3", f"device={device}", "train.steps=6",
                  "train.checkpoint_every=2", "method_options={latent_tokens: 2, latent_dim: 4, vae_steps: 4, "
                  "stage2_steps: 4, stage2_euler_steps: 2, stats_problems: 20, report_problems: 4}"]
@@ -398,6 +403,7 @@ def test_tiny_train_resume_and_sample(tmp_path, device, micro_base):
     ctx = RunContext(config, tmp_path / "runs" / "r", tmp_path / "runs")
     method = get_method_class("ladir")(ctx)
     method.train()
+    assert [table is not None for table in tables] == [tabulated] and method.oracle_table is None
     run_dir = ctx.run_dir
     report = json.loads((run_dir / "vae" / "report.json").read_text())
     assert 0 <= report["reconstruction"]["exact_match"] <= 1 and report["reconstruction"]["n_sentences"] > 0
@@ -412,6 +418,7 @@ def test_tiny_train_resume_and_sample(tmp_path, device, micro_base):
         if step > 2:
             shutil.rmtree(path)
     get_method_class("ladir")(ctx).train()
+    assert len(tables) == 2, "stage 2 resumed: the table is built again, the same"
     resumed = _weights(checkpoints(stage2)[-1][1])
     assert all(torch.equal(final[k], resumed[k]) for k in final)
 

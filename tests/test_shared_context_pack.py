@@ -91,10 +91,13 @@ def test_eager_attention_gets_the_same_mask_as_added_scores_and_others_are_refus
         pack.run(eager, privates)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_the_compute_counter_counts_a_packs_real_tokens_not_its_padding(attention):
+def test_a_row_with_nothing_to_read_takes_no_columns():
+    pack = SharedContextPack([[1, 2], [], [3]], [2, 0, 1], PAD, "cpu")
+    assert len(pack.ids) == 2 and pack.columns([2, 0, 1])[1].tolist() == [2, 3, 1]
+
+
+def test_the_compute_counter_counts_a_packs_real_tokens_not_its_padding():
     model = llama()
-    model.config._attn_implementation = attention
     contexts, privates = two_problems()
     pack = SharedContextPack(contexts, [len(p) for p in privates], PAD, "cpu")
     counter = ComputeCounter()

@@ -134,13 +134,14 @@ class SharedContextPack:
     nothing else; position ids are those each token has in its own row. Attention depends on the
     tokens it sees and their relative positions alone, so every row computes what it would alone,
     with about half the tokens for Countdown's three sentences. A packed row stops growing at
-    `max_growth` times the longest input row, so attention's quadratic cost stays bounded. Padding
+    `max_growth` times the longest input row, so attention's quadratic cost stays bounded, and a row
+    joins only when it shares at least `min_shared` tokens (a lone `<s>` is not worth a wider row). Padding
     queries see column 0 only and are seen by nothing, so a padded position never sees itself: the
     diagonal of the mask marks the real tokens (what `harness.compute` counts).
     """
 
     def __init__(self, contexts: Sequence[Sequence[int]], private_lengths: Sequence[int], pad: int,
-                 device: torch.device | str, max_growth: float = 2.0):
+                 device: torch.device | str, max_growth: float = 2.0, min_shared: int = 2):
         limit = max_growth * max((len(c) + n for c, n in zip(contexts, private_lengths, strict=True)), default=1)
         # per packed row, per column: (token id, position in its own row, owner row or -1 for context, branch)
         packed: list[list[tuple[int, int, int, int]]] = []
@@ -152,7 +153,7 @@ class SharedContextPack:
                 self.private_at.append((max(0, len(packed) - 1), 0))
                 continue
             grown = (len(packed[-1]) + len(context) - len(chain) + n) if packed else None
-            if not (packed and context[: len(chain)] == chain and grown <= limit):
+            if not (packed and len(chain) >= min_shared and context[: len(chain)] == chain and grown <= limit):
                 packed.append([])
                 chain = []
             row = packed[-1]

@@ -91,6 +91,12 @@ def test_eager_attention_gets_the_same_mask_as_added_scores_and_others_are_refus
         pack.run(eager, privates)
 
 
+def test_rows_that_share_only_one_token_are_not_packed():
+    contexts, privates = [[1], [1], [1, 2, 3], [1, 2, 3, 4]], [4, 4, 2, 2]
+    pack = SharedContextPack(contexts, privates, PAD, "cpu")
+    assert len(pack.ids) == 3 and pack.columns(privates)[0].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+
+
 def test_a_row_with_nothing_to_read_takes_no_columns():
     pack = SharedContextPack([[1, 2], [], [3]], [2, 0, 1], PAD, "cpu")
     assert len(pack.ids) == 2 and pack.columns([2, 0, 1])[1].tolist() == [2, 3, 1]

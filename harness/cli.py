@@ -373,6 +373,47 @@ def probe_command(
     out.print(table)
 
 
+@app.command("curve")
+def curve_command(
+    run: Annotated[str, typer.Option(help="a run, trained or training (its checkpoints so far)")],
+    phases: Annotated[Optional[str], typer.Option(help="comma-separated phases whose checkpoints form the curve, in "
+                                                       "training order (LaDiR: stage1,stage2); default: the newest")] = None,
+    k: Annotated[int, typer.Option("--k", help="samples per problem")] = 10,
+    limit: Annotated[int, typer.Option(help="first N problems")] = 100,
+    split: Annotated[str, typer.Option(help="split (val: choosing a budget never looks at the test problems)")] = "val",
+    knob: Annotated[Optional[list[str]], typer.Option("--knob", help="method sampling knob, e.g. steps=10")] = None,
+    curve_file: Annotated[Optional[Path], typer.Option("--out", help="curve file (default: "
+                                                                     "RUN/curve/SPLIT-kK-limitN/curve.json)")] = None,
+    follow: Annotated[bool, typer.Option(help="wait for new checkpoints until the phases are done")] = False,
+    runs_dir: RunsDirOpt = None,
+) -> None:
+    """A learning curve: each checkpoint evaluated as if training had stopped there (Pass@k, and step
+    validity where the task checks steps), so a table can say whether each method had plateaued."""
+    from harness.config import parse_override
+    from harness.runs import runs_root
+    from harness.tools.curve import learning_curve
+
+    if k < 1 or limit < 1:
+        raise BadInput("--k and --limit must be >= 1")
+    knobs: dict = {}
+    for text in knob or []:
+        knobs.update(parse_override(text))
+
+    def show(row: dict) -> None:
+        valid = f", steps valid {100 * row['step_valid']:.1f}%" if "step_valid" in row else ""
+        err.print(f"{row['phase']}@{row['step']}: pass@1 {100 * row['pass@1']:.1f}{valid}")
+
+    curve = learning_curve(runs_root(runs_dir), run, phases.split(",") if phases else None, split, k, limit, knobs,
+                           curve_file, follow, on_row=show)
+    table = Table(title=f"{run}: {split}, k = {k}, {limit} problems")
+    for column in ("checkpoint", "pass@1", f"pass@{k}", "steps valid", "arithmetic exact"):
+        table.add_column(column, justify="left" if column == "checkpoint" else "right")
+    for row in curve["rows"]:
+        table.add_row(f"{row['phase']}@{row['step']}", *(f"{100 * row[key]:.1f}" if key in row else "-"
+                      for key in ("pass@1", f"pass@{k}", "step_valid", "arithmetic_valid")))
+    out.print(table)
+
+
 @app.command("ablate")
 def ablate_command(
     grid: Annotated[Path, typer.Option(help="grid YAML (see harness/tools/ablation.py)")],

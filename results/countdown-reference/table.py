@@ -1,6 +1,6 @@
 """The paper's Countdown table at the `reference` scale, as `ladir-bench reproduce countdown --scale
 reference` wrote it (table.md, from the evaluations in evaluations/; cells.csv holds every number),
-and the validation curves of its runs (curves/, `results/reference-scale/curve.py`).
+and the validation curves of its runs (curves/, `ladir-bench curve`).
 
     python results/countdown-reference/table.py            # the table that opens README.md
     python results/countdown-reference/table.py --curves   # validation Pass@1 at each checkpoint

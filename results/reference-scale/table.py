@@ -1,4 +1,4 @@
-"""The learning curves that fix the `reference` scale, from the committed curve files (`curve.py`).
+"""The learning curves that fix the `reference` scale, from the committed curve files (`ladir-bench curve`).
 
     python results/reference-scale/table.py [--plot]
 """

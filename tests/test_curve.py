@@ -1,0 +1,62 @@
+"""`ladir-bench curve`: each checkpoint of a run evaluated as if training had stopped there. The last
+checkpoint's row is what `eval` gives the finished run; an earlier one loads its own weights; a
+LaDiR stage-1 checkpoint is sampled as stage 1 although stage 2 exists; a re-run evaluates nothing
+twice; bad input is one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import harness.tools.curve as curve_module
+from harness.jsonl import read_jsonl
+from tests.conftest import copy_run, run_cli
+
+
+def test_an_ar_curve_has_a_row_per_checkpoint_and_its_last_is_the_finished_runs_evaluation(
+        tmp_path, ar_sft_micro, monkeypatch):
+    runs = tmp_path / "runs"
+    run_dir = copy_run(ar_sft_micro, "ar-sft", runs, "c")
+    run_cli(["curve", "--run", "c", "--k", "2", "--limit", "3"], runs)
+    folder = run_dir / "curve" / "val-k2-limit3"
+    curve = json.loads((folder / "curve.json").read_text())
+    assert [(row["phase"], row["step"]) for row in curve["rows"]] == [("sft", 4), ("sft", 8)]
+    assert all(row["n_problems"] == 3 and row["n_samples"] == 6 for row in curve["rows"])
+    assert all(0 <= row["step_valid"] <= 1 and row["samples"] == 6 for row in curve["rows"])  # countdown's steps
+    assert [p.name for p in runs.iterdir() if p.name.startswith("c-at-")] == []  # the copies are gone
+
+    run_cli(["eval", "--run", "c", "--k", "2", "--limit", "3", "--split", "val"], runs)
+    finished = [r["completion"] for r in read_jsonl(next((run_dir / "results").rglob("samples.jsonl")))]
+    assert [r["completion"] for r in read_jsonl(folder / "step-8" / "samples.jsonl")] == finished
+    assert [r["completion"] for r in read_jsonl(folder / "step-4" / "samples.jsonl")] != finished
+
+    def evaluated_twice(*args, **kwargs):
+        raise AssertionError("a checkpoint already in the curve was evaluated again")
+
+    monkeypatch.setattr(curve_module, "evaluate_checkpoint", evaluated_twice)
+    run_cli(["curve", "--run", "c", "--k", "2", "--limit", "3"], runs)
+    assert json.loads((folder / "curve.json").read_text()) == curve
+
+
+def test_a_ladir_curve_over_both_stages_samples_each_stage_as_it_was(tmp_path, ladir_micro):
+    runs = tmp_path / "runs"
+    run_dir = copy_run(ladir_micro, "ladir", runs)
+    out = tmp_path / "ladir.curve.json"
+    run_cli(["curve", "--run", "ladir", "--phases", "stage1,stage2", "--k", "1", "--limit", "2", "--split", "test",
+             "--out", str(out), "--knob", "steps=2"], runs)
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["phase"] for row in rows] == ["stage1", "stage2"]
+    kept = run_dir / "curve" / "test-k1-limit2"
+    sampled = [json.loads((kept / folder / "metrics.json").read_text())["checkpoint"]
+               for folder in ("step-2", "stage2-step-2")]
+    assert [checkpoint["phase"] for checkpoint in sampled] == ["stage1", "stage2"]  # what each row sampled
+
+
+def test_bad_curve_requests_are_one_line_and_exit_code_2(tmp_path, ar_sft_micro):
+    runs = tmp_path / "runs"
+    copy_run(ar_sft_micro, "ar-sft", runs, "c")
+    for args, needle in [(["--run", "nope"], "no run named 'nope'"),
+                         (["--run", "c", "--phases", "stage9"], "no phase 'stage9'"),
+                         (["--run", "c", "--k", "0"], "--k and --limit")]:
+        result = run_cli(["curve", *args], runs, check=False)
+        assert result.returncode == 2 and needle in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -25,7 +25,10 @@ def test_an_ar_curve_has_a_row_per_checkpoint_and_its_last_is_the_finished_runs_
     assert [p.name for p in runs.iterdir() if p.name.startswith("c-at-")] == []  # the copies are gone
 
     run_cli(["eval", "--run", "c", "--k", "2", "--limit", "3", "--split", "val"], runs)
-    finished = [r["completion"] for r in read_jsonl(next((run_dir / "results").rglob("samples.jsonl")))]
+    samples = next((run_dir / "results").rglob("samples.jsonl"))
+    finished = [r["completion"] for r in read_jsonl(samples)]
+    figures = json.loads((samples.parent / "metrics.json").read_text())["step_figures"]  # eval reports them too
+    assert figures["samples"] == 6 and figures["step_valid"] == curve["rows"][-1]["step_valid"]
     assert [r["completion"] for r in read_jsonl(folder / "step-8" / "samples.jsonl")] == finished
     assert [r["completion"] for r in read_jsonl(folder / "step-4" / "samples.jsonl")] != finished
 

@@ -158,6 +158,7 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
     duplicates nothing.
     """
     from harness.engines.vllm_engine import VllmSampler, check_engine, engine_record
+    from harness.evaluate.steps import step_figures
 
     seed = ctx.seed if seed is None else seed
     check_engine(engine, method)
@@ -180,6 +181,9 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
         checked = [r for tid, rows in done.items() if tid in wanted for r in rows]
         metrics = {"task": task.name, "split": split, "run": ctx.run_dir.name, "method": method.name,
                    "k": k, "knobs": {**defaults, **resolved}, "seed": seed, **metrics_of(checked, None)}
+        figures = step_figures(task, {p["task_id"]: p for p in problems}, checked)
+        if figures is not None:  # a task that checks steps: how often the method's own steps are valid
+            metrics["step_figures"] = figures
         if engine != "hf":  # a column in `ladir-bench table`, so the two engines' rows are told apart
             metrics["engine"] = engine
             if vllm_sampler.startup_seconds is not None:  # not in samples_per_s

@@ -1,6 +1,6 @@
 """A learning curve from a run's intermediate checkpoints (`ladir-bench curve`): each checkpoint of the
 run's newest phase (or of `phases`, e.g. LaDiR's stage1,stage2) evaluated as if training had stopped
-there, with the step figures of `harness.evaluate.steps` where the task checks steps. Whether a
+there, with the step figures `eval` reports where the task checks steps (`harness.evaluate.steps`). Whether a
 method has plateaued at its budget, or was cut off mid-curve, is read here. Run it on the validation
 split, so that choosing a budget never looks at the test problems the tables report.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import BadInput
-from harness.jsonl import read_jsonl, write_json_atomic
+from harness.jsonl import write_json_atomic
 from harness.train.checkpoint import DONE_MARKER, checkpoints, phase_done
 
 
@@ -43,7 +43,6 @@ def evaluate_checkpoint(root: Path, run: str, phases: list[str], phase: str, ste
                         limit: int, knobs: dict[str, Any]) -> dict[str, Any]:
     """One row of the curve: the run as it was at `phase`'s checkpoint `step`, evaluated."""
     from harness.evaluate.run import evaluate_run
-    from harness.evaluate.steps import step_figures
     from harness.runs import open_run
 
     run_dir = root / run
@@ -68,10 +67,8 @@ def evaluate_checkpoint(root: Path, run: str, phases: list[str], phase: str, ste
         shutil.rmtree(kept, ignore_errors=True)
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(out_dir, kept)  # the samples stay with the run
-        problems = {p["task_id"]: p for p in ctx.task.problems(split)}
-        figures = step_figures(ctx.task, problems, read_jsonl(kept / "samples.jsonl")) or {}
         return {"phase": phase, "step": step, **{k: v for k, v in metrics.items() if not isinstance(v, dict | list)},
-                **figures}
+                **metrics.get("step_figures", {})}
     finally:
         shutil.rmtree(copy, ignore_errors=True)
 

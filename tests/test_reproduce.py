@@ -102,13 +102,14 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     assert "46.7" in ar_row and "76.6" in ladir_row  # the paper's figures in the reference column
     assert "[" in ar_row and "Δ" in ladir_row and "Δ" not in ar_row  # intervals; LaDiR paired against AR-SFT
     assert "chain-valid@1" in table and "uses given numbers" in table  # the diagnostics table under it
+    assert "own steps exact" in table and "AE ceiling" in table
     out = first.out_dir
     assert out == runs / "countdown-tiny"
     for name in ("table.md", "table.tex", "table.csv", "cells.csv", "reproduce.json", "pass-at-k.png"):
         assert (out / name).is_file(), name
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
     cells = (out / "cells.csv").read_text().splitlines()
-    assert cells[0].startswith("method,task,metric,mean,lo,hi") and len(cells) == 1 + 2 * 5
+    assert cells[0].startswith("method,task,metric,mean,lo,hi") and len(cells) == 1 + 2 * 6  # 2 runs x 6 cells (no AE ceiling: not LD4LG)
     record = json.loads((out / "reproduce.json").read_text())
     assert len(record["runs"]) == 2 and len(record["results"]) == 2
     copies = sorted(path.name for path in (out / "evaluations").iterdir())  # provenance beside the table

@@ -38,8 +38,17 @@ FORMATS = {"markdown": "md", "latex": "tex", "csv": "csv"}
 _DATA_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 # (digits, scale) of a metric in a cell: rates in percent, diversity as a count of solutions
 METRIC_FORMAT = {"diversity": (2, 1.0), "samples_per_s": (1, 1.0)}
-METRIC_LABELS = {"diversity": "Div.", "samples_per_s": "samples/s", "uses_given_numbers": "uses given numbers"}
-TABLE_METRICS = ("samples_per_s",)  # read from metrics.json (no interval), not from the samples
+METRIC_LABELS = {"diversity": "Div.", "samples_per_s": "samples/s", "uses_given_numbers": "uses given numbers",
+                 "step_figures.arithmetic_valid": "own steps exact", "reconstruction_ceiling": "AE ceiling"}
+# read from metrics.json (no interval), not from the samples; a dotted name is a nested figure
+TABLE_METRICS = ("samples_per_s", "step_figures.arithmetic_valid", "reconstruction_ceiling")
+
+
+def recorded(metrics: dict, name: str) -> Any:
+    """A figure of metrics.json by name, `a.b` for metrics["a"]["b"]; None where it has none."""
+    for part in name.split("."):
+        metrics = metrics.get(part) if isinstance(metrics, dict) else None
+    return metrics
 
 
 # ------------------------------------------------------------------------------------------ the specs
@@ -442,7 +451,7 @@ def _cell_text(row: _Row, column: tuple, metric: str, baseline: _Row | None) -> 
     digits, scale = METRIC_FORMAT.get(metric, (1, 100.0))
 
     def recorded_mean() -> tuple[str, dict[str, Any]]:  # the seeds' metrics.json figures, no interval
-        values = [m[metric] for _, _, m in row.groups.get(column, []) if m.get(metric) is not None]
+        values = [recorded(m, metric) for _, _, m in row.groups.get(column, []) if recorded(m, metric) is not None]
         if not values:
             return "—", {}
         mean = sum(values) / len(values)

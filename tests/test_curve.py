@@ -22,6 +22,8 @@ def test_an_ar_curve_has_a_row_per_checkpoint_and_its_last_is_the_finished_runs_
     assert [(row["phase"], row["step"]) for row in curve["rows"]] == [("sft", 4), ("sft", 8)]
     assert all(row["n_problems"] == 3 and row["n_samples"] == 6 for row in curve["rows"])
     assert all(0 <= row["step_valid"] <= 1 and row["samples"] == 6 for row in curve["rows"])  # countdown's steps
+    # training compute up to each checkpoint, from the log: the last row's is the finished run's
+    assert 0 < curve["rows"][0]["train_flops"] < curve["rows"][1]["train_flops"]
     assert [p.name for p in runs.iterdir() if p.name.startswith("c-at-")] == []  # the copies are gone
 
     run_cli(["eval", "--run", "c", "--k", "2", "--limit", "3", "--split", "val"], runs)
@@ -29,6 +31,7 @@ def test_an_ar_curve_has_a_row_per_checkpoint_and_its_last_is_the_finished_runs_
     finished = [r["completion"] for r in read_jsonl(samples)]
     figures = json.loads((samples.parent / "metrics.json").read_text())["step_figures"]  # eval reports them too
     assert figures["samples"] == 6 and figures["step_valid"] == curve["rows"][-1]["step_valid"]
+    assert json.loads((samples.parent / "metrics.json").read_text())["train_flops"] == curve["rows"][-1]["train_flops"]
     assert [r["completion"] for r in read_jsonl(folder / "step-8" / "samples.jsonl")] == finished
     assert [r["completion"] for r in read_jsonl(folder / "step-4" / "samples.jsonl")] != finished
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import BadInput
-from harness.jsonl import write_json_atomic
+from harness.jsonl import read_jsonl, write_json_atomic
 from harness.train.checkpoint import DONE_MARKER, checkpoints, phase_done
 
 
@@ -57,9 +57,16 @@ def evaluate_checkpoint(root: Path, run: str, phases: list[str], phase: str, ste
             if later > step:
                 shutil.rmtree(folder)
         # finished as far as the copy goes, so a method that loads its last finished phase (LaDiR:
-        # stage 2 only once it is done) loads this one; a fresh file, not written through a hard link
-        (copy / phase / DONE_MARKER).unlink(missing_ok=True)
-        write_json_atomic(copy / phase / DONE_MARKER, {"steps": step})
+        # stage 2 only once it is done) loads this one, with the training log's record of that step,
+        # so the row's training compute is what was spent up to it; a fresh file, not a hard link
+        marker = copy / phase / DONE_MARKER
+        finished = json.loads(marker.read_text()) if marker.is_file() else None
+        marker.unlink(missing_ok=True)
+        if finished is None or finished.get("steps") != step:
+            log = copy / phase / "log.jsonl"
+            logged = [r for r in read_jsonl(log) if r.get("step", 0) <= step] if log.is_file() else []
+            finished = {"steps": step, "last": logged[-1] if logged else {}}
+        write_json_atomic(marker, finished)
         method, ctx = open_run(copy_name, root)
         metrics, out_dir = evaluate_run(method, ctx, ctx.task, split, k, limit, knobs)
         name = f"step-{step}" if phase == phases[0] else f"{phase}-step-{step}"

@@ -24,7 +24,7 @@ def test_an_ar_curve_has_a_row_per_checkpoint_and_its_last_is_the_finished_runs_
     assert all(0 <= row["step_valid"] <= 1 and row["samples"] == 6 for row in curve["rows"])  # countdown's steps
     # training compute up to each checkpoint, from the log: the last row's is the finished run's
     assert 0 < curve["rows"][0]["train_flops"] < curve["rows"][1]["train_flops"]
-    assert [p.name for p in runs.iterdir() if p.name.startswith("c-at-")] == []  # the copies are gone
+    assert list((runs / "_curves").iterdir()) == []  # the copies are gone
 
     run_cli(["eval", "--run", "c", "--k", "2", "--limit", "3", "--split", "val"], runs)
     samples = next((run_dir / "results").rglob("samples.jsonl"))
@@ -34,6 +34,11 @@ def test_an_ar_curve_has_a_row_per_checkpoint_and_its_last_is_the_finished_runs_
     assert json.loads((samples.parent / "metrics.json").read_text())["train_flops"] == curve["rows"][-1]["train_flops"]
     assert [r["completion"] for r in read_jsonl(folder / "step-8" / "samples.jsonl")] == finished
     assert [r["completion"] for r in read_jsonl(folder / "step-4" / "samples.jsonl")] != finished
+
+    # `table` over the runs folder lists the run's evaluation, not its checkpoints'; named, it reads them
+    listed = run_cli(["table", str(runs)]).stdout
+    assert listed.count("| c ") == 1, listed
+    assert run_cli(["table", str(folder)]).stdout.count("| c-at-sft-") == 2
 
     def evaluated_twice(*args, **kwargs):
         raise AssertionError("a checkpoint already in the curve was evaluated again")

@@ -16,6 +16,9 @@ IDENTITY_COLUMNS = ["run", "method", "engine", "task", "split", "k", "steps", "i
                     "temperature", "cfg_scale", "reencode"]
 
 
+NOT_RESULTS = {"_base", "_curves", "curve"}  # a shared base; `ladir-bench curve`'s copies and its evaluations
+
+
 def find_metrics(paths: list[str | Path]) -> list[Path]:
     """metrics files named directly, or `metrics.json` / `*.metrics.json` under the given folders (default: runs/)."""
     found: list[Path] = []
@@ -24,8 +27,10 @@ def find_metrics(paths: list[str | Path]) -> list[Path]:
         if path.is_file():
             found.append(path)
         elif path.is_dir():
-            # `metrics.json` in run folders; `NAME.metrics.json` in committed results folders
-            found += sorted(p for p in path.rglob("*metrics.json") if "_base" not in p.parts)
+            # `metrics.json` in run folders; `NAME.metrics.json` in committed results folders; not the
+            # evaluations of a run's checkpoints (`ladir-bench curve`) below the folder, unless named
+            found += sorted(p for p in path.rglob("*metrics.json")
+                            if not NOT_RESULTS & set(p.relative_to(path).parts[:-1]))
         else:
             raise BadInput(f"no such results file or folder: {path}")
     if not found:

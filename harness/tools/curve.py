@@ -27,6 +27,8 @@ from harness.errors import BadInput
 from harness.jsonl import read_jsonl, write_json_atomic
 from harness.train.checkpoint import DONE_MARKER, checkpoints, phase_done
 
+CURVE_COPIES = "_curves"
+
 
 def newest_phase(run_dir: Path) -> Path | None:
     """The phase folder whose checkpoints are the curve by default: the run's newest phase, the one
@@ -46,7 +48,8 @@ def evaluate_checkpoint(root: Path, run: str, phases: list[str], phase: str, ste
     from harness.runs import open_run
 
     run_dir = root / run
-    copy_name = f"{run}-at-{phase}-{step}"
+    # under `_curves/`, beside `_base/`: not a run of the runs folder (a plan, a table or a rate ignores it)
+    copy_name = f"{CURVE_COPIES}/{run}-at-{phase}-{step}"
     copy = root / copy_name
     shutil.rmtree(copy, ignore_errors=True)
     later_phases = phases[phases.index(phase) + 1:]  # left out of the copy, so it loads this phase

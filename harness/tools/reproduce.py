@@ -217,10 +217,30 @@ def _shape(config: dict[str, Any]) -> tuple:
             model.get("intermediate_size"), train.get("batch_size"))
 
 
+def phase_seconds(phase_dir: Path, record: dict) -> float | None:
+    """Wall seconds a finished phase's steps take at their typical rate: the median of the seconds per
+    step between consecutive records of its training log, times its steps. A median, because a phase
+    that was stopped, paused or resumed (across sessions, beside other jobs) counts those gaps in its
+    elapsed time; the DONE marker's elapsed_s where the log has too few records."""
+    import statistics
+
+    from harness.jsonl import read_jsonl
+
+    steps = record.get("steps") or 0
+    log = phase_dir / "log.jsonl"
+    timed = [(r["step"], r["elapsed_s"]) for r in read_jsonl(log) if "elapsed_s" in r and "step" in r] \
+        if log.is_file() else []
+    rates = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(timed, timed[1:], strict=False) if s1 > s0 and t1 >= t0]
+    if len(rates) >= 3:
+        return statistics.median(rates) * steps
+    return (record.get("last") or {}).get("elapsed_s")
+
+
 def measured_rates(runs_root: Path) -> tuple[dict[tuple, list[float]], dict[tuple, list[float]]]:
-    """(seconds per training step, seconds per sample) per run shape, from the finished phases' DONE
-    markers (elapsed_s over steps) and the finished evaluations' metrics.json (samples_per_s) under
-    `runs_root`: [total seconds, total steps or samples] per shape."""
+    """(seconds per training step, seconds per sample) per run shape under `runs_root`, as [total
+    seconds, total steps or samples]: from runs whose every phase is finished (`phase_seconds`; a run
+    halfway through phases of unequal cost would misstate its method's rate) and from the finished
+    evaluations' metrics.json (samples_per_s)."""
     import yaml
 
     from harness.train.checkpoint import DONE_MARKER
@@ -233,12 +253,14 @@ def measured_rates(runs_root: Path) -> tuple[dict[tuple, list[float]], dict[tupl
         except yaml.YAMLError:
             continue
         shape = _shape(config)
-        for marker in config_path.parent.glob(f"*/{DONE_MARKER}"):
-            record = json.loads(marker.read_text())
-            elapsed, steps = (record.get("last") or {}).get("elapsed_s"), record.get("steps") or 0
-            if elapsed and steps:
+        phases = [folder for folder in config_path.parent.iterdir() if (folder / "checkpoints").is_dir()]
+        if phases and all((folder / DONE_MARKER).is_file() for folder in phases):
+            records = {folder: json.loads((folder / DONE_MARKER).read_text()) for folder in phases}
+            seconds = [phase_seconds(folder, record) for folder, record in records.items()]
+            steps = sum(record.get("steps") or 0 for record in records.values())
+            if steps and all(seconds):
                 total = train.setdefault(shape, [0.0, 0.0])
-                total[0], total[1] = total[0] + elapsed, total[1] + steps
+                total[0], total[1] = total[0] + sum(seconds), total[1] + steps
         for metrics_path in config_path.parent.glob("results/*/*/metrics.json"):
             metrics = json.loads(metrics_path.read_text())
             if metrics.get("samples_per_s") and metrics.get("n_samples"):

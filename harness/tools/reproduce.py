@@ -230,7 +230,8 @@ def phase_seconds(phase_dir: Path, record: dict) -> float | None:
     log = phase_dir / "log.jsonl"
     timed = [(r["step"], r["elapsed_s"]) for r in read_jsonl(log) if "elapsed_s" in r and "step" in r] \
         if log.is_file() else []
-    rates = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(timed, timed[1:], strict=False) if s1 > s0 and t1 >= t0]
+    rates = [(t1 - t0) / (s1 - s0)
+             for (s0, t0), (s1, t1) in zip(timed, timed[1:], strict=False) if s1 > s0 and t1 >= t0]
     if len(rates) >= 3:
         return statistics.median(rates) * steps
     return (record.get("last") or {}).get("elapsed_s")

@@ -237,6 +237,16 @@ def phase_seconds(phase_dir: Path, record: dict) -> float | None:
     return (record.get("last") or {}).get("elapsed_s")
 
 
+def _stages(run_dir: Path) -> tuple[str, ...]:
+    """The phases a run trains (its method's stages), () for a folder that is not a readable run."""
+    from harness.runs import open_run
+
+    try:
+        return tuple(open_run(run_dir.name, run_dir.parent, load=False)[0].stages)
+    except (BadInput, ValueError, TypeError, KeyError):
+        return ()
+
+
 def measured_rates(runs_root: Path) -> tuple[dict[tuple, list[float]], dict[tuple, list[float]]]:
     """(seconds per training step, seconds per sample) per run shape under `runs_root`, as [total
     seconds, total steps or samples]: from runs whose every phase is finished (`phase_seconds`; a run
@@ -254,7 +264,7 @@ def measured_rates(runs_root: Path) -> tuple[dict[tuple, list[float]], dict[tupl
         except yaml.YAMLError:
             continue
         shape = _shape(config)
-        phases = [folder for folder in config_path.parent.iterdir() if (folder / "checkpoints").is_dir()]
+        phases = [config_path.parent / stage for stage in _stages(config_path.parent)]
         if phases and all((folder / DONE_MARKER).is_file() for folder in phases):
             records = {folder: json.loads((folder / DONE_MARKER).read_text()) for folder in phases}
             seconds = [phase_seconds(folder, record) for folder, record in records.items()]

@@ -28,7 +28,8 @@ def test_bench_prints_every_figure_in_order_and_saves_the_report(tmp_path):
     report = json.loads(out.read_text())
     assert report["figures"] == figures and set(report["targets"]) == set(KEYS)
     assert report["environment"]["device"] == "cpu" and "git_revision" in report["environment"]
-    assert {"sampling", "cache", "training", "checkers"} <= set(report["details"])
+    assert {"sampling", "mdm", "cache", "training", "checkers"} <= set(report["details"])
+    assert report["details"]["mdm"]["gen_length"] == report["details"]["sampling"]["workload"]["completion_tokens"]
     assert report["details"]["sampling"]["workload"]["sentences"] >= 1
     table = figures_table(report)
     assert table.row_count == len(KEYS)

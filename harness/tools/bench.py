@@ -56,6 +56,9 @@ FIGURES: list[tuple[str, str, float, str]] = [
     ("sample_ratio_ladir_ar_fast", "the same at FAST_SETTING (Pass@1 matching Euler-10's)", 1.0, "max"),
     ("sample_ratio_ladir_ar_answer_only", "the same, blocks not decoded to text (write_reasoning=false)", 1.0,
      "max"),
+    ("sample_ratio_mdm_ar", "MDM / AR-SFT time, k=100, the default decoder (3 tokens a step, no cache)", 2.0,
+     "max"),
+    ("sample_ratio_mdm_ar_fast", "the same at MDM_FAST_SETTING (blocks of 8, dual cache, threshold 0.9)", 2.0, "max"),
     ("cache_ratio", "cached / uncached denoising step, 8 finished blocks", 0.3, "max"),
     ("train_ratio_ladir_ar", "LaDiR stage-1 / AR-SFT training sequences/s", 0.7, "min"),
     ("mfu", "AR-SFT training FLOP/s / measured fp32 matmul peak", 0.3, "min"),
@@ -72,6 +75,11 @@ PAPER_SETTING = {"solver": "euler", "steps": 10}
 # is flat in the solver and the NFE there, so the fewest evaluations win
 FAST_SETTING = {"solver": "euler", "steps": 2}
 SOLVER_NFE = (2, 4, 10)  # velocity evaluations per block at which every solver is timed against AR
+# MDM's fastest decoding (Fast-dLLM): semi-autoregressive blocks of 8, the dual KV cache refreshed
+# for the last block only, and every masked token above 0.9 confidence committed at once. Its
+# samples/s target, half AR's, is a time ratio of at most 2.
+MDM_FAST_SETTING = {"block_length": 8, "cache": "dual", "refresh": "last_block", "threshold": 0.9}
+MDM_TOKENS_PER_STEP = 3  # the default decoder's rate: 32 steps over a 96-token target
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device, warm_up: bool = True) -> float:
@@ -151,6 +159,41 @@ def ladir_sampler(method: Method, work: Workload, **knobs) -> Callable[[list[dic
                       batch_size=batch_size, **settings)
 
     return sample
+
+
+def pin_mdm_length(method: Method, work: Workload) -> int:
+    """MDM's length pinned: a target as long as AR-SFT's completion, unmasked at the default decoder's
+    MDM_TOKENS_PER_STEP, and `</s>` never drawn, so no row ends early (a fresh model's random text
+    would end rows at random). Returns the steps."""
+    method.options.gen_length = work.completion_tokens
+    eos = torch.tensor([method.ctx.tokenizer.eos_token_id], device=method.ctx.device)
+    method.model.get_output_embeddings().register_forward_hook(lambda module, args, out: out.index_fill_(-1, eos, -1e4))
+    return math.ceil(work.completion_tokens / MDM_TOKENS_PER_STEP)
+
+
+def mdm_figures(preset: str, device: str, root, repeats: int, problems_count: int, k: int = 100) -> dict:
+    """MDM's time per sample against AR-SFT's at the same k and length, default and fastest decoding."""
+    ar, ctx = bench_context("ar-sft", preset, device, root)
+    mdm, _ = bench_context("mdm", preset, device, root)
+    work = reference_workload(ctx)
+    problems = ctx.task.problems("test")[:problems_count]
+    batch, samples = ctx.config.eval.batch_size, k * len(problems)
+    write_ar = ar_writer(ar, work.completion_tokens)
+    steps = pin_mdm_length(mdm, work)
+    timed = {}
+    with torch.no_grad():
+        for name, knobs in {"default": {}, "fast": MDM_FAST_SETTING}.items():
+            def sample_mdm(knobs=knobs) -> None:
+                mdm.sample(problems, k, steps=steps, batch_size=batch, **knobs)
+
+            ratio, mdm_seconds, ar_seconds = paired_ratio(sample_mdm, lambda: write_ar(problems, k, batch), repeats,
+                                                          ctx.device)
+            timed[name] = {**knobs, "ratio_mdm_ar": ratio, "mdm_samples_per_s": samples / mdm_seconds,
+                           "ar_samples_per_s": samples / ar_seconds}
+    return {"sample_ratio_mdm_ar": timed["default"]["ratio_mdm_ar"],
+            "sample_ratio_mdm_ar_fast": timed["fast"]["ratio_mdm_ar"],
+            "details": {"gen_length": work.completion_tokens, "steps": steps, "k": k,
+                        "problems": len(problems), "settings": timed}}
 
 
 def paired_ratio(numerator: Callable[[], Any], denominator: Callable[[], Any], repeats: int,
@@ -370,6 +413,7 @@ def run_bench(preset: str = "tiny", device: str = "auto", repeats: int = 3, scal
         solver_nfe = SOLVER_NFE if scale >= 1 else SOLVER_NFE[:1]
         for name, measure in (("sampling", lambda: sampling_figures(preset, device, root, repeats, problems, k,
                                                                     solver_nfe)),
+                              ("mdm", lambda: mdm_figures(preset, device, root, repeats, problems, k)),
                               ("cache", lambda: cache_figure(preset, device, root, repeats)),
                               ("training", lambda: training_figures(preset, device, root, repeats)),
                               ("checkers", lambda: checker_figures(repeats=repeats, scale=scale))):

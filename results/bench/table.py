@@ -15,6 +15,8 @@ WHAT = {
     "sample_ratio_ladir_ar": "LaDiR / AR-SFT sampling time, k = 100, 10 Euler steps",
     "sample_ratio_ladir_ar_fast": "the same at 2 Euler steps (`FAST_SETTING`, Pass@1 matching 10 steps')",
     "sample_ratio_ladir_ar_answer_only": "the same, blocks not decoded to text (`write_reasoning=false`)",
+    "sample_ratio_mdm_ar": "MDM / AR-SFT sampling time, k = 100, the default decoder (3 tokens a step, no cache)",
+    "sample_ratio_mdm_ar_fast": "the same with blocks of 8, the dual cache refreshed for the last block, threshold 0.9",
     "cache_ratio": "cached / uncached denoising step, 8 finished blocks",
     "train_ratio_ladir_ar": "LaDiR stage-1 / AR-SFT training sequences/s",
     "mfu": "AR-SFT training FLOP/s / measured fp32 matmul peak",

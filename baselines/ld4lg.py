@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -65,6 +66,8 @@ from ladir.vae import (
     encode_means,
     finish_vae_phase,
     finished_vae_phase,
+    looked_up,
+    tabulate_latents,
 )
 from tasks import Problem, Task
 
@@ -216,6 +219,8 @@ class LD4LG(Method):
     Options = LD4LGOptions
     SampleKnobs = LD4LGSampleKnobs
     stages = ("autoencoder", "diffusion")
+    oracle_table: dict[str, torch.Tensor] | None = None  # task_id -> its completion's latent, while training
+    TABLE_MIN_EPOCHS: ClassVar[float] = 2.0  # tabulate the latents when training draws each problem this often
 
     def _vae(self, encoder, decoder) -> SentenceVAE:
         o = self.options
@@ -268,10 +273,16 @@ class LD4LG(Method):
         vae.requires_grad_(False).eval()
         return vae, LatentStats.load(self.ctx.run_dir / "autoencoder" / STATS_FILE)
 
+    def oracle_latents(self, problems: list[Problem]) -> torch.Tensor:
+        """The normalised latent of each problem's whole completion, (N, L, d_z)."""
+        if (tabled := looked_up(self.oracle_table, problems)) is not None:
+            return torch.stack(tabled)
+        return self.stats.normalize(encode_means(self.vae, self.text_pairs(problems)))
+
     def oracle_batch(self, problems: list[Problem]) -> ReasoningBatch:
         """Each question with the normalised latent of its whole completion as its one and only block."""
         tok = self.ctx.tokenizer
-        z0 = self.stats.normalize(encode_means(self.vae, self.text_pairs(problems)))
+        z0 = self.oracle_latents(problems)
         questions = [[tok.bos_token_id, *tok.encode(p["prompt"], add_special_tokens=False)] for p in problems]
         return ReasoningBatch(questions, [[] for _ in problems], list(z0[:, None]))
 
@@ -287,7 +298,13 @@ class LD4LG(Method):
             batch = self.oracle_batch(ctx.batch("diffusion", step, shard=shard))
             return self_conditioned_fm_loss(denoiser, batch.question_ids, torch.cat(batch.blocks), prob)
 
-        final = Trainer(ctx.phase("diffusion"), denoiser).fit(loss_fn)
+        # the frozen autoencoder's latents, encoded once (`tabulate_latents`): about half a step's time
+        self.oracle_table = tabulate_latents(ctx.train_problems(), self.oracle_latents, ctx.config.train,
+                                             self.TABLE_MIN_EPOCHS)
+        try:
+            final = Trainer(ctx.phase("diffusion"), denoiser).fit(loss_fn)
+        finally:
+            self.oracle_table = None
         self.denoiser = denoiser.eval()
         return final
 

@@ -62,9 +62,11 @@ from ladir.vae import (
     encode_means,
     finish_vae_phase,
     finished_vae_phase,
+    looked_up,
     reasoning_context,
     sentence_context,
     sentence_pairs,
+    tabulate_latents,
 )
 from tasks import Problem
 
@@ -351,9 +353,8 @@ class LaDiR(Method):
     def oracle_blocks(self, problems: list[Problem]) -> list[torch.Tensor]:
         """Each problem's oracle blocks (its sentences, L_b, d_z): each reasoning sentence -> normalised
         VAE mean mu (or a draw from the posterior, `oracle_latents: sample`)."""
-        table = self.oracle_table
-        if table is not None and all(p["task_id"] in table for p in problems):
-            return [table[p["task_id"]] for p in problems]
+        if (tabled := looked_up(self.oracle_table, problems)) is not None:
+            return tabled
         pairs = [self.sentence_pairs([problem]) for problem in problems]
         sample = self.options.oracle_latents == "sample"
         z0 = self.stats.normalize(encode_means(self.vae, [pair for each in pairs for pair in each], sample=sample))
@@ -364,13 +365,10 @@ class LaDiR(Method):
         twice or more (stages 1 and 2 together) encodes each once, before stage 1, in a fixed order
         (the same table after a resume: the runs stay bitwise resumable). It saves the VAE encoder's
         forward pass, about a quarter of a stage-1 step at the reference scale."""
-        train, problems = self.ctx.config.train, self.ctx.train_problems()
-        epochs = train.steps * train.batch_size / len(problems)
-        if self.options.oracle_latents == "sample" or epochs < self.TABLE_MIN_EPOCHS:
+        if self.options.oracle_latents == "sample":  # a fresh draw each time, not a function of the problem
             return None
-        with torch.no_grad():
-            blocks = self.oracle_blocks(problems)
-        return {problem["task_id"]: z for problem, z in zip(problems, blocks, strict=True)}
+        return tabulate_latents(self.ctx.train_problems(), self.oracle_blocks, self.ctx.config.train,
+                                self.TABLE_MIN_EPOCHS)
 
     def oracle_batch(self, problems: list[Problem]) -> ReasoningBatch:
         """Questions, answers and the oracle blocks."""

@@ -22,7 +22,7 @@ of mu over training sentences (`LatentStats`), so its targets are of unit scale.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from harness.config import TrainConfig
 from harness.lm import CachedSequence, SharedContextPack, pad_ids, write_tokens
 from harness.progress import console
 from harness.train import distributed
@@ -321,6 +322,27 @@ class LatentStats:
 
 
 @torch.no_grad()
+def tabulate_latents(problems: list[Problem], encode: Callable[[list[Problem]], Sequence[torch.Tensor]],
+                     train: TrainConfig, min_epochs: float) -> dict[str, torch.Tensor] | None:
+    """A frozen encoder's latents of every training problem by task_id, encoded once before a phase
+    that draws `train.steps` batches of `train.batch_size` problems, when it draws each at least
+    `min_epochs` times (else None): the encoder's forward pass is then paid once, not every epoch.
+    `encode` runs over all the problems in one fixed order, so every call gives the same table and a
+    resumed run stays bitwise the uninterrupted one."""
+    if train.steps * train.batch_size < min_epochs * len(problems):
+        return None
+    with torch.no_grad():
+        latents = encode(problems)
+    return {problem["task_id"]: z for problem, z in zip(problems, latents, strict=True)}
+
+
+def looked_up(table: dict[str, torch.Tensor] | None, problems: list[Problem]) -> list[torch.Tensor] | None:
+    """The problems' latents from a `tabulate_latents` table, None unless it holds every one."""
+    if table is None or not all(problem["task_id"] in table for problem in problems):
+        return None
+    return [table[problem["task_id"]] for problem in problems]
+
+
 def encode_means(vae: SentenceVAE, pairs: Sequence[SentencePair], batch_size: int = 256,
                  sample: bool = False) -> torch.Tensor:
     """mu for each (question, sentence), (N, L_b, d_z): the deterministic block latent; with `sample`,

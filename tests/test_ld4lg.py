@@ -39,3 +39,45 @@ def test_tiny_train_eval_and_one_latent_per_completion(runs_dir, monkeypatch):
     metrics = json.loads(run_cli(["eval", "--run", "l", "--k", "2", "--limit", "3", "--steps", "2", "--json"],
                                  runs_dir).stdout)
     assert metrics["method"] == "ld4lg" and metrics["n_samples"] == 6 and metrics["knobs"]["steps"] == 2
+
+
+def test_the_frozen_autoencoders_latents_are_encoded_once_and_a_resumed_denoiser_is_bitwise_the_same(
+        runs_dir, monkeypatch):
+    import shutil
+
+    from baselines.ld4lg import LD4LG
+    from harness.train.checkpoint import checkpoints
+    from ladir import vae as vae_module
+
+    tables = []
+    tabulate = vae_module.tabulate_latents
+    monkeypatch.setattr(LD4LG, "TABLE_MIN_EPOCHS", 0.0)  # whatever the budget
+    monkeypatch.setattr("baselines.ld4lg.tabulate_latents", lambda *a: tables.append(tabulate(*a)) or tables[-1])
+    train = ["train", "--method", "ld4lg", "--task", "countdown3", "--run", "t", "--steps", "6",
+             *micro_args(*MICRO_LD4LG)]
+    run_cli(train, runs_dir)
+    assert len(tables) == 1 and len(tables[0]) == 400  # every training problem, encoded once
+    diffusion = runs_dir / "t" / "diffusion"
+    final = {k: v.clone() for k, v in _state(checkpoints(diffusion)[-1][1]).items()}
+    (diffusion / "DONE").unlink()
+    for step, path in checkpoints(diffusion):
+        if step > 4:
+            shutil.rmtree(path)
+    run_cli(train, runs_dir)  # resumes the denoiser from step 4, with the table built again
+    assert len(tables) == 2 and all(torch.equal(tables[0][k], tables[1][k]) for k in tables[0])
+    resumed = _state(checkpoints(diffusion)[-1][1])
+    assert all(torch.equal(final[k], resumed[k]) for k in final)
+
+    method, ctx = open_run("t", runs_dir)
+    problems = ctx.train_problems()[:5]
+    assert method.oracle_table is None  # only while training
+    fresh = method.oracle_latents(problems)
+    method.oracle_table = tables[0]
+    assert torch.allclose(method.oracle_latents(problems), fresh, atol=1e-5)
+
+
+def _state(checkpoint) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {f"{file.parent.name}/{key}": value for file in sorted(checkpoint.rglob("*.safetensors"))
+            for key, value in load_file(str(file)).items()}

@@ -60,6 +60,7 @@ from ladir.reasoner import (
 from ladir.sampler import FlowMatchEuler
 from ladir.vae import (
     STATS_FILE,
+    TABLE_MIN_EPOCHS,
     LatentStats,
     SentenceVAE,
     decoder_is_trained,
@@ -220,7 +221,7 @@ class LD4LG(Method):
     SampleKnobs = LD4LGSampleKnobs
     stages = ("autoencoder", "diffusion")
     oracle_table: dict[str, torch.Tensor] | None = None  # task_id -> its completion's latent, while training
-    TABLE_MIN_EPOCHS: ClassVar[float] = 2.0  # tabulate the latents when training draws each problem this often
+    TABLE_MIN_EPOCHS: ClassVar[float] = TABLE_MIN_EPOCHS  # ladir.vae's, per class so a run or test can change it
 
     def _vae(self, encoder, decoder) -> SentenceVAE:
         o = self.options

@@ -376,8 +376,9 @@ def probe_command(
 @app.command("curve")
 def curve_command(
     run: Annotated[str, typer.Option(help="a run, trained or training (its checkpoints so far)")],
-    phases: Annotated[Optional[str], typer.Option(help="comma-separated phases whose checkpoints form the curve, in "
-                                                       "training order (LaDiR: stage1,stage2); default: the newest")] = None,
+    phases: Annotated[Optional[str], typer.Option(
+        help="comma-separated phases whose checkpoints form the curve, in training order (LaDiR: stage1,stage2); "
+             "default: the run's last")] = None,
     k: Annotated[int, typer.Option("--k", help="samples per problem")] = 10,
     limit: Annotated[int, typer.Option(help="first N problems")] = 100,
     split: Annotated[str, typer.Option(help="split (val: choosing a budget never looks at the test problems)")] = "val",

@@ -55,6 +55,7 @@ from ladir.reasoner import (
 from ladir.sampler import SOLVERS, FlowMatchEuler, FlowMatchSolver
 from ladir.vae import (
     STATS_FILE,
+    TABLE_MIN_EPOCHS,
     DecoderContext,
     LatentStats,
     SentenceVAE,
@@ -304,7 +305,7 @@ class LaDiR(Method):
     SampleKnobs = LaDiRSampleKnobs
     stages = ("vae", "stage1", "stage2")
     oracle_table: dict[str, torch.Tensor] | None = None  # task_id -> its oracle blocks, while training
-    TABLE_MIN_EPOCHS: ClassVar[float] = 2.0  # tabulate the oracle blocks when training draws each problem this often
+    TABLE_MIN_EPOCHS: ClassVar[float] = TABLE_MIN_EPOCHS  # ladir.vae's, per class so a run or test can change it
 
     # ------------------------------------------------------------------------------- building blocks
     @property

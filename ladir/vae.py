@@ -321,7 +321,9 @@ class LatentStats:
                 "mean_abs_mean": float(self.mean.abs().mean()), "mean_std": float(self.std.mean())}
 
 
-@torch.no_grad()
+TABLE_MIN_EPOCHS = 2.0  # tabulate a frozen encoder's latents when training draws each problem this often
+
+
 def tabulate_latents(problems: list[Problem], encode: Callable[[list[Problem]], Sequence[torch.Tensor]],
                      train: TrainConfig, min_epochs: float) -> dict[str, torch.Tensor] | None:
     """A frozen encoder's latents of every training problem by task_id, encoded once before a phase
@@ -343,6 +345,7 @@ def looked_up(table: dict[str, torch.Tensor] | None, problems: list[Problem]) ->
     return [table[problem["task_id"]] for problem in problems]
 
 
+@torch.no_grad()
 def encode_means(vae: SentenceVAE, pairs: Sequence[SentencePair], batch_size: int = 256,
                  sample: bool = False) -> torch.Tensor:
     """mu for each (question, sentence), (N, L_b, d_z): the deterministic block latent; with `sample`,

@@ -21,8 +21,8 @@ from tasks import Problem, Task
 
 
 def step_figures(task: Task, problems: dict[str, Problem], samples: Iterable[dict]) -> dict | None:
-    """The figures above over `samples` (rows of an evaluation's samples.jsonl: task_id, completion),
-    `problems` by task_id; None for a task without a step checker."""
+    """The figures above over `samples` (checked rows of an evaluation's samples.jsonl: task_id,
+    completion, passed), `problems` by task_id; None for a task without a step checker."""
     steps = valid = arithmetic = first = first_valid = count = passed = solves = solves_passed = 0
     before_last = before_last_exact = last_exact = writes_target = 0
     for row in samples:
@@ -43,7 +43,7 @@ def step_figures(task: Task, problems: dict[str, Problem], samples: Iterable[dic
             before_last_exact += sum(exact[:-1])
             last_exact += exact[-1]
             writes_target += sentences[-1].rstrip(" .").endswith(f"={problem['target']}")
-        right = task.check(problem, row["completion"]).passed
+        right = bool(row["passed"])  # the checker's verdict, stored with the sample
         implied = task.answer_from_steps(problem, sentences)
         chain = implied is not None and task.check(problem, implied).passed
         passed += right

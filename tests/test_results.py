@@ -57,6 +57,28 @@ def test_the_default_engine_is_named_in_the_table():
     assert "| smolhf-cd3 | pretrained | hf " in render_table(frame, "markdown")
 
 
+def test_a_decoding_knob_is_a_column_where_one_method_is_evaluated_at_several(tmp_path):
+    """LaDiR at two solvers gets a `solver` column; a knob set alike within each method (LaDiR's
+    `cache` True, MDM's `cache` "none") gets none, so ordinary tables keep their shape."""
+    def write(name: str, method: str, knobs: dict, pass1: float) -> None:
+        record = {"run": name.split(".")[0], "method": method, "task": "countdown4", "split": "test", "k": 10,
+                  "knobs": knobs, "pass@1": pass1, "n_problems": 2, "n_samples": 20}
+        (tmp_path / f"{name}.metrics.json").write_text(json.dumps(record))
+
+    write("ladir-a.euler", "ladir", {"steps": 2, "solver": "euler", "cache": True}, 0.25)
+    write("ladir-a.heun", "ladir", {"steps": 2, "solver": "heun", "cache": True}, 0.35)
+    write("mdm-a.default", "mdm", {"steps": 32, "cache": "none", "threshold": 0.0}, 0.05)
+    frame = load_frame([tmp_path])
+    assert "solver" in frame.columns and "cache" not in frame.columns and "threshold" not in frame.columns
+    table = render_table(frame, "markdown")
+    assert "heun" in table and "euler" in table
+    write("mdm-a.fast", "mdm", {"steps": 32, "cache": "dual", "threshold": 0.9}, 0.04)
+    frame = load_frame([tmp_path])
+    assert {"cache", "threshold"} <= set(frame.columns)
+    assert dict(_series(frame, "steps")).keys() == {"ladir-a solver=euler", "ladir-a solver=heun",
+                                                    "mdm-a cache=none threshold=0.0", "mdm-a cache=dual threshold=0.9"}
+
+
 # Made before the manifest recorded the problem set's sha256 (the 2026-11-23 CPU runs; the LaDiR
 # metrics carry their checkpoint's sha256, the AR-SFT one does not). Their manifests still name the
 # config, device and package versions. Nothing may be added to this list.

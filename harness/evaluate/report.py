@@ -14,6 +14,9 @@ from harness.evaluate.metrics import COUNTS
 
 IDENTITY_COLUMNS = ["run", "method", "engine", "task", "split", "k", "steps", "init_noise", "gamma_max",
                     "temperature", "cfg_scale", "reencode"]
+# Decoding knobs a method is often evaluated at several of (LaDiR's solver and whether it writes its
+# reasoning; MDM's decoder, blocks, cache and threshold): a column only where one method's rows differ
+DECODING_COLUMNS = ["solver", "write_reasoning", "decoder", "block_length", "cache", "refresh", "threshold"]
 
 
 NOT_RESULTS = {"_base", "_curves", "curve"}  # a shared base; `ladir-bench curve`'s copies and its evaluations
@@ -68,7 +71,8 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
             raise BadInput(f"{path}: malformed metrics JSON ({error.msg})") from None
         knobs = metrics.pop("knobs", {}) or {}
         bounds = metrics.pop("intervals", {}) or {}
-        row = {**{k: v for k, v in knobs.items() if k in IDENTITY_COLUMNS}, **metrics, "path": str(path.parent)}
+        named = {k: v for k, v in knobs.items() if k in IDENTITY_COLUMNS or k in DECODING_COLUMNS}
+        row = {**named, **metrics, "path": str(path.parent)}
         row.update({f"{rate}.{end}": value for rate, pair in bounds.items() for end, value in zip(("lo", "hi"), pair)})
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -79,12 +83,19 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
                                                              frame.get("init_noise", pd.Series(index=frame.index)))]
     pass_columns = rate_columns(frame.columns)
     leading = [c for c in [*IDENTITY_COLUMNS, "decode"] if c in frame.columns and frame[c].notna().any()]
+    leading += [c for c in DECODING_COLUMNS if c in frame.columns and varies_within_a_method(frame, c)]
     bounds = [f"{rate}.{end}" for rate in [*pass_columns, *COUNTS] for end in ("lo", "hi") if f"{rate}.{end}" in frame.columns]
     trailing = [c for c in ("diversity", "distinct-2", "unique_answers", "n_problems", "n_samples", "samples_per_s",
                             *COMPUTE_COLUMNS, "train_minutes") if c in frame.columns]
     ceiling = [c for c in CEILING_COLUMNS if c in frame.columns]
     columns = leading + pass_columns + bounds + ceiling + trailing
     return frame[columns].sort_values([c for c in ("task", "method", "run") if c in leading])
+
+
+def varies_within_a_method(frame: pd.DataFrame, column: str) -> bool:
+    """Whether some method's rows differ in `column` (a knob set alike everywhere is no column)."""
+    by = frame["method"] if "method" in frame.columns else pd.Series(0, index=frame.index)
+    return bool((frame[column].astype(str).groupby(by).nunique() > 1).any())
 
 
 def decode_kind(temperature, init_noise) -> str | None:
@@ -177,7 +188,7 @@ def _series(data: pd.DataFrame, x: str):
     """(label, rows) per curve: one per run and task, split further by any sampling setting other than
     the x axis that differs within that run (e.g. the same run sampled with and without `reencode`)."""
     for (run, _), rows in data.groupby(["run", "task"], dropna=False):
-        keys = [c for c in IDENTITY_COLUMNS if c not in ("run", "task", "method", x)
+        keys = [c for c in [*IDENTITY_COLUMNS, *DECODING_COLUMNS] if c not in ("run", "task", "method", x)
                 and c in rows.columns and rows[c].nunique(dropna=False) > 1]
         if not keys:
             yield str(run), rows

@@ -5,6 +5,7 @@ and the validation curves of its runs (curves/, `ladir-bench curve`).
     python results/countdown-reference/table.py            # the table that opens README.md
     python results/countdown-reference/table.py --curves   # validation Pass@1 at each checkpoint
     python results/countdown-reference/table.py --old-vs-new   # against the old protocol's table
+    python results/countdown-reference/table.py --decoding     # LaDiR's solvers, MDM's decoders (decoding/)
 """
 import argparse
 import json
@@ -60,10 +61,55 @@ def old_vs_new() -> str:
     return "\n".join([header, "| :--- | :--- |" + " ---: |" * len(COMPARED), *rows])
 
 
+# MDM's decoding knobs at their defaults (baselines/mdm.py, MdmSampleKnobs): a setting names the others
+MDM_DEFAULTS = {"decoder": "recipe", "block_length": 0, "cache": "none", "refresh": "all", "threshold": 0.0,
+                "temperature": 1.0}
+
+
+def setting(metrics: dict) -> tuple[str, str]:
+    """(setting in words, velocity evaluations per block or unmasking steps) of one decoding evaluation."""
+    knobs = metrics.get("knobs") or {}
+    if metrics["method"] == "ladir":
+        text = "" if knobs.get("write_reasoning", True) else ", no reasoning text"
+        return f"{knobs['solver']}{text}", f"{knobs['steps']} NFE / block"
+    if metrics["method"] == "mdm":
+        changed = [f"{key}={knobs[key]}" for key, default in MDM_DEFAULTS.items() if knobs.get(key, default) != default]
+        return ", ".join(changed) or "defaults", f"{knobs['steps']} steps"
+    return ("greedy" if knobs.get("temperature") == 0 else "sampled"), "1 pass / token"
+
+
+RATES_SHOWN = ("pass@10", "chain_valid@1", "uses_given_numbers")
+
+
+def decoding() -> str:
+    """Each decoding setting's Pass@1 and speed on the reference runs (decoding/, k = 10 on the table's
+    200 test problems), its time per sample against AR-SFT's at the same k."""
+    files = sorted((HERE / "decoding").glob("*.metrics.json"))
+    evaluations = [json.loads(path.read_text()) for path in files]
+    ar = next((m["samples_per_s"] for m in evaluations if m["method"] == "ar-sft"), None)
+    order = {"ar-sft": 0, "ladir": 1, "mdm": 2}
+    rows = []
+    pairs = sorted(zip(files, evaluations, strict=True), key=lambda p: (order.get(p[1]["method"], 3), p[0].name))
+    for path, m in pairs:
+        words, cost = setting(m)
+        lo, hi = (m.get("intervals") or {}).get("pass@1", (None, None))
+        interval = f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else ""
+        ratio = f"{ar / m['samples_per_s']:.2f}" if ar else "—"
+        figures = [f"{100 * m['pass@1']:.1f}{interval}", *(f"{100 * m[key]:.1f}" for key in RATES_SHOWN),
+                   f"{m['samples_per_s']:.1f}", ratio]
+        rows.append(f"| {m['method']} | {words} | {cost} | " + " | ".join(figures)
+                    + f" | `{path.name[: -len('.metrics.json')]}` |")
+    header = ("| method | setting | cost | Pass@1 [95%] | Pass@10 | chain_valid@1 | uses given numbers "
+              "| samples/s | time per sample / AR-SFT's | file |")
+    return "\n".join([header, "| :--- | :--- | :--- |" + " ---: |" * 6 + " :--- |", *rows])
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument("--curves", action="store_true", help="the validation curves instead")
     shown.add_argument("--old-vs-new", action="store_true", help="the old protocol's figures beside these")
+    shown.add_argument("--decoding", action="store_true", help="each decoding setting's Pass@1 and speed (decoding/)")
     args = parser.parse_args()
-    print(curves() if args.curves else old_vs_new() if args.old_vs_new else first_table((HERE / "table.md").read_text()))
+    print(curves() if args.curves else old_vs_new() if args.old_vs_new else decoding() if args.decoding
+          else first_table((HERE / "table.md").read_text()))

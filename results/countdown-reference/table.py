@@ -70,8 +70,9 @@ def setting(metrics: dict) -> tuple[str, str]:
     """(setting in words, velocity evaluations per block or unmasking steps) of one decoding evaluation."""
     knobs = metrics.get("knobs") or {}
     if metrics["method"] == "ladir":
-        text = "" if knobs.get("write_reasoning", True) else ", no reasoning text"
-        return f"{knobs['solver']}{text}", f"{knobs['steps']} NFE / block"
+        extras = [*(["reencode"] if knobs.get("reencode") else []),
+                  *([] if knobs.get("write_reasoning", True) else ["no reasoning text"])]
+        return ", ".join([knobs["solver"], *extras]), f"{knobs['steps']} NFE / block"
     if metrics["method"] == "mdm":
         changed = [f"{key}={knobs[key]}" for key, default in MDM_DEFAULTS.items() if knobs.get(key, default) != default]
         return ", ".join(changed) or "defaults", f"{knobs['steps']} steps"
@@ -89,19 +90,20 @@ def decoding() -> str:
     ar = next((m["samples_per_s"] for m in evaluations if m["method"] == "ar-sft"), None)
     order = {"ar-sft": 0, "ladir": 1, "mdm": 2}
     rows = []
-    pairs = sorted(zip(files, evaluations, strict=True), key=lambda p: (order.get(p[1]["method"], 3), p[0].name))
+    pairs = sorted(zip(files, evaluations, strict=True),
+                   key=lambda p: (order.get(p[1]["method"], 3), p[1]["split"] != "val", p[0].name))
     for path, m in pairs:
         words, cost = setting(m)
         lo, hi = (m.get("intervals") or {}).get("pass@1", (None, None))
         interval = f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else ""
         ratio = f"{ar / m['samples_per_s']:.2f}" if ar else "—"
-        figures = [f"{100 * m['pass@1']:.1f}{interval}", *(f"{100 * m[key]:.1f}" for key in RATES_SHOWN),
+        figures = [f"{100 * m['pass@1']:.1f}{interval}", *(f"{100 * m[key]:.1f}" if key in m else "" for key in RATES_SHOWN),
                    f"{m['samples_per_s']:.1f}", ratio]
-        rows.append(f"| {m['method']} | {words} | {cost} | " + " | ".join(figures)
+        rows.append(f"| {m['method']} | {m['split']} | {words} | {cost} | " + " | ".join(figures)
                     + f" | `{path.name[: -len('.metrics.json')]}` |")
-    header = ("| method | setting | cost | Pass@1 [95%] | Pass@10 | chain_valid@1 | uses given numbers "
+    header = ("| method | split | setting | cost | Pass@1 [95%] | Pass@10 | chain_valid@1 | uses given numbers "
               "| samples/s | time per sample / AR-SFT's | file |")
-    return "\n".join([header, "| :--- | :--- | :--- |" + " ---: |" * 6 + " :--- |", *rows])
+    return "\n".join([header, "| :--- | :--- | :--- | :--- |" + " ---: |" * 6 + " :--- |", *rows])
 
 
 if __name__ == "__main__":

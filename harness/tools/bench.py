@@ -72,7 +72,9 @@ KEYS = [key for key, *_ in FIGURES]
 PAPER_SETTING = {"solver": "euler", "steps": 10}
 # The cheapest setting whose Pass@1 was no lower than PAPER_SETTING's on a trained countdown3 run,
 # every solver at 1-20 velocity evaluations per block (results/bench/solvers-countdown3.md): Pass@1
-# is flat in the solver and the NFE there, so the fewest evaluations win
+# is flat in the solver and the NFE there, so the fewest evaluations win. On the Countdown-4
+# reference run it is higher at 2 evaluations than at 10, 14.3 against 11.6
+# (results/countdown-reference/README.md, decoding/)
 FAST_SETTING = {"solver": "euler", "steps": 2}
 SOLVER_NFE = (2, 4, 10)  # velocity evaluations per block at which every solver is timed against AR
 # MDM's fastest decoding (Fast-dLLM): semi-autoregressive blocks of 8, the dual KV cache refreshed

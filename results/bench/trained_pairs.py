@@ -1,13 +1,15 @@
-"""LaDiR / AR-SFT time per sample on trained runs `ladir-cd3` and `ar-cd3` (countdown3; their own
-lengths, k = 10, the first LIMIT test problems, the eval's batch size): each method's own `sample`,
-timed in back-to-back pairs (median ratio) so that the machine's load drifts between pairs, not
-within one. One setting per argument, knobs separated by commas.
+"""A diffusion run's time per sample against an AR-SFT run's (default: `ladir-cd3` and `ar-cd3`,
+countdown3; `--run` / `--ar` name others, e.g. the reference runs), their own lengths, k = 10, the
+first LIMIT test problems, the eval's batch size: each method's own `sample`, timed in back-to-back
+pairs (median ratio) so that the machine's load drifts between pairs, not within one. One setting
+of the diffusion run's knobs per argument, knobs separated by commas.
 
     python results/bench/trained_pairs.py RUNS_DIR LIMIT PAIRS steps=2 steps=10 steps=2,write_reasoning=false
+    python results/bench/trained_pairs.py RUNS_DIR LIMIT PAIRS --run RUN --ar AR_RUN SETTING...
 """
+import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -15,10 +17,18 @@ import torch
 
 from harness.runs import open_run
 
-root, limit, pairs = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-settings = [dict(knob.split("=") for knob in group.split(",")) for group in sys.argv[4:]] or [{}]
-ar, ctx = open_run("ar-cd3", root)
-ladir, _ = open_run("ladir-cd3", root)
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("runs_dir", type=Path)
+parser.add_argument("limit", type=int)
+parser.add_argument("pairs", type=int)
+parser.add_argument("settings", nargs="*", help="knobs of the diffusion run, comma-separated, one setting each")
+parser.add_argument("--run", default="ladir-cd3", help="the diffusion run (LaDiR, MDM, ...)")
+parser.add_argument("--ar", default="ar-cd3", help="the AR-SFT run it is timed against")
+args = parser.parse_intermixed_args()
+root, limit, pairs = args.runs_dir, args.limit, args.pairs
+settings = [dict(knob.split("=") for knob in group.split(",")) for group in args.settings] or [{}]
+ar, ctx = open_run(args.ar, root)
+ladir, _ = open_run(args.run, root)
 problems = ctx.task.problems("test")[:limit]
 k = 10
 
@@ -30,11 +40,21 @@ def seconds(fn) -> float:
 
 
 def parsed(raw: dict[str, str]) -> dict:
-    return {key: value == "true" if value in ("true", "false") else int(value) if value.isdigit() else value
-            for key, value in raw.items()}
+    def value_of(text: str):
+        if text in ("true", "false"):
+            return text == "true"
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return text
+    return {key: value_of(value) for key, value in raw.items()}
 
 
-report = {"threads": torch.get_num_threads(), "problems": len(problems), "k": k, "pairs": pairs}
+report = {"run": args.run, "ar": args.ar, "threads": torch.get_num_threads(), "problems": len(problems), "k": k,
+          "pairs": pairs}
 with torch.no_grad():
     for raw in settings:
         knobs = parsed(raw)

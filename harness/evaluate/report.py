@@ -293,9 +293,15 @@ def plot(frame: pd.DataFrame, kind: str, out: Path) -> Path:
         raise BadInput(f"unknown plot kind {kind!r} (step-scaling, gamma, pass-at-k, compute)")
     for each in np.ravel(ax):  # the panels (not the gamma plot's right axis, with its own legend)
         each.grid(alpha=0.3)
-        if each.get_legend_handles_labels()[0]:
+        if each.get_legend_handles_labels()[0] and not panels:
             each.legend(fontsize=7)
-    fig.tight_layout()
+    if panels:  # the panels share their curves: one legend below them, clear of the points
+        handles, labels = np.ravel(ax)[0].get_legend_handles_labels()
+        fig.set_figheight(4 + 0.17 * len(labels))
+        fig.legend(handles, labels, loc="lower center", fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.17 * len(labels) / fig.get_figheight(), 1, 1))
+    else:
+        fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -438,8 +438,10 @@ def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_i
                                                             block_steps, remask_noise, step_uniforms)
             elif bool(((block == mask_id).sum(1) > (0 if threshold > 0 else remaining[j + 1])).any()):
                 busy = (block == mask_id).any(1)  # rows whose block `threshold` finished early sit the step out
+                # every row busy: no row selection, which would copy the cached keys/values of each layer
                 target[active[busy], start:end] = low_confidence_step(
-                    block[busy], logits_of(target[active], busy), mask_id, remaining[j + 1], temperature, threshold,
+                    block[busy], logits_of(target[active], None if bool(busy.all()) else busy), mask_id,
+                    remaining[j + 1], temperature, threshold,
                     None if step_uniforms is None else step_uniforms[busy])
             step += 1
             yield target.clone()

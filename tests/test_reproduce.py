@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import BadInput
+from harness.tools.ablation import eval_settings
 from harness.tools.reproduce import load_table, reproduce, table_names
 from tests.conftest import MICRO_SETTINGS
 
@@ -42,6 +43,15 @@ def test_every_shipped_grid_plans_without_training(tmp_path, scale):
         if load_table(table).data_files:  # planned, and said to need the user's files
             assert "not runnable yet" in text and "--data" in text
     assert not runs.exists()  # planning wrote nothing
+
+
+def test_an_eval_grid_listed_as_mappings_is_the_union_of_their_products():
+    """The countdown grid's LaDiR samplers: the defaults and one other setting, each once, in order."""
+    assert eval_settings([{}, {"reencode": [True], "steps": [1]}]) == [{}, {"reencode": True, "steps": 1}]
+    assert eval_settings([{"steps": [1, 2]}, {"steps": [2, 10]}]) == [{"steps": 1}, {"steps": 2}, {"steps": 10}]
+    assert eval_settings({"steps": [5, 10]}) == [{"steps": 5}, {"steps": 10}]
+    with pytest.raises(BadInput, match=r"eval_grid\[1\]\.steps"):
+        eval_settings([{}, {"steps": 1}])
 
 
 def test_tables_asking_for_the_same_run_share_it(tmp_path):
@@ -96,10 +106,13 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     table = first.text
     header = next(line for line in table.splitlines() if line.startswith("| Method"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "Method", "CD-3 P@1", "CD-3 P@2", "CD-3 Div.", "paper (Countdown planning table, LLaMA 3.1 8B)"]
+        "Method", "sampler", "CD-3 P@1", "CD-3 P@2", "CD-3 Div.", "paper (Countdown planning table, LLaMA 3.1 8B)"]
     ar_row = next(line for line in table.splitlines() if line.startswith("| AR-SFT"))
-    ladir_row = next(line for line in table.splitlines() if line.startswith("| LaDiR"))
+    ladir_row, reencoded = [line for line in table.splitlines()[:8] if line.startswith("| LaDiR")]
     assert "46.7" in ar_row and "76.6" in ladir_row  # the paper's figures in the reference column
+    # LaDiR sampled as the paper does, then with the harness's reencode + 1 Euler step, paired the same way
+    assert "the paper's" in ladir_row and "reencode, 1 Euler step" in reencoded and "76.6" not in reencoded
+    assert "Δ" in reencoded
     assert "[" in ar_row and "Δ" in ladir_row and "Δ" not in ar_row  # intervals; LaDiR paired against AR-SFT
     assert "chain-valid@1" in table and "uses given numbers" in table  # the diagnostics table under it
     assert "own steps exact" in table and "AE ceiling" in table
@@ -109,18 +122,20 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
         assert (out / name).is_file(), name
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
     cells = (out / "cells.csv").read_text().splitlines()
-    assert cells[0].startswith("method,task,metric,mean,lo,hi") and len(cells) == 1 + 2 * 6  # 2 runs x 6 cells (no AE ceiling: not LD4LG)
+    # 3 evaluations (AR-SFT; LaDiR with two samplers) x 6 cells (no AE ceiling: not LD4LG)
+    assert cells[0].startswith("method,reencode,task,metric,mean,lo,hi") and len(cells) == 1 + 3 * 6
     record = json.loads((out / "reproduce.json").read_text())
-    assert len(record["runs"]) == 2 and len(record["results"]) == 2
+    assert len(record["runs"]) == 2 and len(record["results"]) == 3
     copies = sorted(path.name for path in (out / "evaluations").iterdir())  # provenance beside the table
-    assert len(copies) == 4 and all(name.startswith(tuple(record["runs"])) for name in copies)
+    assert len(copies) == 6 and all(name.startswith(tuple(record["runs"])) for name in copies)
     for folder in record["results"]:  # RUN/results/TASK-SPLIT/kK, under the runs folder
-        copy = next((out / "evaluations").glob(f"{Path(folder).parts[0]}.*.metrics.json"))
+        run, _, task_split, setting = Path(folder).parts
+        copy = out / "evaluations" / f"{run}.{task_split}.{setting}.metrics.json"
         assert json.loads(copy.read_text()) == json.loads((runs / folder / "metrics.json").read_text())
     assert sorted(path.stem for path in (out / "configs").iterdir()) == sorted(record["runs"])
 
     samples = sorted(runs.glob("*/results/*/*/samples.jsonl"))
-    assert len(samples) == 2
+    assert len(samples) == 3
     before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in samples}
 
     def no_training(*args, **kwargs):
@@ -130,11 +145,11 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     again = reproduce("countdown", "tiny", runs_root=runs, methods=["ar-sft", "ladir"], tasks=["countdown3"],
                       overrides=MICRO, fmt="csv")
     assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in samples} == before  # nothing resampled
-    assert (out / "table.csv").read_text() == again.text + "\n" and again.text.startswith("Method,CD-3 P@1")
+    assert (out / "table.csv").read_text() == again.text + "\n" and again.text.startswith("Method,sampler,CD-3 P@1")
     assert (out / "table.md").read_text().strip() == table.strip()
     plan = reproduce("countdown", "tiny", runs_root=runs, methods=["ar-sft", "ladir"], tasks=["countdown3"],
                      overrides=MICRO, dry_run=True).text
-    assert "already done: 2 of 2 runs trained, 2 of 2 evaluations" in plan and "compute left: 0 training steps" in plan
+    assert "already done: 2 of 2 runs trained, 3 of 3 evaluations" in plan and "compute left: 0 training steps" in plan
 
 
 def test_refusals_are_one_line_with_exit_2(tmp_path, capsys, monkeypatch):
@@ -233,7 +248,7 @@ def test_demo_runs_the_countdown_grid_at_a_small_budget(tmp_path, capsys):
 
     runs = tmp_path / "runs"
     folders = run_demo("countdown3", limit=2, k=2, steps=4, base_steps=4, runs_root=runs)
-    assert len(folders) == 2  # AR-SFT and LaDiR, each once
+    assert len(folders) == 3  # AR-SFT once; LaDiR as the paper samples it and with reencode + 1 Euler step
     table = capsys.readouterr().out
     assert "| AR-SFT" in table and "| LaDiR" in table and "CD-3 P@1" in table and "paper (" in table
     assert list(runs.glob("ladir-countdown3-seed0-*/probe/stage2-step*.json"))

@@ -16,6 +16,8 @@ Grid file (YAML):
     eval: {k: 10, limit: 100, split: test}
     eval_grid: {steps: [5, 10, 30], gamma_max: [0.0, 0.3]}        # every run evaluated at each
     method_eval_grid: {mdm: {steps: [16, 32]}}         # a method's own sampling grid, instead of eval_grid
+    # (an eval grid may be a list of mappings too: the union of their products, e.g. [{}, {steps: [1]}]
+    # for the defaults and one other setting)
 
 `train_grid` keys are `method`, `task`, `seed` or any `--set` key, so a grid ranges over methods and
 tasks as well as knobs; a list of such mappings is the union of their products (one-knob-at-a-time
@@ -59,7 +61,7 @@ class Grid:
     method_config: dict[str, Any] = field(default_factory=dict)
     train_grid: Any = field(default_factory=dict)  # a mapping of value lists, or a list of them (their union)
     eval: EvalSpec = field(default_factory=EvalSpec)
-    eval_grid: dict[str, Any] = field(default_factory=dict)
+    eval_grid: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)
     method_eval_grid: dict[str, Any] = field(default_factory=dict)
     eval_tasks: list[dict] = field(default_factory=list)
     run_names: str = "cell"
@@ -102,6 +104,17 @@ def _product(grid: dict[str, Any], where: str) -> list[dict[str, Any]]:
             raise BadInput(f"{where}.{key}: expected a non-empty list of values")
     keys = list(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))] or [{}]
+
+
+def eval_settings(knob_grid: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sampling settings of an eval grid: the product of a mapping, or the union of a list's
+    products in order (a setting listed twice is kept once)."""
+    parts = knob_grid if isinstance(knob_grid, list) else [knob_grid]
+    settings: list[dict[str, Any]] = []
+    for index, part in enumerate(parts):
+        where = f"eval_grid[{index}]" if isinstance(knob_grid, list) else "eval_grid"
+        settings += [knobs for knobs in _product(part, where) if knobs not in settings]
+    return settings
 
 
 def train_cells(grid: Grid) -> list[dict[str, Any]]:
@@ -187,7 +200,7 @@ def plan_grid(grid: Grid) -> list[PlannedRun]:
         name = _cell_name(grid.name, cell) if grid.run_names == "cell" else config_run_name(config)
         knob_grid = grid.method_eval_grid.get(config.method, grid.method_eval_grid.get(method, grid.eval_grid))
         evals = [PlannedEval(task, options, knobs) for task, options in _eval_tasks(grid, config)
-                 for knobs in _product(knob_grid, "eval_grid")]
+                 for knobs in eval_settings(knob_grid)]
         full_cell = {"method": config.method, "task": config.task, "seed": config.seed, **cell}
         if name in plans:  # the same run asked for twice (one-knob sweeps share their default run)
             plans[name].evals += [e for e in evals if e not in plans[name].evals]

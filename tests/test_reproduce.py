@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import BadInput
-from harness.tools.ablation import eval_settings
+from harness.tools.ablation import union_of_products
 from harness.tools.reproduce import load_table, reproduce, table_names
 from tests.conftest import MICRO_SETTINGS
 
@@ -47,11 +47,14 @@ def test_every_shipped_grid_plans_without_training(tmp_path, scale):
 
 def test_an_eval_grid_listed_as_mappings_is_the_union_of_their_products():
     """The countdown grid's LaDiR samplers: the defaults and one other setting, each once, in order."""
-    assert eval_settings([{}, {"reencode": [True], "steps": [1]}]) == [{}, {"reencode": True, "steps": 1}]
-    assert eval_settings([{"steps": [1, 2]}, {"steps": [2, 10]}]) == [{"steps": 1}, {"steps": 2}, {"steps": 10}]
-    assert eval_settings({"steps": [5, 10]}) == [{"steps": 5}, {"steps": 10}]
+    def points(grid):
+        return union_of_products(grid, "eval_grid")
+
+    assert points([{}, {"reencode": [True], "steps": [1]}]) == [{}, {"reencode": True, "steps": 1}]
+    assert points([{"steps": [1, 2]}, {"steps": [2, 10]}]) == [{"steps": 1}, {"steps": 2}, {"steps": 10}]
+    assert points({"steps": [5, 10]}) == [{"steps": 5}, {"steps": 10}]
     with pytest.raises(BadInput, match=r"eval_grid\[1\]\.steps"):
-        eval_settings([{}, {"steps": 1}])
+        points([{}, {"steps": 1}])
 
 
 def test_tables_asking_for_the_same_run_share_it(tmp_path):

@@ -106,26 +106,15 @@ def _product(grid: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))] or [{}]
 
 
-def eval_settings(knob_grid: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The sampling settings of an eval grid: the product of a mapping, or the union of a list's
-    products in order (a setting listed twice is kept once)."""
-    parts = knob_grid if isinstance(knob_grid, list) else [knob_grid]
-    settings: list[dict[str, Any]] = []
+def union_of_products(grid: dict[str, Any] | list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """The points of a grid in order: the product of a mapping, or the union of a list's products (a
+    point listed twice is kept once). Train grids give the runs' cells, eval grids the sampling settings."""
+    parts = grid if isinstance(grid, list) else [grid]
+    points: list[dict[str, Any]] = []
     for index, part in enumerate(parts):
-        where = f"eval_grid[{index}]" if isinstance(knob_grid, list) else "eval_grid"
-        settings += [knobs for knobs in _product(part, where) if knobs not in settings]
-    return settings
-
-
-def train_cells(grid: Grid) -> list[dict[str, Any]]:
-    """The train-grid cells in order: the product of a mapping, or the union of a list's products
-    (a cell listed twice is kept once)."""
-    parts = grid.train_grid if isinstance(grid.train_grid, list) else [grid.train_grid]
-    cells: list[dict[str, Any]] = []
-    for index, part in enumerate(parts):
-        where = f"train_grid[{index}]" if isinstance(grid.train_grid, list) else "train_grid"
-        cells += [cell for cell in _product(part, where) if cell not in cells]
-    return cells
+        points += [point for point in _product(part, f"{where}[{index}]" if isinstance(grid, list) else where)
+                   if point not in points]
+    return points
 
 
 def _cell_name(prefix: str, cell: dict[str, Any]) -> str:
@@ -188,7 +177,7 @@ def plan_grid(grid: Grid) -> list[PlannedRun]:
     if grid.run_names not in RUN_NAMINGS:
         raise BadInput(f"run_names must be one of {', '.join(RUN_NAMINGS)}, got {grid.run_names!r}")
     plans: dict[str, PlannedRun] = {}
-    for cell in train_cells(grid):
+    for cell in union_of_products(grid.train_grid, "train_grid"):
         method = str(cell.get("method", grid.method))
         method_settings = grid.method_settings.get(method) or {}
         if not isinstance(method_settings, dict):
@@ -200,7 +189,7 @@ def plan_grid(grid: Grid) -> list[PlannedRun]:
         name = _cell_name(grid.name, cell) if grid.run_names == "cell" else config_run_name(config)
         knob_grid = grid.method_eval_grid.get(config.method, grid.method_eval_grid.get(method, grid.eval_grid))
         evals = [PlannedEval(task, options, knobs) for task, options in _eval_tasks(grid, config)
-                 for knobs in eval_settings(knob_grid)]
+                 for knobs in union_of_products(knob_grid, "eval_grid")]
         full_cell = {"method": config.method, "task": config.task, "seed": config.seed, **cell}
         if name in plans:  # the same run asked for twice (one-knob sweeps share their default run)
             plans[name].evals += [e for e in evals if e not in plans[name].evals]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from harness.config import parse_override
 from harness.runs import open_run
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -26,7 +27,7 @@ parser.add_argument("--run", default="ladir-cd3", help="the diffusion run (LaDiR
 parser.add_argument("--ar", default="ar-cd3", help="the AR-SFT run it is timed against")
 args = parser.parse_intermixed_args()
 root, limit, pairs = args.runs_dir, args.limit, args.pairs
-settings = [dict(knob.split("=") for knob in group.split(",")) for group in args.settings] or [{}]
+settings = [group.split(",") for group in args.settings] or [[]]  # each: the `--knob` texts of one setting
 ar, ctx = open_run(args.ar, root)
 ladir, _ = open_run(args.run, root)
 problems = ctx.task.problems("test")[:limit]
@@ -39,25 +40,11 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def parsed(raw: dict[str, str]) -> dict:
-    def value_of(text: str):
-        if text in ("true", "false"):
-            return text == "true"
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                return float(text)
-            except ValueError:
-                return text
-    return {key: value_of(value) for key, value in raw.items()}
-
-
 report = {"run": args.run, "ar": args.ar, "threads": torch.get_num_threads(), "problems": len(problems), "k": k,
           "pairs": pairs}
 with torch.no_grad():
-    for raw in settings:
-        knobs = parsed(raw)
+    for texts in settings:
+        knobs = {key: value for text in texts for key, value in parse_override(text).items()}  # as `--knob` parses
         ratios, ladir_times, ar_times = [], [], []
         for index in range(pairs + 1):  # the first pair warms up
             ladir_s = seconds(lambda knobs=knobs: ladir.sample(problems, k, **knobs))
@@ -66,7 +53,7 @@ with torch.no_grad():
                 ratios.append(ladir_s / ar_s)
                 ladir_times.append(ladir_s)
                 ar_times.append(ar_s)
-        name = ",".join(f"{key}={value}" for key, value in raw.items()) or "default"
+        name = ",".join(texts) or "default"
         report[name] = {"ratio": statistics.median(ratios), "ratios": [round(r, 3) for r in ratios],
                         "ladir_ms_per_sample": 1e3 * statistics.median(ladir_times) / (k * len(problems)),
                         "ar_ms_per_sample": 1e3 * statistics.median(ar_times) / (k * len(problems))}

@@ -61,9 +61,8 @@ def old_vs_new() -> str:
     return "\n".join([header, "| :--- | :--- |" + " ---: |" * len(COMPARED), *rows])
 
 
-# MDM's decoding knobs at their defaults (baselines/mdm.py, MdmSampleKnobs): a setting names the others
-MDM_DEFAULTS = {"decoder": "recipe", "block_length": 0, "cache": "none", "refresh": "all", "threshold": 0.0,
-                "temperature": 1.0}
+# MDM's decoding knobs a setting names where they differ from the method's defaults (`steps` has its column)
+MDM_DECODING = ("decoder", "block_length", "cache", "refresh", "threshold", "temperature")
 
 
 def setting(metrics: dict) -> tuple[str, str]:
@@ -74,7 +73,10 @@ def setting(metrics: dict) -> tuple[str, str]:
                   *([] if knobs.get("write_reasoning", True) else ["no reasoning text"])]
         return ", ".join([knobs["solver"], *extras]), f"{knobs['steps']} NFE / block"
     if metrics["method"] == "mdm":
-        changed = [f"{key}={knobs[key]}" for key, default in MDM_DEFAULTS.items() if knobs.get(key, default) != default]
+        from baselines.mdm import MdmSampleKnobs  # only here: it imports torch
+
+        defaults = {key: getattr(MdmSampleKnobs(), key) for key in MDM_DECODING}
+        changed = [f"{key}={knobs[key]}" for key, default in defaults.items() if knobs.get(key, default) != default]
         return ", ".join(changed) or "defaults", f"{knobs['steps']} steps"
     return ("greedy" if knobs.get("temperature") == 0 else "sampled"), "1 pass / token"
 
@@ -97,8 +99,8 @@ def decoding() -> str:
         lo, hi = (m.get("intervals") or {}).get("pass@1", (None, None))
         interval = f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else ""
         ratio = f"{ar / m['samples_per_s']:.2f}" if ar else "—"
-        figures = [f"{100 * m['pass@1']:.1f}{interval}", *(f"{100 * m[key]:.1f}" if key in m else "" for key in RATES_SHOWN),
-                   f"{m['samples_per_s']:.1f}", ratio]
+        shares = [f"{100 * m[key]:.1f}" if key in m else "" for key in RATES_SHOWN]
+        figures = [f"{100 * m['pass@1']:.1f}{interval}", *shares, f"{m['samples_per_s']:.1f}", ratio]
         rows.append(f"| {m['method']} | {m['split']} | {words} | {cost} | " + " | ".join(figures)
                     + f" | `{path.name[: -len('.metrics.json')]}` |")
     header = ("| method | split | setting | cost | Pass@1 [95%] | Pass@10 | chain_valid@1 | uses given numbers "

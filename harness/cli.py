@@ -439,6 +439,8 @@ def reproduce_command(
     scale: Annotated[str, typer.Option(help="tiny (CPU minutes), reference (CPU comparison), small (a GPU hour), "
                                             "paper (8B; --dry-run on a CPU)")] = "tiny",
     seeds: Annotated[Optional[int], typer.Option(help="training seeds 0..N-1 (default: the scale's)")] = None,
+    method_seeds: Annotated[Optional[str], typer.Option(help="these methods' own seed counts, METHOD=N comma-separated "
+                                                             "(e.g. --seeds 1 --method-seeds ar-sft=3)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, the runs done and the compute left")] = False,
     fmt: Annotated[str, typer.Option("--format", help="markdown, latex or csv (all three are written)")] = "markdown",
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder (default: RUNS/<table>-<scale>)")] = None,
@@ -459,8 +461,14 @@ def reproduce_command(
         if not sep or not name or not path:
             raise BadInput(f"--data {item!r} is not NAME=PATH")
         files[name.strip()] = path.strip()
+    counts = {}
+    for item in _names(method_seeds) or []:
+        method, sep, count = item.partition("=")
+        if not sep or not method.strip() or not count.strip().isdigit():
+            raise BadInput(f"--method-seeds {item!r} is not METHOD=N")
+        counts[method.strip()] = int(count)
     result = reproduce(table, scale, seeds, dry_run, fmt, out_dir, runs_root(runs_dir), files, _names(methods),
-                       _names(tasks))
+                       _names(tasks), method_seeds=counts)
     print(result.text)
 
 

@@ -89,6 +89,15 @@ def test_the_reference_scale_gives_the_headline_methods_three_seeds_unless_told(
     assert seeds() == {"ar-sft": [0, 1, 2], "ladir": [0, 1, 2], "mdm": [0, 1, 2], "coconut": [0], "mtp": [0],
                        "ld4lg": [0]}
     assert set(map(tuple, seeds(seeds=1).values())) == {(0,)}  # --seeds sets every method's
+    # --method-seeds gives the methods it names their own count, more or fewer, whatever --seeds says
+    assert seeds(seeds=1, method_seeds={"ar-sft": 3}) == {"ar-sft": [0, 1, 2], "ladir": [0], "mdm": [0],
+                                                           "coconut": [0], "mtp": [0], "ld4lg": [0]}
+    assert seeds(method_seeds={"ladir": 1, "mtp": 2}) == {"ar-sft": [0, 1, 2], "ladir": [0], "mdm": [0, 1, 2],
+                                                          "coconut": [0], "mtp": [0, 1], "ld4lg": [0]}
+    with pytest.raises(BadInput, match="--method-seeds names nope"):
+        seeds(method_seeds={"nope": 2})
+    with pytest.raises(BadInput, match="N >= 1"):
+        seeds(method_seeds={"ladir": 0})
 
 
 def test_seeds_and_filters_shape_the_plan(tmp_path):
@@ -177,6 +186,8 @@ def test_refusals_are_one_line_with_exit_2(tmp_path, capsys, monkeypatch):
                                   "humanevalplus-test=x", "--data", "mbppplus-test=y")
     assert "takes no data file x" in refused("countdown", "--data", "x=y")
     assert "unknown scale 'huge'" in refused("countdown", "--scale", "huge", "--dry-run")
+    assert "--method-seeds 'ladir' is not METHOD=N" in refused("countdown", "--method-seeds", "ladir", "--dry-run")
+    assert "--method-seeds 'ladir=x' is not METHOD=N" in refused("countdown", "--method-seeds", "ladir=x", "--dry-run")
     assert not (tmp_path / "countdown-tiny").exists()
 
 

@@ -161,8 +161,8 @@ def resolve_grid(table: str, spec: TableSpec, scale_name: str, scale: Scale, see
                  overrides: dict[str, Any] | None = None, method_seeds: dict[str, int] | None = None) -> Grid:
     """The table's grid at this scale: the scale's shared settings, then the table's grid, then the
     table's own settings for this scale, then `overrides` (the demo's budget options); the
-    train grid restricted to `methods` / `tasks` and crossed with seeds 0..seeds-1, or more for the
-    methods `method_seeds` names."""
+    train grid restricted to `methods` / `tasks` and crossed with seeds 0..seeds-1, or as many as
+    `method_seeds` gives the methods it names."""
     data: dict[str, Any] = {"name": table, "preset": scale.preset, "settings": scale.settings,
                             "method_settings": scale.method_settings, "method_config": scale.method_config,
                             "eval": scale.eval, "run_names": "config"}
@@ -174,11 +174,12 @@ def resolve_grid(table: str, spec: TableSpec, scale_name: str, scale: Scale, see
         parts = _filtered(parts, key, wanted, table)
     seeded = []
     for part in parts:
-        more = [] if "seed" in part else [m for m in part.get("method", []) if (method_seeds or {}).get(m, 0) > seeds]
-        if more:
-            rest = [m for m in part["method"] if m not in more]
+        counts = method_seeds or {}
+        own = [] if "seed" in part else [m for m in part.get("method", []) if counts.get(m, seeds) != seeds]
+        if own:
+            rest = [m for m in part["method"] if m not in own]
             seeded += [{**part, "method": rest}] if rest else []
-            seeded += [{**part, "method": [m], "seed": list(range(method_seeds[m]))} for m in more]
+            seeded += [{**part, "method": [m], "seed": list(range(counts[m]))} for m in own]
         else:
             seeded.append(part)
     for part in seeded:
@@ -586,16 +587,23 @@ class Reproduced:
 def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dry_run: bool = False,
               fmt: str = "markdown", out_dir: Path | None = None, runs_root: Path = Path("runs"),
               data_files: dict[str, str] | None = None, methods: list[str] | None = None,
-              tasks: list[str] | None = None, overrides: dict[str, Any] | None = None) -> Reproduced:
+              tasks: list[str] | None = None, overrides: dict[str, Any] | None = None,
+              method_seeds: dict[str, int] | None = None) -> Reproduced:
     """Plan the table's grid at the scale; with `dry_run`, describe it; else train and evaluate what is
     missing, then write the table (Markdown, LaTeX, CSV), its cells' numbers and its plot under `out_dir`
-    (default runs/<table>-<scale>/) and return it in `fmt`."""
+    (default runs/<table>-<scale>/) and return it in `fmt`. Seeds: `seeds` for every method (default:
+    the scale's, and the scale's `method_seeds` for its headline methods), `method_seeds` for the
+    methods it names whatever `seeds` says."""
     if fmt not in FORMATS:
         raise BadInput(f"unknown table format {fmt!r} (markdown, latex, csv)")
     spec, scale = load_table(table), load_scale(scale_name)
     explicit_seeds, seeds = seeds, scale.seeds if seeds is None else seeds
     if seeds < 1:
         raise BadInput(f"--seeds must be >= 1, got {seeds}")
+    bad = {method: count for method, count in (method_seeds or {}).items() if not isinstance(count, int) or count < 1}
+    if bad:
+        given = ", ".join(f"{method}={count}" for method, count in bad.items())
+        raise BadInput(f"--method-seeds needs METHOD=N with N >= 1, got {given}")
     files = {name: str(Path(path).expanduser()) for name, path in (data_files or {}).items()}
     unknown = sorted(set(files) - set(spec.data_files))
     if unknown:
@@ -604,8 +612,14 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
     missing = missing_data(spec, table, files)
     if missing and not dry_run:
         raise BadInput(missing)
+    headline_seeds = scale.method_seeds if explicit_seeds is None else {}
     grid = resolve_grid(table, spec, scale_name, scale, seeds, files, methods, tasks, overrides,
-                        scale.method_seeds if explicit_seeds is None else None)
+                        {**headline_seeds, **(method_seeds or {})})
+    planned = {method for part in grid.train_grid for method in part.get("method", [])}
+    unplanned = sorted(set(method_seeds or {}) - planned)
+    if unplanned:
+        raise BadInput(f"--method-seeds names {', '.join(unplanned)}, which this table does not train here "
+                       f"(it trains {', '.join(sorted(planned))})")
     plans = plan_grid(grid)
     if dry_run:
         return Reproduced(describe_plan(table, scale_name, scale, grid, plans, runs_root, missing),

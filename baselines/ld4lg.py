@@ -49,6 +49,14 @@ from harness.train.checkpoint import final_checkpoint, load_modules
 from harness.train.seeding import Shard
 from harness.train.trainer import Trainer
 from ladir.pipeline import start_sequence
+from ladir.probe import (
+    REACH_T0,
+    SHIFT_STEPS,
+    TOLERANCE_SIGMAS,
+    answer_accuracy,
+    derangement,
+    generated_step_validity,
+)
 from ladir.reasoner import (
     QUESTION,
     BlockDiffusionReasoner,
@@ -176,10 +184,10 @@ def self_conditioned_fm_loss(denoiser: SelfConditionedDenoiser, question_ids: li
 
 @torch.no_grad()
 def sample_latent(denoiser: SelfConditionedDenoiser, seq: LatentSequence, sampler: FlowMatchEuler, steps: int,
-                  z: torch.Tensor) -> torch.Tensor:
-    """Euler steps from z_1 = `z` to a clean latent; each step conditions on the previous step's
-    x0_hat = z_t - t u (none at the first step, or without self-conditioning)."""
-    sampler.set_timesteps(steps)
+                  z: torch.Tensor, t_start: float = 1.0) -> torch.Tensor:
+    """Euler steps from z_{t_start} = `z` (1: pure noise) to a clean latent; each step conditions on the
+    previous step's x0_hat = z_t - t u (none at the first step, or without self-conditioning)."""
+    sampler.set_timesteps(steps, t_start)
     x0_estimate = None
     for t in sampler.timesteps:
         u = denoiser.predict(seq, z, t, x0_estimate)
@@ -335,6 +343,77 @@ class LD4LG(Method):
         """Reported beside the evaluation's Pass@k: the autoencoder's ceiling over the same problems."""
         ceiling = self.reconstruction_ceiling(task, split, problems)
         return {"reconstruction_ceiling": ceiling["exact_match"], "reconstruction_ceiling_pass": ceiling["passed"]}
+
+    # ------------------------------------------------------------------------------- the probe
+    @torch.no_grad()
+    def probe_figures(self, task: Task, problems: list[Problem], steps: int = 10, seed: int = 0,
+                      batch_size: int = 100) -> dict:
+        """`ladir-bench probe` of an LD4LG run: where between its autoencoder's ceiling and its own
+        samples the completions break. LaDiR's probe figures (ladir/probe.py), for one latent that
+        holds the whole completion, each decoded greedily and judged by the checker:
+
+            answer_acc_oracle     the encoder's own latent of the reference: the ceiling (pass rate)
+            answer_acc_shuffled   another problem's latent (the decoder never reads the question)
+            answer_acc_noise      a N(0, I) latent
+            pass1_generated       the latent denoised from noise (`steps` Euler steps, self-conditioned)
+            pass1_swapped         the latent generated for another problem
+            block_valid           generated steps that are valid (operands available, arithmetic exact)
+            decoder_tolerance     first step valid after the oracle latent plus N(0, sigma^2) noise
+            denoise_reach         first step valid after the oracle latent noised to t0 is denoised in
+                                  round(steps t0) Euler steps (t0 = 1: generation); `denoise_reach_pass`
+                                  the same latents' completions passing the checker
+            first_block_valid     first step valid of latents generated with 1, 5, 10, 30 Euler steps
+        """
+        perm = derangement(len(problems), seed)
+        generator = torch.Generator().manual_seed(seed)
+        z0 = self.oracle_latents(problems).cpu()
+        eps = torch.randn(z0.shape, generator=generator)
+        questions = self.oracle_batch(problems).question_ids
+
+        def completions(z: torch.Tensor) -> list[str]:
+            texts = []
+            for start in range(0, len(problems), batch_size):
+                texts += self.vae.decode(self.stats.denormalize(z[start : start + batch_size].to(self.ctx.device)))
+            return texts
+
+        def denoised(z_start: torch.Tensor, t0: float, euler_steps: int) -> torch.Tensor:
+            out = []
+            for start in range(0, len(problems), batch_size):
+                seq = start_sequence(self.denoiser, questions[start : start + batch_size])
+                out.append(sample_latent(self.denoiser, seq, FlowMatchEuler(), euler_steps,
+                                         z_start[start : start + batch_size].to(self.ctx.device), t0).cpu())
+            return torch.cat(out)
+
+        def first_step_valid(texts: list[str]) -> float:
+            hits = 0
+            for problem, text in zip(problems, texts, strict=True):
+                sentences = task.split_target(text)[0]
+                hits += bool(sentences) and bool((task.steps_valid(problem, sentences[:1]) or [False])[0])
+            return hits / len(problems)
+
+        def reach(t0: float) -> list[str]:
+            return completions(denoised((1 - t0) * z0 + t0 * eps, t0, max(1, round(steps * t0))))
+
+        generated = completions(denoised(eps, 1.0, steps))
+        result = {
+            "answer_acc_oracle": answer_accuracy(task, problems, completions(z0)),
+            "answer_acc_shuffled": answer_accuracy(task, problems, completions(z0[perm])),
+            "answer_acc_noise": answer_accuracy(task, problems, completions(eps)),
+            "pass1_generated": answer_accuracy(task, problems, generated),
+            "pass1_swapped": answer_accuracy(task, problems, [generated[j] for j in perm]),
+        }
+        result.update(generated_step_validity(task, problems, [task.split_target(text)[0] for text in generated]))
+        if "block_valid" in result:
+            result["decoder_tolerance"] = {str(sigma): first_step_valid(completions(z0 + sigma * eps))
+                                           for sigma in TOLERANCE_SIGMAS}
+            reached = {str(t0): reach(t0) for t0 in (0.0, *REACH_T0)}
+            result["denoise_reach"] = {t0: first_step_valid(texts) for t0, texts in reached.items()}
+            result["denoise_reach_pass"] = {t0: answer_accuracy(task, problems, texts) for t0, texts in reached.items()}
+            result["first_block_valid"] = {str(s): first_step_valid(completions(denoised(eps, 1.0, s)))
+                                           for s in SHIFT_STEPS}
+        result["examples"] = [{"task_id": problem["task_id"], "reference": problem.get("reference"), "generated": text}
+                              for problem, text in zip(problems[:3], generated[:3], strict=True)]
+        return result
 
     # ------------------------------------------------------------------------------- sampling
     def load(self) -> None:

@@ -326,7 +326,8 @@ def trace_command(
 
 @app.command("probe")
 def probe_command(
-    run: Annotated[str, typer.Option(help="a trained LaDiR run, or an AR one (ar-sft, mtp, pretrained) for the text reference")],
+    run: Annotated[str, typer.Option(help="a trained LaDiR or LD4LG run, or an AR one (ar-sft, mtp, pretrained) "
+                                          "for the text reference")],
     task: Annotated[Optional[str], typer.Option("--task", help="task (default: the run's task)")] = None,
     split: Annotated[str, typer.Option(help="split with reference reasoning")] = "val",
     limit: Annotated[int, typer.Option(help="first N problems")] = 100,
@@ -339,7 +340,8 @@ def probe_command(
 ) -> None:
     """Do LaDiR's latent blocks carry the answer? Greedy answer accuracy after oracle, shuffled, noise,
     generated and swapped blocks; valid generated steps; latent shift across step counts. On an AR run the
-    blocks are its reasoning sentences: the same figures for reading the reasoning as text."""
+    blocks are its reasoning sentences: the same figures for reading the reasoning as text. On an LD4LG run
+    the one latent holds the whole completion: the same figures, the oracle being its autoencoder's ceiling."""
     from harness.config import parse_override
     from harness.runs import open_run, runs_root
     from ladir.probe import is_probeable, run_probe
@@ -349,7 +351,7 @@ def probe_command(
     method, ctx = open_run(run, runs_root(runs_dir))
     if not is_probeable(type(method)):
         raise BadInput(f"method {method.name!r} has neither latent blocks nor text reasoning to probe "
-                       "(use a LaDiR run or an ar-sft, mtp or pretrained one)")
+                       "(use a LaDiR or LD4LG run, or an ar-sft, mtp or pretrained one)")
     task_obj = ctx.task if task is None or task == ctx.config.task else _task(task, None, ctx.seed)
     knobs: dict = {}
     for text in knob or []:
@@ -368,8 +370,12 @@ def probe_command(
             table.add_row(key, f"{value:.3f}")
     for key, value in record.get("latent_shift", {}).items():
         table.add_row(f"latent_shift {key} steps", f"{value:.3f}")
-    for key, value in record.get("first_block_valid", {}).items():
-        table.add_row(f"first block valid, {key} steps", f"{value:.3f}")
+    for field, label in (("first_block_valid", "first block valid, {} steps"),
+                         ("decoder_tolerance", "first block valid, oracle + noise sigma {}"),
+                         ("denoise_reach", "first block valid, oracle noised to t0 {} and denoised"),
+                         ("denoise_reach_pass", "passed, oracle noised to t0 {} and denoised")):
+        for key, value in record.get(field, {}).items():
+            table.add_row(label.format(key), f"{value:.3f}")
     out.print(table)
 
 

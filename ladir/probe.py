@@ -75,7 +75,7 @@ def derangement(n: int, seed: int = 0) -> list[int]:
     return perm
 
 
-def _accuracy(task: Task, problems: list[Problem], answers: list[str]) -> float:
+def answer_accuracy(task: Task, problems: list[Problem], answers: list[str]) -> float:
     verdicts = task.check_many(list(zip(problems, answers, strict=True)))
     return sum(v.passed for v in verdicts) / max(1, len(verdicts))
 
@@ -121,7 +121,7 @@ def probe_method(method, task: Task, problems: list[Problem], steps: int = 10, s
         answers = []
         for start in range(0, len(problems), batch_size):
             answers += method.answers_given_blocks(problems[start : start + batch_size], blocks[start : start + batch_size])
-        return _accuracy(task, problems, answers)
+        return answer_accuracy(task, problems, answers)
 
     result = {
         "answer_acc_oracle": acc(oracle),
@@ -212,7 +212,7 @@ def probe_autoregressive(method: AutoregressiveMethod, task: Task, problems: lis
 
     def accuracy_after(reasoning: list[list[str]]) -> float:
         """Greedy answer accuracy when problem i's reasoning is `reasoning[i]`, the sentences joined."""
-        return _accuracy(task, problems, completions([" ".join(sentences) for sentences in reasoning]))
+        return answer_accuracy(task, problems, completions([" ".join(sentences) for sentences in reasoning]))
 
     oracle = [task.split_target(p["reference"])[0] for p in problems]
     generated_texts = completions([None] * len(problems))
@@ -220,7 +220,7 @@ def probe_autoregressive(method: AutoregressiveMethod, task: Task, problems: lis
     result = {
         "answer_acc_oracle": accuracy_after(oracle),
         "answer_acc_shuffled": accuracy_after([oracle[j] for j in perm]),
-        "pass1_generated": _accuracy(task, problems, generated_texts),
+        "pass1_generated": answer_accuracy(task, problems, generated_texts),
         "pass1_swapped": accuracy_after([generated[j] for j in perm]),
     }
     result.update(generated_step_validity(task, problems, generated))
@@ -232,21 +232,24 @@ def probe_autoregressive(method: AutoregressiveMethod, task: Task, problems: lis
 
 
 def is_probeable(method_class: type) -> bool:
-    """LaDiR (latent blocks) or a method that writes its reasoning as text."""
-    return hasattr(method_class, "answers_given_blocks") or issubclass(method_class, AutoregressiveMethod)
+    """LaDiR (latent blocks), a method with a probe of its own (LD4LG: `probe_figures`), or a method
+    that writes its reasoning as text."""
+    return (hasattr(method_class, "answers_given_blocks") or hasattr(method_class, "probe_figures")
+            or issubclass(method_class, AutoregressiveMethod))
 
 
 def run_probe(method, ctx, task: Task, split: str, limit: int, steps: int, seed: int, phase: str | None,
               knobs: dict | None = None) -> tuple[dict, Path]:
-    """Probe a run (LaDiR: `phase` stage1, stage2, or the last finished; a text method: its final
-    checkpoint) and write runs/NAME/probe/<phase>-step<N>.json."""
+    """Probe a run (LaDiR: `phase` stage1, stage2, or the last finished; LD4LG or a text method: its
+    final checkpoint) and write runs/NAME/probe/<phase>-step<N>.json."""
     latent = hasattr(method, "answers_given_blocks")
+    own = hasattr(method, "probe_figures")
     stages = () if latent else getattr(method, "stages", ())
     if latent and phase is not None:
         method.load_reasoner(phase)
     if not latent:
         if knobs:
-            raise BadInput(f"--knob applies to LaDiR's sampling; the {method.name} probe answers greedily")
+            raise BadInput(f"--knob applies to LaDiR's sampling; the {method.name} probe decodes greedily")
         if phase is not None and phase not in stages:
             raise BadInput(f"method {method.name!r} has no checkpoint {phase!r} to probe (its phases: {', '.join(stages) or 'none'})")
     problems = [p for p in task.problems(split) if p.get("reference")][:limit]
@@ -257,11 +260,13 @@ def run_probe(method, ctx, task: Task, split: str, limit: int, steps: int, seed:
         figures = probe_method(method, task, problems, steps=steps, seed=seed, knobs=knobs)
         checkpoint = method.checkpoint
     else:
-        figures = probe_autoregressive(method, task, problems, seed=seed)
+        figures = (method.probe_figures(task, problems, steps=steps, seed=seed) if own
+                   else probe_autoregressive(method, task, problems, seed=seed))
         checkpoint = ({"phase": stages[-1], "step": final_checkpoint(ctx.run_dir / stages[-1])[0]} if stages
                       else {"phase": "pretrained", "step": 0})
     record = {"run": ctx.run_dir.name, "checkpoint": {"phase": checkpoint["phase"], "step": checkpoint["step"]},
-              "task": task.name, "split": split, "n_problems": len(problems), "steps": steps if latent else None, "seed": seed,
+              "task": task.name, "split": split, "n_problems": len(problems), "steps": steps if latent or own else None,
+              "seed": seed,
               "knobs": knobs or {}, **figures}
     path = ctx.run_dir / "probe" / f"{checkpoint['phase']}-step{checkpoint['step']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -147,7 +147,7 @@ def test_probeable_methods():
     from harness.methods import get_method_class
 
     assert [name for name in ("ladir", "ar-sft", "mtp", "pretrained", "coconut", "ld4lg", "mdm")
-            if is_probeable(get_method_class(name))] == ["ladir", "ar-sft", "mtp", "pretrained"]
+            if is_probeable(get_method_class(name))] == ["ladir", "ar-sft", "mtp", "pretrained", "ld4lg"]
 
 
 # ---------------------------------------------------------------------------------- teacher forcing vs. the pipeline

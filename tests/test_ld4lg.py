@@ -40,6 +40,20 @@ def test_tiny_train_eval_and_one_latent_per_completion(runs_dir, monkeypatch):
                                  runs_dir).stdout)
     assert metrics["method"] == "ld4lg" and metrics["n_samples"] == 6 and metrics["knobs"]["steps"] == 2
 
+    # The probe: where between the autoencoder's ceiling and its own samples the completions break.
+    record = json.loads(run_cli(["probe", "--run", "l", "--limit", "4", "--json"], runs_dir).stdout)
+    problems = [p for p in ctx.task.problems("val") if p.get("reference")][:4]
+    method.load()
+    ceiling = method.reconstruction_ceiling(ctx.task, "val", problems)
+    assert record["answer_acc_oracle"] == ceiling["passed"]  # the oracle latent is the ceiling's
+    assert record["denoise_reach_pass"]["0.0"] == record["answer_acc_oracle"]  # noised to t0 = 0: the oracle
+    assert record["first_block_valid"]["10"] == record["denoise_reach"]["1.0"]  # the same noise, the same steps
+    assert set(record["denoise_reach"]) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
+    assert set(record["decoder_tolerance"]) == {"0.0", "0.25", "0.5", "1.0"}
+    assert record["checkpoint"] == {"phase": "diffusion", "step": 6} and record["steps"] == 10
+    assert all(0.0 <= record[key] <= 1.0 for key in ("answer_acc_shuffled", "answer_acc_noise", "pass1_generated",
+                                                     "pass1_swapped", "block_valid"))
+
 
 def test_the_frozen_autoencoders_latents_are_encoded_once_and_a_resumed_denoiser_is_bitwise_the_same(
         runs_dir, monkeypatch):

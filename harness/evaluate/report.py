@@ -138,6 +138,7 @@ def load_probe_frame(paths: list[str | Path]) -> pd.DataFrame:
         row.update({f"shift {k}": v for k, v in record.get("latent_shift", {}).items()})
         row.update({f"tolerance {k}": v for k, v in record.get("decoder_tolerance", {}).items()})
         row.update({f"reach {k}": v for k, v in record.get("denoise_reach", {}).items()})
+        row.update({f"reach passed {k}": v for k, v in record.get("denoise_reach_pass", {}).items()})
         row.update({f"first valid {k}": v for k, v in record.get("first_block_valid", {}).items()})
         rows.append(row)
     return pd.DataFrame(rows)

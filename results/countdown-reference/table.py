@@ -40,12 +40,9 @@ COMPARED = ["pass@1", "pass@100", "diversity", "chain_valid@1", "uses_given_numb
 
 
 def old_vs_new() -> str:
-    """Each method's old-protocol figures beside its reference-scale ones (seed 0), where both exist."""
-    new = {}
-    for path in sorted((HERE / "evaluations").glob("*seed0-*.metrics.json")):
-        metrics = json.loads(path.read_text())
-        new[metrics["method"]] = metrics
-
+    """Each reference-scale evaluation (seed 0) beside the method's old-protocol figures; the old
+    protocol sampled every method its paper's way, so a row with other decoding knobs (LaDiR's
+    `reencode` row) has no old figures."""
     def cell(metrics: dict | None, key: str) -> str:
         if metrics is None or metrics.get(key) is None:
             return "—"
@@ -55,8 +52,13 @@ def old_vs_new() -> str:
     for method, old_file in OLD_PROTOCOL.items():
         old_path = HERE.parent / f"{old_file}.k100.metrics.json"
         old = json.loads(old_path.read_text()) if old_path.is_file() else None
-        cells = [f"{cell(old, key)} → {cell(new.get(method), key)}" for key in COMPARED]
-        rows.append(f"| {method} | `{old_file}.k100` | " + " | ".join(cells) + " |")
+        for path in sorted((HERE / "evaluations").glob(f"{method}-*seed0-*.metrics.json")):
+            new = json.loads(path.read_text())
+            knobs = path.name[: -len(".metrics.json")].rsplit(".", 1)[1].removeprefix(f"k{new['k']}").strip("_")
+            before = None if knobs else old
+            cells = [f"{cell(before, key)} → {cell(new, key)}" for key in COMPARED]
+            name = f"{method} ({knobs})" if knobs else method
+            rows.append(f"| {name} | {'—' if knobs else f'`{old_file}.k100`'} | " + " | ".join(cells) + " |")
     header = "| method | old-protocol file | " + " | ".join(f"{key}: old → reference" for key in COMPARED) + " |"
     return "\n".join([header, "| :--- | :--- |" + " ---: |" * len(COMPARED), *rows])
 

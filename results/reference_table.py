@@ -112,6 +112,15 @@ def sweep_table(folder: Path, series: list[tuple[str, list[str]]], knob: str, fi
     return markdown(header, lines, left=2)
 
 
+def reproduced_table(folder: Path) -> str:
+    """The table `ladir-bench reproduce TABLE --out FOLDER` wrote in the paper's layout: table.md's
+    first table (its notes and diagnostics follow it there)."""
+    lines = (folder / "table.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
 def main(folder: Path, table: str, plot_kind: str, plot_files: list[str], plot_figures: tuple[str, ...] = ()) -> None:
     """Print `table`; with --plot, write `plot_kind`.png from `plot_files` (only the Pass@k columns in
     `plot_figures`, when given, so a crowded plot keeps one curve per series)."""

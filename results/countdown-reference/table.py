@@ -9,16 +9,13 @@ and the validation curves of its runs (curves/, `ladir-bench curve`).
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from reference_table import reproduced_table
+
 HERE = Path(__file__).resolve().parent
-
-
-def first_table(markdown: str) -> str:
-    lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return "\n".join(lines[start:end])
 
 
 def curves() -> str:
@@ -118,4 +115,4 @@ if __name__ == "__main__":
     shown.add_argument("--decoding", action="store_true", help="each decoding setting's Pass@1 and speed (decoding/)")
     args = parser.parse_args()
     print(curves() if args.curves else old_vs_new() if args.old_vs_new else decoding() if args.decoding
-          else first_table((HERE / "table.md").read_text()))
+          else reproduced_table(HERE))

@@ -290,3 +290,21 @@ def test_samples_do_not_depend_on_which_problems_share_a_call(runs_dir, ar_sft_m
         completions.append([json.loads(line)["completion"] for line in (out_dir / "samples.jsonl").read_text().splitlines()])
         assert metrics["n_samples"] == 10
     assert completions[0] == completions[1]
+
+
+def test_training_minutes_add_up_the_finished_phases_and_a_phase_of_no_steps_trained_none(tmp_path):
+    """`train_minutes`: each DONE marker's elapsed seconds; a phase run for 0 steps (LaDiR without
+    stage 2) has no last log row and counts 0, and a phase without a timing leaves it unknown."""
+    from harness.evaluate.provenance import training_minutes
+    from harness.train.checkpoint import DONE_MARKER
+
+    def done(phase: str, record: dict) -> None:
+        (tmp_path / phase).mkdir()
+        (tmp_path / phase / DONE_MARKER).write_text(json.dumps(record))
+
+    done("vae", {"steps": 10, "last": {"step": 10, "elapsed_s": 90.0}})
+    done("stage1", {"steps": 20, "last": {"step": 20, "elapsed_s": 30.0}})
+    done("stage2", {"steps": 0, "last": None})
+    assert training_minutes(tmp_path) == 2.0
+    done("older", {"steps": 5, "last": {"step": 5}})  # written before elapsed_s was recorded
+    assert training_minutes(tmp_path) is None

@@ -84,11 +84,12 @@ def manifest(ctx: RunContext, extra: dict[str, Any]) -> dict[str, Any]:
 
 def training_minutes(run_dir: Path) -> float | None:
     """Wall-clock minutes the run's finished phases trained (their DONE markers' `elapsed_s`, resumptions
-    included; the shared base LM is not counted); None if a phase predates the record."""
+    included; a phase of 0 steps trained none; the shared base LM is not counted); None if a phase
+    predates the record."""
     seconds = []
     for marker in sorted(run_dir.glob(f"*/{DONE_MARKER}")):
-        last = json.loads(marker.read_text()).get("last") or {}
-        seconds.append(last.get("elapsed_s"))
+        done = json.loads(marker.read_text())
+        seconds.append(0.0 if done.get("steps") == 0 else (done.get("last") or {}).get("elapsed_s"))
     if not seconds or any(s is None for s in seconds):
         return None
     return round(sum(seconds) / 60, 2)

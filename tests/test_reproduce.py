@@ -94,6 +94,12 @@ def test_the_reference_scale_gives_the_headline_methods_three_seeds_unless_told(
                                                            "coconut": [0], "mtp": [0], "ld4lg": [0]}
     assert seeds(method_seeds={"ladir": 1, "mtp": 2}) == {"ar-sft": [0, 1, 2], "ladir": [0], "mdm": [0, 1, 2],
                                                           "coconut": [0], "mtp": [0, 1], "ld4lg": [0]}
+    # the plan (and so the table's rows) keeps the grid's method order whatever the seed counts
+    plan = reproduce("countdown", "reference", dry_run=True, runs_root=tmp_path, tasks=["countdown4"], seeds=1,
+                     method_seeds={"ar-sft": 3, "mdm": 2}).text
+    runs = [line.split("|")[1].strip() for line in plan.splitlines() if line.startswith("| ") and "-seed" in line]
+    assert list(dict.fromkeys(name.split("-countdown4")[0] for name in runs)) == [
+        "ar-sft", "ladir", "coconut", "ld4lg", "mdm", "mtp"]
     with pytest.raises(BadInput, match="--method-seeds names nope"):
         seeds(method_seeds={"nope": 2})
     with pytest.raises(BadInput, match="N >= 1"):

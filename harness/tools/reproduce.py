@@ -18,6 +18,7 @@ problems (harness.evaluate.stats). `--dry-run` prints the plan, what is already 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 import shutil
@@ -173,15 +174,15 @@ def resolve_grid(table: str, spec: TableSpec, scale_name: str, scale: Scale, see
     for key, wanted in (("method", methods), ("task", tasks)):
         parts = _filtered(parts, key, wanted, table)
     seeded = []
+    counts = method_seeds or {}
     for part in parts:
-        counts = method_seeds or {}
-        own = [] if "seed" in part else [m for m in part.get("method", []) if counts.get(m, seeds) != seeds]
-        if own:
-            rest = [m for m in part["method"] if m not in own]
-            seeded += [{**part, "method": rest}] if rest else []
-            seeded += [{**part, "method": [m], "seed": list(range(counts[m]))} for m in own]
-        else:
+        if "seed" in part or not part.get("method"):
             seeded.append(part)
+            continue
+        # consecutive methods with the same seed count share a part, so the runs (and the table's rows)
+        # keep the grid's method order
+        for count, methods in itertools.groupby(part["method"], key=lambda m: counts.get(m, seeds)):
+            seeded.append({**part, "method": list(methods), "seed": list(range(count))})
     for part in seeded:
         part.setdefault("seed", list(range(seeds)))
     data["train_grid"] = seeded

@@ -31,6 +31,7 @@ through cross-attention to a separate encoder.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -288,12 +289,15 @@ class LD4LG(Method):
             return torch.stack(tabled)
         return self.stats.normalize(encode_means(self.vae, self.text_pairs(problems)))
 
+    def question_ids(self, problems: list[Problem]) -> list[list[int]]:
+        """`<s> question` per problem: what the denoiser conditions on."""
+        tok = self.ctx.tokenizer
+        return [[tok.bos_token_id, *tok.encode(p["prompt"], add_special_tokens=False)] for p in problems]
+
     def oracle_batch(self, problems: list[Problem]) -> ReasoningBatch:
         """Each question with the normalised latent of its whole completion as its one and only block."""
-        tok = self.ctx.tokenizer
         z0 = self.oracle_latents(problems)
-        questions = [[tok.bos_token_id, *tok.encode(p["prompt"], add_special_tokens=False)] for p in problems]
-        return ReasoningBatch(questions, [[] for _ in problems], list(z0[:, None]))
+        return ReasoningBatch(self.question_ids(problems), [[] for _ in problems], list(z0[:, None]))
 
     def train_diffusion(self) -> Path:
         """L_FM alone, self-conditioned: no spec head (there is always one latent), no answer loss into the latent."""
@@ -368,7 +372,7 @@ class LD4LG(Method):
         generator = torch.Generator().manual_seed(seed)
         z0 = self.oracle_latents(problems).cpu()
         eps = torch.randn(z0.shape, generator=generator)
-        questions = self.oracle_batch(problems).question_ids
+        questions = self.question_ids(problems)
 
         def completions(z: torch.Tensor) -> list[str]:
             texts = []
@@ -376,13 +380,16 @@ class LD4LG(Method):
                 texts += self.vae.decode(self.stats.denormalize(z[start : start + batch_size].to(self.ctx.device)))
             return texts
 
-        def denoised(z_start: torch.Tensor, t0: float, euler_steps: int) -> torch.Tensor:
-            out = []
+        @functools.cache
+        def denoised(t0: float, euler_steps: int) -> list[str]:
+            """The completions of the oracle latents noised to t0 and denoised (t0 = 1: generated from
+            noise); cached, as generation, the reach at t0 = 1 and the step sweep share draws."""
+            z_start, out = (1 - t0) * z0 + t0 * eps, []
             for start in range(0, len(problems), batch_size):
                 seq = start_sequence(self.denoiser, questions[start : start + batch_size])
                 out.append(sample_latent(self.denoiser, seq, FlowMatchEuler(), euler_steps,
                                          z_start[start : start + batch_size].to(self.ctx.device), t0).cpu())
-            return torch.cat(out)
+            return completions(torch.cat(out))
 
         def first_step_valid(texts: list[str]) -> float:
             hits = 0
@@ -391,10 +398,7 @@ class LD4LG(Method):
                 hits += bool(sentences) and bool((task.steps_valid(problem, sentences[:1]) or [False])[0])
             return hits / len(problems)
 
-        def reach(t0: float) -> list[str]:
-            return completions(denoised((1 - t0) * z0 + t0 * eps, t0, max(1, round(steps * t0))))
-
-        generated = completions(denoised(eps, 1.0, steps))
+        generated = denoised(1.0, steps)
         result = {
             "answer_acc_oracle": answer_accuracy(task, problems, completions(z0)),
             "answer_acc_shuffled": answer_accuracy(task, problems, completions(z0[perm])),
@@ -406,11 +410,10 @@ class LD4LG(Method):
         if "block_valid" in result:
             result["decoder_tolerance"] = {str(sigma): first_step_valid(completions(z0 + sigma * eps))
                                            for sigma in TOLERANCE_SIGMAS}
-            reached = {str(t0): reach(t0) for t0 in (0.0, *REACH_T0)}
+            reached = {str(t0): denoised(t0, max(1, round(steps * t0))) for t0 in (0.0, *REACH_T0)}
             result["denoise_reach"] = {t0: first_step_valid(texts) for t0, texts in reached.items()}
             result["denoise_reach_pass"] = {t0: answer_accuracy(task, problems, texts) for t0, texts in reached.items()}
-            result["first_block_valid"] = {str(s): first_step_valid(completions(denoised(eps, 1.0, s)))
-                                           for s in SHIFT_STEPS}
+            result["first_block_valid"] = {str(s): first_step_valid(denoised(1.0, s)) for s in SHIFT_STEPS}
         result["examples"] = [{"task_id": problem["task_id"], "reference": problem.get("reference"), "generated": text}
                               for problem, text in zip(problems[:3], generated[:3], strict=True)]
         return result
@@ -431,8 +434,7 @@ class LD4LG(Method):
     @torch.no_grad()
     def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
         settings = self.sample_knobs(knobs)
-        tok = self.ctx.tokenizer
-        questions = [[tok.bos_token_id, *tok.encode(p["prompt"], add_special_tokens=False)] for p in problems]
+        questions = self.question_ids(problems)
         shape = (self.options.latent_tokens, self.options.latent_dim)
 
         def run_batch(rows: list[Trajectory]) -> list[str]:

@@ -439,6 +439,17 @@ def _names(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
+def _assignments(items: list[str], option: str, form: str) -> dict[str, str]:
+    """`KEY=VALUE` texts as {key: value}, each stripped; one that is not refused naming `option` and `form`."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise BadInput(f"{option} {item!r} is not {form}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
 @app.command("reproduce")
 def reproduce_command(
     table: Annotated[str, typer.Argument(help="countdown, step-scaling, diversity, stage2, vae, math or code")],
@@ -461,20 +472,13 @@ def reproduce_command(
     from harness.runs import runs_root
     from harness.tools.reproduce import reproduce
 
-    files = {}
-    for item in data or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise BadInput(f"--data {item!r} is not NAME=PATH")
-        files[name.strip()] = path.strip()
-    counts = {}
-    for item in _names(method_seeds) or []:
-        method, sep, count = item.partition("=")
-        if not sep or not method.strip() or not count.strip().isdigit():
-            raise BadInput(f"--method-seeds {item!r} is not METHOD=N")
-        counts[method.strip()] = int(count)
+    files = _assignments(data or [], "--data", "NAME=PATH")
+    counts = _assignments(_names(method_seeds) or [], "--method-seeds", "METHOD=N")
+    for method, count in counts.items():
+        if not count.isdigit():
+            raise BadInput(f"--method-seeds {f'{method}={count}'!r} is not METHOD=N")
     result = reproduce(table, scale, seeds, dry_run, fmt, out_dir, runs_root(runs_dir), files, _names(methods),
-                       _names(tasks), method_seeds=counts)
+                       _names(tasks), method_seeds={method: int(count) for method, count in counts.items()})
     print(result.text)
 
 

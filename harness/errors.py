@@ -8,6 +8,10 @@ class BadInput(Exception):
     """Unknown task or method, malformed file line, bad config value, missing data file."""
 
 
+class InUse(BadInput):
+    """A run phase or results folder another live process holds (harness.locks)."""
+
+
 class Stopped(Exception):
     """Training stopped on request (SIGTERM or SIGUSR1: a scheduler's preemption or time limit) after
     saving a checkpoint of the step it had finished; the same command resumes from it. Exit code 143."""

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.errors import BadInput
+from harness.errors import InUse
 from harness.progress import console
 
 LOCK_FILE = ".lock"
@@ -21,7 +21,7 @@ LOCK_FILE = ".lock"
 
 @contextmanager
 def exclusive(directory: Path, what: str, wait: bool = False) -> Iterator[None]:
-    """Hold `directory`'s lock for the block. Taken by another process: BadInput naming it and its pid,
+    """Hold `directory`'s lock for the block. Taken by another process: InUse naming it and its pid,
     or with `wait` (a shared base checkpoint another run is training), block until it is free."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_FILE
@@ -32,7 +32,7 @@ def exclusive(directory: Path, what: str, wait: bool = False) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read().strip() or "?"
             if not wait:
-                raise BadInput(f"{what} {directory} is in use by another process (pid {holder}); "
+                raise InUse(f"{what} {directory} is in use by another process (pid {holder}); "
                                "wait for it to finish or stop it") from None
             console.print(f"waiting for process {holder}, which holds {what} {directory}")
             fcntl.flock(handle, fcntl.LOCK_EX)

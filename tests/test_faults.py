@@ -256,6 +256,35 @@ def test_a_second_process_on_a_run_or_results_folder_is_refused(runs_dir, ar_sft
     assert _results(runs_dir)[1] == samples  # untouched
 
 
+def test_a_grid_leaves_a_run_another_process_holds_for_the_end(tmp_path, monkeypatch):
+    """Two `ablate`/`reproduce` processes on one grid split its runs: the held run waits, the rest go on."""
+    from contextlib import ExitStack
+
+    import harness.tools.ablation as ablation
+    from tests.conftest import MICRO_SETTINGS
+
+    settings = {s.split("=", 1)[0]: s.split("=", 1)[1] for s in MICRO_SETTINGS}
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(json.dumps({"name": "g", "method": "ar-sft", "task": "countdown3",
+                                "settings": {**settings, "train.steps": 4},
+                                "train_grid": {"train.lr": [0.001, 0.003]}, "eval": {"k": 1, "limit": 2}}))
+    runs = tmp_path / "runs"
+    held, other = runs / "g-lr0.001" / "sft", runs / "g-lr0.003" / "sft"
+    seen_while_held = []
+    with ExitStack() as holder:
+        holder.enter_context(exclusive(held, "training phase"))  # as a second process would hold it
+
+        def sleep(seconds):  # the holder finishes its work (here: gives the run up) while the grid waits
+            seen_while_held.append((other / "DONE").exists())
+            holder.close()
+
+        monkeypatch.setattr(ablation, "sleep", sleep)
+        folders = ablation.run_grid(grid, runs)
+    assert seen_while_held == [True]  # the free run was trained while the held one waited
+    assert [f.parts[len(runs.parts)] for f in folders] == ["g-lr0.001", "g-lr0.003"]  # the grid's order
+    assert all((f / "metrics.json").exists() for f in folders) and (held / "DONE").exists()
+
+
 def test_corrupt_checkpoints_are_named_and_torn_logs_repaired(runs_dir, ar_sft_micro):
     copy_run(ar_sft_micro, "ar-sft", runs_dir, "f")  # checkpoints at steps 4 and 8 (checkpoint_every=4)
     phase = runs_dir / "f" / "sft"

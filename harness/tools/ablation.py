@@ -34,10 +34,11 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import sleep
 from typing import Any
 
 from harness.config import PRESET_DIR, RunConfig, build_dataclass, load_config, parse_override, read_yaml
-from harness.errors import BadInput
+from harness.errors import BadInput, InUse
 from harness.progress import console
 
 RUN_NAMINGS = ("cell", "config")
@@ -202,25 +203,48 @@ def load_grid(path: Path) -> Grid:
     return build_dataclass(Grid, read_yaml(path), path.name)
 
 
-def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec) -> list[Evaluation]:
-    """Train every run (resuming), then evaluate it at each of its settings (resuming)."""
+def _train_and_evaluate(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec) -> list[Evaluation]:
+    """Train the run (resuming), then evaluate it at each of its settings (resuming)."""
     from harness.evaluate.run import evaluate_run
     from harness.runs import create_run, open_run
     from tasks import get_task
 
+    method, ctx = create_run(plan.config, plan.name, runs_root)
+    method.train()
+    method, ctx = open_run(plan.name, runs_root)
     results = []
-    for index, plan in enumerate(plans, start=1):
-        console.print(f"[bold]grid[/] run {index}/{len(plans)}: {plan.name}")
-        method, ctx = create_run(plan.config, plan.name, runs_root)
-        method.train()
-        method, ctx = open_run(plan.name, runs_root)
-        for planned in plan.evals:
-            own = planned.task == ctx.config.task and planned.task_options == ctx.config.task_options
-            task = ctx.task if own else get_task(planned.task, seed=ctx.seed, **planned.task_options)
-            _, out_dir = evaluate_run(method, ctx, task, eval_spec.split, eval_spec.k, eval_spec.limit,
-                                      dict(planned.knobs))
-            results.append(Evaluation(plan, planned, out_dir))
+    for planned in plan.evals:
+        own = planned.task == ctx.config.task and planned.task_options == ctx.config.task_options
+        task = ctx.task if own else get_task(planned.task, seed=ctx.seed, **planned.task_options)
+        _, out_dir = evaluate_run(method, ctx, task, eval_spec.split, eval_spec.k, eval_spec.limit,
+                                  dict(planned.knobs))
+        results.append(Evaluation(plan, planned, out_dir))
     return results
+
+
+def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec,
+             poll_seconds: float = 60.0) -> list[Evaluation]:
+    """Train and evaluate every run, in the plan's order. A run that another process holds (a second
+    `reproduce` or `ablate` of the same grid on the same runs folder, as a job array would start them) is
+    left to it and come back to once every other run is done, waiting for it to be free: N processes on
+    one grid split its runs between them, and each ends with all of them done."""
+    done: dict[int, list[Evaluation]] = {}
+    held: list[int] = []
+    for index, plan in enumerate(plans):
+        console.print(f"[bold]grid[/] run {index + 1}/{len(plans)}: {plan.name}")
+        try:
+            done[index] = _train_and_evaluate(plan, runs_root, eval_spec)
+        except InUse as busy:
+            console.print(f"{busy}: on to the next run, back to this one at the end")
+            held.append(index)
+    for index in held:
+        console.print(f"[bold]grid[/] back to run {index + 1}/{len(plans)}: {plans[index].name}")
+        while index not in done:
+            try:
+                done[index] = _train_and_evaluate(plans[index], runs_root, eval_spec)
+            except InUse:
+                sleep(poll_seconds)  # whatever the holder finished returns at once on the next try
+    return [evaluation for index in sorted(done) for evaluation in done[index]]
 
 
 def run_grid(path: Path, runs_root: Path) -> list[Path]:

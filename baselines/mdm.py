@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
+from transformers.cache_utils import Cache, CacheLayerMixin
 
 from baselines.ar_sft import load_final_model
 from harness.backbone import AR, MASK, SCRATCH, BaseObjective, register_base_objective
@@ -276,6 +276,36 @@ def block_plan(gen_length: int, block_length: int, steps: int) -> list[tuple[int
             for b, start in enumerate(starts)]
 
 
+class ColumnLayer(CacheLayerMixin):
+    """One layer's keys/values for every column of `question | target`, in column order. A forward pass
+    over the columns [start, end) writes its fresh keys/values there, in place, and attends to every
+    column: what it did not run is what was cached of it. The first pass runs every column and fills it."""
+
+    def __init__(self, keys: torch.Tensor | None, values: torch.Tensor | None, start: int):
+        super().__init__()
+        self.keys, self.values, self.start, self.is_initialized = keys, values, start, keys is not None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.keys, self.values, self.is_initialized = key_states, value_states, True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        else:
+            span = slice(self.start, self.start + key_states.size(-2))
+            self.keys[:, :, span], self.values[:, :, span] = key_states, value_states
+        return self.keys, self.values
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:  # unused: the mask comes prepared (4D)
+        return self.get_seq_length(), 0
+
+    def get_seq_length(self) -> int:
+        return 0 if self.keys is None else self.keys.size(-2)
+
+    def get_max_length(self) -> int:
+        return -1
+
+
 class BlockLogits:
     """The logits that predict one block of target positions, computed in full or with Fast-dLLM's
     approximate KV cache.
@@ -283,12 +313,12 @@ class BlockLogits:
     Rows are `question | target`, the question left-padded; target position j is predicted by the
     logits of column P + j - 1 (P = question width), so block [start, end) needs the queries of
     columns [P + start - 1, P + end - 1) and fresh keys for columns [P + start - 1, P + end).
-    `cache` "none" runs every column at every call. Otherwise a block's first call refreshes the
-    cache and later calls run only the block's span ("dual"; "prefix": the span and every column
-    after it) against the keys/values kept for the columns outside it: those before the span
-    (question, finished blocks) and, with "dual", those after it (the masked blocks to come).
-    `refresh` "all" recomputes every column at a block's first call (Fast-dLLM); "last_block"
-    recomputes only the block just finished and the new one, keeping what was cached of the rest.
+    `cache` "none" runs every column at every call. Otherwise the keys/values of every column are kept
+    (`ColumnLayer`): a block's first call refreshes them and later calls run only the block's span
+    ("dual"; "prefix": the span and every column after it), attending to what was kept of the columns
+    outside it: those before the span (question, finished blocks) and, with "dual", those after it (the
+    masked blocks to come). `refresh` "all" recomputes every column at a block's first call
+    (Fast-dLLM); "last_block" recomputes only the block just finished and the new one.
     """
 
     def __init__(self, model, question: torch.Tensor, question_valid: torch.Tensor, gen_length: int,
@@ -296,8 +326,7 @@ class BlockLogits:
         self.model, self.question, self.cache, self.refresh = model, question, cache, refresh
         self.valid = torch.cat([question_valid, question_valid.new_ones(question.size(0), gen_length)], 1)
         self.positions = token_positions(self.valid)
-        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, the keys/values of kept_columns
-        self.kept_columns = torch.zeros(0, dtype=torch.long, device=question.device)
+        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, every column's keys/values
         self.first: int | None = None
 
     def start_block(self, start: int, end: int) -> None:
@@ -310,10 +339,6 @@ class BlockLogits:
         """Keep only `rows` (a boolean per row), e.g. those whose text has not ended yet."""
         self.question, self.valid, self.positions = self.question[rows], self.valid[rows], self.positions[rows]
         self.kept = [(keys[rows], values[rows]) for keys, values in self.kept]
-
-    def _keep(self, selected: torch.Tensor) -> None:
-        self.kept = [(keys[:, :, selected], values[:, :, selected]) for keys, values in self.kept]
-        self.kept_columns = self.kept_columns[selected]
 
     def __call__(self, target: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(B, end - start, V) logits of the block's target positions; with `rows` (a boolean per held
@@ -335,19 +360,18 @@ class BlockLogits:
             run = (0, columns)
         else:
             run = (self.finished_from, self.last)
-        self._keep((self.kept_columns < run[0]) | (self.kept_columns >= run[1]))  # never a column twice
-        span = torch.arange(*run, device=ids.device)
-        keys_valid = torch.cat([valid[:, self.kept_columns], valid[:, span]], 1)
-        kept = [(keys[every], values[every]) for keys, values in self.kept]
-        cache = DynamicCache(ddp_cache_data=kept) if self.kept_columns.numel() else DynamicCache()
-        out = self.model(input_ids=ids[:, span], position_ids=positions[:, span], past_key_values=cache,
-                         attention_mask=bidirectional_mask(keys_valid, self.model.dtype, span.numel()),
-                         use_cache=True, logits_to_keep=run[1] - self.first)
-        if self.refreshing:  # keep what the block's later calls do not recompute
-            self.refreshing = False
-            self.kept = [(layer.keys, layer.values) for layer in cache.layers]
-            self.kept_columns = torch.cat([self.kept_columns, span])
-            self._keep((self.kept_columns < self.first) | (self.kept_columns >= self.last))
+        # a row subset attends to a copy of its rows' keys/values: what it writes there is dropped, as
+        # are a block's later calls' writes, which the next call or block refresh recomputes
+        kept = [(keys[every], values[every]) for keys, values in self.kept] if rows is not None else self.kept
+        layers = [ColumnLayer(keys, values, run[0]) for keys, values in kept] or [
+            ColumnLayer(None, None, 0) for _ in range(self.model.config.num_hidden_layers)]
+        span = slice(*run)
+        out = self.model(input_ids=ids[:, span], position_ids=positions[:, span], past_key_values=Cache(layers=layers),
+                         attention_mask=bidirectional_mask(valid, self.model.dtype, run[1] - run[0]), use_cache=True,
+                         logits_to_keep=run[1] - self.first)
+        if not self.kept:
+            self.kept = [(layer.keys, layer.values) for layer in layers]
+        self.refreshing = False
         return out.logits[:, :self.width]
 
 

@@ -44,6 +44,7 @@ reasoning can give at this model size, the scale for LaDiR's answer_acc_oracle.
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -181,9 +182,13 @@ def first_block_validity(method, task: Task, problems: list[Problem], first: lis
             out.append(denoise_block(seq, FlowMatchEuler(), euler_steps, active, z=zt, t_start=t0).cpu())
         return torch.cat(out)
 
+    @functools.cache
+    def reach(t0: float, euler_steps: int) -> float:  # t0 = 1 at `steps` is also a first_block_valid point
+        return valid_rate(denoised(t0, euler_steps))
+
     return {"decoder_tolerance": {str(sigma): valid_rate(z0 + sigma * eps) for sigma in TOLERANCE_SIGMAS},
-            "denoise_reach": {str(t0): valid_rate(denoised(t0, max(1, round(steps * t0)))) for t0 in REACH_T0},
-            "first_block_valid": {str(s): valid_rate(denoised(1.0, s)) for s in SHIFT_STEPS},
+            "denoise_reach": {str(t0): reach(t0, max(1, round(steps * t0))) for t0 in REACH_T0},
+            "first_block_valid": {str(s): reach(1.0, s) for s in SHIFT_STEPS},
             "swapped_code_valid": valid_rate(z0[perm])}
 
 

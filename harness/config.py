@@ -121,7 +121,13 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
-        return _coerce(value, options[0], where)
+        errors = []
+        for option in options:  # the first type that takes the value (a mapping, else a list of them)
+            try:
+                return _coerce(value, option, where)
+            except BadInput as error:
+                errors.append(error)
+        raise errors[0]
     if origin is dict or annotation is dict:
         if not isinstance(value, dict):
             raise BadInput(f"{where}: expected a mapping, got {value!r}")

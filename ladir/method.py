@@ -189,6 +189,9 @@ class LaDiRSampleKnobs:
     # at the noise's mode, so with temperature 0 a sample is deterministic (the greedy decode)
     init_noise: float = 1.0
     gamma_max: float = 0.0  # diversity guidance strength (paper: 0.3-0.5 best, >= 1 hurts); 0 = off
+    # F summed over the other trajectories as the paper writes it (its gamma_max scale: the push grows
+    # with k), instead of averaged over them (a gamma_max means the same push at every k)
+    guidance_sum: bool = False
     temperature: float = 1.0  # answer decoding; 0 = greedy
     max_blocks: int = 8
     max_answer_tokens: int = 64
@@ -217,7 +220,8 @@ class LaDiRSampleKnobs:
 
     def sampler(self) -> FlowMatchSolver:
         """The knobs' solver, with their initial noise and diversity guidance."""
-        return SOLVERS[self.solver](init_noise=self.init_noise, gamma_max=self.gamma_max)
+        return SOLVERS[self.solver](init_noise=self.init_noise, gamma_max=self.gamma_max,
+                                    guidance_sum=self.guidance_sum)
 
 
 # ------------------------------------------------------------------------------------------ stage 2

@@ -32,15 +32,16 @@ from typing import Any, ClassVar
 import torch
 
 
-def diversity_force(z: torch.Tensor) -> torch.Tensor:
+def diversity_force(z: torch.Tensor, paper_sum: bool = False) -> torch.Tensor:
     """The paper's repulsive field over a batch of trajectories, one row each (any trailing shape).
 
     F(z_i) = 1/(n - 1) sum_{j != i} 2 (1 - d_ij^2 / sigma^2) exp(-d_ij^2 / sigma^2) (z_i - z_j),
     d_ij = ||z_i - z_j||_2, sigma = median_{i<j} d_ij (torch.median: the lower middle for an even
-    count), divided by n - 1 so that a given gamma_max means the same push at k = 10 and k = 100 (the
-    raw sum grows with n). Zero for a single row or coincident rows. F is the gradient of
-    sum_j d_ij^2 exp(-d_ij^2 / sigma^2), so it drives every pairwise distance toward sigma: it pushes
-    near-duplicate trajectories apart (d < sigma) and pulls outliers in a little (d > sigma).
+    count), divided by n - 1 so that a given gamma_max means the same push at k = 10 and k = 100;
+    `paper_sum` keeps the paper's raw sum, which grows with n (its gamma_max values are on that scale).
+    Zero for a single row or coincident rows. F is the gradient of sum_j d_ij^2 exp(-d_ij^2 / sigma^2),
+    so it drives every pairwise distance toward sigma: it pushes near-duplicate trajectories apart
+    (d < sigma) and pulls outliers in a little (d > sigma).
     """
     n = z.size(0)
     flat = z.reshape(n, -1)
@@ -54,17 +55,17 @@ def diversity_force(z: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(z)
     ratio = sq / sigma2
     weight = 2 * (1 - ratio) * torch.exp(-ratio)  # the j = i term has diff 0, so it drops out
-    return (weight[:, :, None] * diff).sum(1).reshape_as(z) / (n - 1)
+    return (weight[:, :, None] * diff).sum(1).reshape_as(z) / (1 if paper_sum else n - 1)
 
 
-def grouped_diversity_force(z: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+def grouped_diversity_force(z: torch.Tensor, groups: torch.Tensor | None, paper_sum: bool = False) -> torch.Tensor:
     """`diversity_force` within each group of rows (one question's trajectories), zero across groups."""
     if groups is None:
-        return diversity_force(z)
+        return diversity_force(z, paper_sum)
     force = torch.zeros_like(z)
     for group in groups.unique():
         rows = (groups == group).nonzero().squeeze(1)
-        force[rows] = diversity_force(z[rows])
+        force[rows] = diversity_force(z[rows], paper_sum)
     return force
 
 
@@ -84,9 +85,10 @@ class FlowMatchSolver:
     order: ClassVar[int]  # global order of accuracy
     evaluations_per_step: ClassVar[int]
 
-    def __init__(self, init_noise: float = 1.0, gamma_max: float = 0.0):
+    def __init__(self, init_noise: float = 1.0, gamma_max: float = 0.0, guidance_sum: bool = False):
         self.init_noise = init_noise  # s: z_1 ~ N(0, s^2 I); s > 1 widens the start (paper: 2 helps, > 3 hurts)
         self.gamma_max = gamma_max
+        self.guidance_sum = guidance_sum  # F as the paper's raw sum over the other trajectories, not their mean
         self.timesteps: list[float] = []
         self.set_timesteps(10 * self.evaluations_per_step)
 
@@ -129,7 +131,8 @@ class FlowMatchSolver:
         self._evaluation += 1
         gamma_t = self.gamma_max * t  # gamma_t = gamma_max * t: strong early, fading to 0
         if gamma_t > 0 and sample.size(0) > 1:
-            velocity = velocity - gamma_t * grouped_diversity_force(sample, groups)  # v = u - gamma_t F(z)
+            # v = u - gamma_t F(z)
+            velocity = velocity - gamma_t * grouped_diversity_force(sample, groups, self.guidance_sum)
         n, stage = divmod(index, self.evaluations_per_step)
         return self.update(stage, self.grid[n], self.grid[n + 1], velocity, sample)
 

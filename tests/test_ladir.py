@@ -222,6 +222,7 @@ def test_diversity_force_matches_the_formula_and_spreads_trajectories():
                 r = distances[i, j] ** 2 / sigma**2
                 expected[i] += 2 * (1 - r) * torch.exp(-r) * (flat[i] - flat[j]) / 5  # normalised by n - 1
     assert torch.allclose(diversity_force(z).reshape(6, -1), expected, atol=1e-5)
+    assert torch.allclose(diversity_force(z, paper_sum=True).reshape(6, -1), 5 * expected, atol=1e-5)  # the paper's sum
     assert diversity_force(z[:1]).abs().sum() == 0
 
     # F is the gradient of sum_j d_ij^2 exp(-d_ij^2 / sigma^2): it drives pairwise distances toward sigma,

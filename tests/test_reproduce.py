@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.config import build_dataclass
 from harness.errors import BadInput
-from harness.tools.ablation import union_of_products
+from harness.tools.ablation import Grid, union_of_products
 from harness.tools.reproduce import load_table, reproduce, table_names
 from tests.conftest import MICRO_SETTINGS
 
@@ -55,6 +56,11 @@ def test_an_eval_grid_listed_as_mappings_is_the_union_of_their_products():
     assert points({"steps": [5, 10]}) == [{"steps": 5}, {"steps": 10}]
     with pytest.raises(BadInput, match=r"eval_grid\[1\]\.steps"):
         points([{}, {"steps": 1}])
+    # and a grid file may write it so (the typed loader once took only a mapping)
+    grid = build_dataclass(Grid, {"name": "g", "eval_grid": [{"steps": [1]}, {"gamma_max": [0.3]}]}, "g.yaml")
+    assert grid.eval_grid == [{"steps": [1]}, {"gamma_max": [0.3]}]
+    with pytest.raises(BadInput, match="expected a mapping"):
+        build_dataclass(Grid, {"name": "g", "eval_grid": "steps"}, "g.yaml")
 
 
 def test_tables_asking_for_the_same_run_share_it(tmp_path):

@@ -44,3 +44,19 @@ def exclusive(directory: Path, what: str, wait: bool = False) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def holder(directory: Path) -> str | None:
+    """The pid of the process holding `directory`'s lock, None when it is free. (Asking takes the lock
+    for an instant; a process that tries it in that instant is refused as if it were held.)"""
+    path = directory / LOCK_FILE
+    if not path.is_file():
+        return None
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            return handle.read().strip() or "?"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None

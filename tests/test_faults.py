@@ -256,6 +256,18 @@ def test_a_second_process_on_a_run_or_results_folder_is_refused(runs_dir, ar_sft
     assert _results(runs_dir)[1] == samples  # untouched
 
 
+def test_the_holder_of_a_lock_is_named_and_asking_leaves_it_free(tmp_path):
+    from harness.locks import holder
+
+    folder = tmp_path / "phase"
+    assert holder(folder) is None  # no lock file yet
+    with exclusive(folder, "training phase"):
+        assert holder(folder) == str(os.getpid())
+    assert holder(folder) is None
+    with exclusive(folder, "training phase"):  # asking did not keep it
+        pass
+
+
 def test_a_grid_leaves_a_run_another_process_holds_for_the_end(tmp_path, monkeypatch):
     """Two `ablate`/`reproduce` processes on one grid split its runs: the held run waits, the rest go on."""
     from contextlib import ExitStack

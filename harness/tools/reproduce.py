@@ -303,6 +303,7 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
     """The plan as text: every run with its training and evaluation state, then the compute left."""
     from harness.backbone import SCRATCH
     from harness.context import RunContext
+    from harness.locks import holder
     from harness.methods import get_method_class
     from harness.train.checkpoint import phase_done
 
@@ -335,6 +336,9 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
         done_evals += evals_done
         done_runs += done == planned
         note = "".join(f", {phase} shared" for phase, _ in adopted)
+        holders = sorted({pid for phase in (ctx.run_dir.iterdir() if ctx.run_dir.is_dir() else [])
+                          if phase.is_dir() and (pid := holder(phase))})
+        note += "".join(f", training in pid {pid}" for pid in holders)  # another `reproduce` of the grid
         state = ("done" if done == planned else f"step {done}/{planned}{note}" if own_done
                  else f"new ({planned - adopted_steps} steps{note})")
         rows.append([plan.name, plan.config.method, plan.config.task, plan.config.seed, state,

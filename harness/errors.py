@@ -11,6 +11,10 @@ class BadInput(Exception):
 class InUse(BadInput):
     """A run phase or results folder another live process holds (harness.locks)."""
 
+    def __init__(self, message: str, directory):
+        super().__init__(message)
+        self.directory = directory
+
 
 class Stopped(Exception):
     """Training stopped on request (SIGTERM or SIGUSR1: a scheduler's preemption or time limit) after

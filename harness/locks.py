@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,14 +27,12 @@ def exclusive(directory: Path, what: str, wait: bool = False) -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_FILE
     with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(handle):
             handle.seek(0)
             holder = handle.read().strip() or "?"
             if not wait:
                 raise InUse(f"{what} {directory} is in use by another process (pid {holder}); "
-                               "wait for it to finish or stop it") from None
+                            "wait for it to finish or stop it", directory)
             console.print(f"waiting for process {holder}, which holds {what} {directory}")
             fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
@@ -46,16 +45,31 @@ def exclusive(directory: Path, what: str, wait: bool = False) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _try_lock(handle, attempts: int = 5) -> bool:
+    """Take the lock without blocking; a few tries over a tenth of a second, so that a `holder` query,
+    which takes it for an instant, is not mistaken for a holder."""
+    for attempt in range(attempts):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt < attempts - 1:
+                time.sleep(0.025)
+    return False
+
+
 def holder(directory: Path) -> str | None:
-    """The pid of the process holding `directory`'s lock, None when it is free. (Asking takes the lock
-    for an instant; a process that tries it in that instant is refused as if it were held.)"""
+    """The pid of the process holding `directory`'s lock, None when it is free (or cannot be asked: a
+    read-only runs folder). Asking takes the lock for an instant, once."""
     path = directory / LOCK_FILE
     if not path.is_file():
         return None
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    try:
+        handle = path.open("a+")
+    except OSError:
+        return None
+    with handle:
+        if not _try_lock(handle, attempts=1):
             handle.seek(0)
             return handle.read().strip() or "?"
         fcntl.flock(handle, fcntl.LOCK_UN)

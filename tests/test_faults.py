@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -295,6 +296,36 @@ def test_a_grid_leaves_a_run_another_process_holds_for_the_end(tmp_path, monkeyp
     assert seen_while_held == [True]  # the free run was trained while the held one waited
     assert [f.parts[len(runs.parts)] for f in folders] == ["g-lr0.001", "g-lr0.003"]  # the grid's order
     assert all((f / "metrics.json").exists() for f in folders) and (held / "DONE").exists()
+
+
+def test_a_run_sharing_a_phase_with_a_held_run_waits_for_it_too(tmp_path, monkeypatch):
+    """Two LaDiR runs with the same VAE: while another process trains the first (and so the VAE), the
+    second is not started on a VAE of its own; both are come back to, in order, once it is free."""
+    import harness.locks
+    import harness.tools.ablation as ablation
+    from harness.errors import InUse
+
+    plans = [SimpleNamespace(name=name) for name in ("first", "second", "other")]
+    vae = tmp_path / "_vae" / "shared"
+    shared = {"first": {vae}, "second": {vae}, "other": set()}
+    holding = {"first": True}
+    calls = []
+
+    def train_and_evaluate(plan, runs_root, eval_spec):
+        calls.append(plan.name)
+        if holding.get(plan.name):
+            raise InUse(f"training phase {plan.name} is in use by another process", tmp_path / plan.name)
+        return [plan.name]
+
+    def sleep(seconds):  # the other process finishes
+        holding["first"] = False
+
+    monkeypatch.setattr(ablation, "_train_and_evaluate", train_and_evaluate)
+    monkeypatch.setattr(ablation, "_shared_phases", lambda plan, runs_root: shared[plan.name])
+    monkeypatch.setattr(ablation, "sleep", sleep)
+    monkeypatch.setattr(harness.locks, "holder", lambda directory: "123" if holding["first"] else None)
+    assert ablation.run_plan(plans, tmp_path, None) == ["first", "second", "other"]
+    assert calls == ["first", "other", "first", "first", "second"]
 
 
 def test_corrupt_checkpoints_are_named_and_torn_logs_repaired(runs_dir, ar_sft_micro):

@@ -14,9 +14,11 @@ from harness.evaluate.metrics import COUNTS
 
 IDENTITY_COLUMNS = ["run", "method", "engine", "task", "split", "k", "steps", "init_noise", "gamma_max",
                     "temperature", "cfg_scale", "reencode"]
-# Decoding knobs a method is often evaluated at several of (LaDiR's solver and whether it writes its
-# reasoning; MDM's decoder, blocks, cache and threshold): a column only where one method's rows differ
-DECODING_COLUMNS = ["solver", "write_reasoning", "decoder", "block_length", "cache", "refresh", "threshold"]
+# Decoding knobs a method is often evaluated at several of (LaDiR's solver, whether it writes its
+# reasoning and the scale of its guidance; MDM's decoder, blocks, cache and threshold): a column only
+# where one method's rows differ
+DECODING_COLUMNS = ["solver", "write_reasoning", "guidance_sum", "decoder", "block_length", "cache", "refresh",
+                    "threshold"]
 
 
 NOT_RESULTS = {"_base", "_curves", "curve"}  # a shared base; `ladir-bench curve`'s copies and its evaluations

@@ -110,6 +110,8 @@ def _product(grid: dict[str, Any], where: str) -> list[dict[str, Any]]:
 def union_of_products(grid: dict[str, Any] | list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     """The points of a grid in order: the product of a mapping, or the union of a list's products (a
     point listed twice is kept once). Train grids give the runs' cells, eval grids the sampling settings."""
+    if isinstance(grid, list) and not grid:
+        raise BadInput(f"{where}: an empty list has no points (a mapping {{}} is the defaults' one point)")
     parts = grid if isinstance(grid, list) else [grid]
     points: list[dict[str, Any]] = []
     for index, part in enumerate(parts):
@@ -222,28 +224,55 @@ def _train_and_evaluate(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec) 
     return results
 
 
+def _shared_phases(plan: PlannedRun, runs_root: Path) -> set[Path]:
+    """The folders of the phases this run would adopt from another run with the same settings (LaDiR's
+    VAE), unfinished ones only: while another process trains one in its own run, this run must wait too."""
+    from harness.context import RunContext
+    from harness.methods import get_method_class
+    from harness.train.checkpoint import phase_done
+
+    method = get_method_class(plan.config.method)(RunContext(plan.config, runs_root / plan.name, runs_root))
+    return {folder for folder, _ in method.shared_phases().values() if not phase_done(folder)}
+
+
 def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec,
              poll_seconds: float = 60.0) -> list[Evaluation]:
     """Train and evaluate every run, in the plan's order. A run that another process holds (a second
     `reproduce` or `ablate` of the same grid on the same runs folder, as a job array would start them) is
-    left to it and come back to once every other run is done, waiting for it to be free: N processes on
-    one grid split its runs between them, and each ends with all of them done."""
+    left to it, as is a run that would adopt a phase a held run is training (LaDiR's shared VAE), and
+    come back to once every other run is done, waiting for it to be free: N processes on one grid split
+    its runs between them, and each ends with all of them done. Within a multi-process launch nothing is
+    left: its processes must train the same run."""
+    from harness.locks import holder
+    from harness.train import distributed
+
     done: dict[int, list[Evaluation]] = {}
     held: list[int] = []
+    in_flight: set[Path] = set()  # shared phases a held run may be training
     for index, plan in enumerate(plans):
         console.print(f"[bold]grid[/] run {index + 1}/{len(plans)}: {plan.name}")
+        shared = _shared_phases(plan, runs_root)
+        if shared & in_flight:
+            console.print("a run left to another process trains the phase this one shares: back to it at the end")
+            held.append(index)
+            continue
         try:
             done[index] = _train_and_evaluate(plan, runs_root, eval_spec)
         except InUse as busy:
-            console.print(f"{busy}: on to the next run, back to this one at the end")
+            if distributed.world_size() > 1:
+                raise
+            console.print(f"{busy}; on to the next run, back to this one at the end")
             held.append(index)
+            in_flight |= shared
     for index in held:
         console.print(f"[bold]grid[/] back to run {index + 1}/{len(plans)}: {plans[index].name}")
         while index not in done:
             try:
                 done[index] = _train_and_evaluate(plans[index], runs_root, eval_spec)
-            except InUse:
-                sleep(poll_seconds)  # whatever the holder finished returns at once on the next try
+            except InUse as busy:
+                console.print(f"waiting for process {holder(busy.directory)}, which holds {busy.directory}")
+                while holder(busy.directory):  # whatever the holder finished returns at once on the next try
+                    sleep(poll_seconds)
     return [evaluation for index in sorted(done) for evaluation in done[index]]
 
 

@@ -428,6 +428,11 @@ def field_value(evaluation: Evaluation, knobs: dict[str, Any], name: str) -> Any
         return evaluation.run.config.seed
     if name in knobs:
         return knobs[name]
+    from harness.methods import get_method_class
+
+    defaults = vars(get_method_class(evaluation.run.config.method).SampleKnobs())
+    if name in defaults:  # a knob added after this evaluation was scored: it sampled at the default
+        return defaults[name]
     node: Any = evaluation.run.config.to_dict()
     for part in name.split("."):
         node = node.get(part) if isinstance(node, dict) else None

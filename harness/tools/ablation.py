@@ -251,8 +251,7 @@ def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec,
     in_flight: set[Path] = set()  # shared phases a held run may be training
     for index, plan in enumerate(plans):
         console.print(f"[bold]grid[/] run {index + 1}/{len(plans)}: {plan.name}")
-        shared = _shared_phases(plan, runs_root)
-        if shared & in_flight:
+        if in_flight and _shared_phases(plan, runs_root) & in_flight:
             console.print("a run left to another process trains the phase this one shares: back to it at the end")
             held.append(index)
             continue
@@ -263,7 +262,7 @@ def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec,
                 raise
             console.print(f"{busy}; on to the next run, back to this one at the end")
             held.append(index)
-            in_flight |= shared
+            in_flight |= _shared_phases(plan, runs_root)
     for index in held:
         console.print(f"[bold]grid[/] back to run {index + 1}/{len(plans)}: {plans[index].name}")
         while index not in done:

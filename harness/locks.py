@@ -28,8 +28,7 @@ def exclusive(directory: Path, what: str, wait: bool = False) -> Iterator[None]:
     path = directory / LOCK_FILE
     with path.open("a+") as handle:
         if not _try_lock(handle):
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
+            holder = _written_pid(handle)
             if not wait:
                 raise InUse(f"{what} {directory} is in use by another process (pid {holder}); "
                             "wait for it to finish or stop it", directory)
@@ -43,6 +42,12 @@ def exclusive(directory: Path, what: str, wait: bool = False) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _written_pid(handle) -> str:
+    """The pid the lock's holder wrote into the lock file ("?" before it has)."""
+    handle.seek(0)
+    return handle.read().strip() or "?"
 
 
 def _try_lock(handle, attempts: int = 5) -> bool:
@@ -70,7 +75,6 @@ def holder(directory: Path) -> str | None:
         return None
     with handle:
         if not _try_lock(handle, attempts=1):
-            handle.seek(0)
-            return handle.read().strip() or "?"
+            return _written_pid(handle)
         fcntl.flock(handle, fcntl.LOCK_UN)
         return None

@@ -93,16 +93,17 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 
 class atomic_open:
-    """Context manager: a text handle whose content replaces `path` only if the block succeeds
-    (temporary file beside it, fsync, rename, fsync of the folder)."""
+    """Context manager: a text (or `binary`) handle whose content replaces `path` only if the block
+    succeeds (temporary file beside it, fsync, rename, fsync of the folder)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, binary: bool = False):
         self.path = Path(path)
+        self.binary = binary
         self.handle = None
 
     def __enter__(self):
         fd, self.tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        self.handle = os.fdopen(fd, "w", encoding="utf-8")
+        self.handle = os.fdopen(fd, "wb") if self.binary else os.fdopen(fd, "w", encoding="utf-8")
         return self.handle
 
     def __exit__(self, exc_type, exc, tb):

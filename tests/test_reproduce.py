@@ -1,17 +1,20 @@
 """`ladir-bench reproduce`: the shipped grids plan without training, runs are shared between tables, a
-micro-scale table comes out in the paper's layout and a second call trains and samples nothing, bad
-requests are refused in one line; and the code tasks' training file that the code table trains on."""
+micro-scale table comes out in the paper's layout, a second call trains and samples nothing, and its
+output folder alone (the runs gone) rebuilds the table without retraining; bad requests are refused
+in one line; and the code tasks' training file that the code table trains on."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from harness.config import build_dataclass
 from harness.errors import BadInput
-from harness.tools.ablation import Grid, union_of_products
+from harness.tools.ablation import RESTORED, Grid, union_of_products
 from harness.tools.reproduce import load_table, reproduce, table_names
 from tests.conftest import MICRO_SETTINGS
 
@@ -151,11 +154,14 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     record = json.loads((out / "reproduce.json").read_text())
     assert len(record["runs"]) == 2 and len(record["results"]) == 3
     copies = sorted(path.name for path in (out / "evaluations").iterdir())  # provenance beside the table
-    assert len(copies) == 6 and all(name.startswith(tuple(record["runs"])) for name in copies)
+    assert len(copies) == 9 and all(name.startswith(tuple(record["runs"])) for name in copies)
     for folder in record["results"]:  # RUN/results/TASK-SPLIT/kK, under the runs folder
         run, _, task_split, setting = Path(folder).parts
-        copy = out / "evaluations" / f"{run}.{task_split}.{setting}.metrics.json"
-        assert json.loads(copy.read_text()) == json.loads((runs / folder / "metrics.json").read_text())
+        copy = out / "evaluations" / f"{run}.{task_split}.{setting}"
+        metrics = json.loads((runs / folder / "metrics.json").read_text())
+        assert json.loads(Path(f"{copy}.metrics.json").read_text()) == metrics
+        with gzip.open(f"{copy}.samples.jsonl.gz", "rb") as packed:  # every checked sample, too
+            assert packed.read() == (runs / folder / "samples.jsonl").read_bytes()
     assert sorted(path.stem for path in (out / "configs").iterdir()) == sorted(record["runs"])
 
     samples = sorted(runs.glob("*/results/*/*/samples.jsonl"))
@@ -174,6 +180,23 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     plan = reproduce("countdown", "tiny", runs_root=runs, methods=["ar-sft", "ladir"], tasks=["countdown3"],
                      overrides=MICRO, dry_run=True).text
     assert "already done: 2 of 2 runs trained, 3 of 3 evaluations" in plan and "compute left: 0 training steps" in plan
+
+    # The output folder alone (as committed, the runs gone) rebuilds the same table: its runs are
+    # restored from the copies, with their samples, and not retrained (optimizer_step still refuses)
+    committed, elsewhere = tmp_path / "committed", tmp_path / "fresh-runs"
+    shutil.copytree(out, committed)
+    plan = reproduce("countdown", "tiny", runs_root=elsewhere, methods=["ar-sft", "ladir"], tasks=["countdown3"],
+                     overrides=MICRO, dry_run=True, out_dir=committed).text
+    assert plan.count(f"restored from {committed}, not retrained") == 2 and "compute left: 0 training steps" in plan
+    assert not elsewhere.exists()  # a plan writes nothing
+    rebuilt = reproduce("countdown", "tiny", runs_root=elsewhere, methods=["ar-sft", "ladir"], tasks=["countdown3"],
+                        overrides=MICRO, out_dir=committed)
+    assert rebuilt.text.strip() == table.strip()
+    assert (committed / "cells.csv").read_text() == (out / "cells.csv").read_text()
+    assert sorted(elsewhere.glob(f"*/{RESTORED}")) == sorted(elsewhere / run / RESTORED for run in record["runs"])
+    assert not list(elsewhere.glob("*/*/checkpoints")) and not list(elsewhere.glob(".restore-*"))
+    for folder in record["results"]:  # the same samples, restored where the runs had them
+        assert (elsewhere / folder / "samples.jsonl").read_bytes() == (runs / folder / "samples.jsonl").read_bytes()
 
 
 def test_refusals_are_one_line_with_exit_2(tmp_path, capsys, monkeypatch):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.compute import ComputeCounter, training_compute
+from harness.config import RunConfig
 from harness.context import RunContext
 from harness.errors import BadInput
 from harness.evaluate.provenance import (
@@ -35,8 +36,13 @@ from tasks import Problem, Task
 
 def knob_defaults(method: Method, ctx: RunContext) -> dict[str, Any]:
     """Run-config eval settings that the method's SampleKnobs accept (temperature, top_p, ...)."""
-    fields = set(method.SampleKnobs.__dataclass_fields__)
-    return {k: v for k, v in asdict(ctx.config.eval).items() if k in fields}
+    return config_knobs(method.SampleKnobs, ctx.config)
+
+
+def config_knobs(knobs_class: type, config: RunConfig) -> dict[str, Any]:
+    """`knob_defaults` from a method's SampleKnobs class and a run's config (no method built)."""
+    fields = set(knobs_class.__dataclass_fields__)
+    return {k: v for k, v in asdict(config.eval).items() if k in fields}
 
 
 def results_dir(ctx: RunContext, task: Task, split: str, k: int, knobs: dict[str, Any], seed: int,

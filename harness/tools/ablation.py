@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import sleep
 from typing import Any
@@ -205,12 +205,58 @@ def load_grid(path: Path) -> Grid:
     return build_dataclass(Grid, read_yaml(path), path.name)
 
 
+# A run folder remade from a table's committed copies (`reproduce`'s `restore_runs`): its config and its
+# evaluations (samples included), no weights. The file says where the copies came from.
+RESTORED = "restored.json"
+
+
+def finished_evaluations(run_dir: Path, config: RunConfig, planned: PlannedEval, eval_spec: EvalSpec) -> list[Path]:
+    """The results folders of `run_dir` (a run of `config`) holding `planned` at the grid's k, split and
+    limit, with the run's own seed: every sampling knob as `evaluate_run` resolves it (the method's
+    defaults, the run's eval settings, the planned knobs; a knob newer than a folder reads as its default)."""
+    from harness.evaluate.run import config_knobs
+    from harness.methods import get_method_class
+
+    knobs_class = get_method_class(config.method).SampleKnobs
+    defaults = asdict(knobs_class())
+    expected = {**defaults, **config_knobs(knobs_class, config), **planned.knobs}
+    found = []
+    for path in sorted(run_dir.glob(f"results/{planned.task}-{eval_spec.split}*/k{eval_spec.k}*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        knobs = metrics.get("knobs") or {}
+        if (metrics.get("k") == eval_spec.k and metrics.get("seed") == config.seed
+                and metrics.get("split") == eval_spec.split
+                and all(knobs.get(name, defaults.get(name)) == value for name, value in expected.items())
+                and (eval_spec.limit is None or metrics.get("n_problems", 0) >= eval_spec.limit)):
+            found.append(path.parent)
+    return found
+
+
+def _restored_evaluations(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec) -> list[Evaluation] | None:
+    """A restored run's planned evaluations, when it holds each exactly once; None where it must train
+    (not restored, or the grid asks for an evaluation its copies do not have)."""
+    run_dir = runs_root / plan.name
+    marker = run_dir / RESTORED
+    if not marker.is_file():
+        return None
+    found = [finished_evaluations(run_dir, plan.config, planned, eval_spec) for planned in plan.evals]
+    if any(len(folders) != 1 for folders in found):
+        return None
+    source = json.loads(marker.read_text()).get("from")
+    console.print(f"{plan.name}: evaluated by an earlier call, restored from {source}; not retrained")
+    return [Evaluation(plan, planned, folders[0]) for planned, folders in zip(plan.evals, found, strict=True)]
+
+
 def _train_and_evaluate(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec) -> list[Evaluation]:
-    """Train the run (resuming), then evaluate it at each of its settings (resuming)."""
+    """Train the run (resuming), then evaluate it at each of its settings (resuming); a restored run
+    that holds every planned evaluation is not retrained."""
     from harness.evaluate.run import evaluate_run
     from harness.runs import create_run, open_run
     from tasks import get_task
 
+    restored = _restored_evaluations(plan, runs_root, eval_spec)
+    if restored is not None:
+        return restored
     method, ctx = create_run(plan.config, plan.name, runs_root)
     method.train()
     method, ctx = open_run(plan.name, runs_root)

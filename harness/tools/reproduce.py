@@ -13,15 +13,24 @@ trains and samples nothing and prints the same table.
 Each cell is the mean over test problems (and training seeds) with its 95% bootstrap interval, and,
 beside the baseline row (AR-SFT where the table has it), the paired bootstrap difference on the same
 problems (harness.evaluate.stats). `--dry-run` prints the plan, what is already done and the compute left.
+
+The output folder carries each cell's evaluation (metrics, manifest, every checked sample) and its run's
+config, so it is a table's whole record without the runs folder: a later call with the same `--out`
+on a runs folder that lacks those runs restores their evaluations from it instead of retraining them
+(`restore_runs`), so a committed table is rebuilt, or given another seed, by training only what it
+lacks.
 """
 
 from __future__ import annotations
 
 import copy
+import gzip
 import itertools
 import json
+import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +40,17 @@ import pandas as pd
 
 from harness.config import PRESET_DIR, _deep_merge, build_dataclass, read_yaml
 from harness.errors import BadInput
+from harness.jsonl import atomic_open, write_json_atomic
 from harness.progress import console
-from harness.tools.ablation import Evaluation, Grid, PlannedRun, plan_grid, run_plan
+from harness.tools.ablation import (
+    RESTORED,
+    Evaluation,
+    Grid,
+    PlannedRun,
+    finished_evaluations,
+    plan_grid,
+    run_plan,
+)
 
 GRID_DIR = PRESET_DIR / "grids"
 FORMATS = {"markdown": "md", "latex": "tex", "csv": "csv"}
@@ -283,15 +301,8 @@ def measured_rates(runs_root: Path) -> tuple[dict[tuple, list[float]], dict[tupl
     return train, sampling
 
 
-def _evaluation_done(plan: PlannedRun, planned, runs_root: Path, k: int, split: str, limit: int | None) -> bool:
-    for path in (runs_root / plan.name).glob(f"results/{planned.task}-{split}*/*/metrics.json"):
-        metrics = json.loads(path.read_text())
-        knobs = metrics.get("knobs") or {}
-        if (metrics.get("k") == k and metrics.get("seed") == plan.config.seed
-                and all(knobs.get(key) == value for key, value in planned.knobs.items())
-                and (limit is None or metrics.get("n_problems", 0) >= limit)):
-            return True
-    return False
+def _evaluation_done(plan: PlannedRun, planned, runs_root: Path, eval_spec) -> bool:
+    return bool(finished_evaluations(runs_root / plan.name, plan.config, planned, eval_spec))
 
 
 def _hours(seconds: float) -> str:
@@ -299,8 +310,11 @@ def _hours(seconds: float) -> str:
 
 
 def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: list[PlannedRun],
-                  runs_root: Path, missing: str | None) -> str:
-    """The plan as text: every run with its training and evaluation state, then the compute left."""
+                  runs_root: Path, missing: str | None, restorable: dict[str, list[Path]] | None = None,
+                  out_dir: Path | None = None) -> str:
+    """The plan as text: every run with its training and evaluation state, then the compute left. Runs
+    in `restorable` (evaluated by an earlier call into `out_dir`) count as done: they are not retrained."""
+    restorable = restorable or {}
     from harness.backbone import SCRATCH
     from harness.context import RunContext
     from harness.locks import holder
@@ -318,6 +332,15 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
     trained = {folder for ctx, phases in zip(contexts, shared, strict=True) for phase, (folder, _) in phases.items()
                if phase_done(folder) or (ctx.run_dir / phase).exists()}
     for plan, ctx, phases in zip(plans, contexts, shared, strict=True):
+        restored = (len(restorable[plan.name]) if plan.name in restorable
+                    else sum(_evaluation_done(plan, e, runs_root, grid.eval) for e in plan.evals)
+                    if (ctx.run_dir / RESTORED).is_file() else None)
+        if restored is not None and restored >= len(plan.evals):  # evaluated by an earlier call: not retrained
+            source = out_dir if plan.name in restorable else json.loads((ctx.run_dir / RESTORED).read_text())["from"]
+            n_evals, done_evals, done_runs = n_evals + len(plan.evals), done_evals + len(plan.evals), done_runs + 1
+            rows.append([plan.name, plan.config.method, plan.config.task, plan.config.seed,
+                         f"restored from {source}, not retrained", f"{len(plan.evals)}/{len(plan.evals)}"])
+            continue
         planned, done = _steps_planned(plan), min(_steps_done(ctx.run_dir), _steps_planned(plan))
         adopted = []
         for phase, (folder, steps) in phases.items():
@@ -330,7 +353,7 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
         adopted_steps = sum(steps for _, steps in adopted)
         done += adopted_steps
         shape = _shape(plan.config.to_dict())
-        evals_done = sum(_evaluation_done(plan, e, runs_root, grid.eval.k, grid.eval.split, grid.eval.limit)
+        evals_done = sum(_evaluation_done(plan, e, runs_root, grid.eval)
                          for e in plan.evals)
         n_evals += len(plan.evals)
         done_evals += evals_done
@@ -631,9 +654,12 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
         raise BadInput(f"--method-seeds names {', '.join(unplanned)}, which this table does not train here "
                        f"(it trains {', '.join(sorted(planned))})")
     plans = plan_grid(grid)
+    out_dir = out_dir or runs_root / f"{table}-{scale_name}"
+    names = {plan.name for plan in plans}
     if dry_run:
-        return Reproduced(describe_plan(table, scale_name, scale, grid, plans, runs_root, missing),
-                          out_dir or runs_root / f"{table}-{scale_name}", [])
+        restorable = _restorable(out_dir, runs_root, names)
+        return Reproduced(describe_plan(table, scale_name, scale, grid, plans, runs_root, missing, restorable, out_dir),
+                          out_dir, [])
     if scale.needs_gpu:
         import torch
 
@@ -641,11 +667,73 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
             raise BadInput(f"scale {scale_name!r} is the paper's GPU setting ({scale.about}); no GPU here: "
                            f"use --dry-run to see its plan, or --scale small / reference")
     started = time.time()
+    restore_runs(out_dir, runs_root, names)
     evaluations = run_plan(plans, runs_root, grid.eval)
-    out_dir = out_dir or runs_root / f"{table}-{scale_name}"
     written = write_outputs(table, spec, scale_name, scale, grid, evaluations, out_dir,
                             time.time() - started)
     return Reproduced(written[fmt], out_dir, evaluations)
+
+
+# ------------------------------------------------------------------------------- the committed copies
+SAMPLES_COPY = ".samples.jsonl.gz"  # beside NAME.metrics.json and NAME.manifest.json (harness.evaluate.stats reads it)
+
+
+def _copy_stem(folder: Path) -> str:
+    """The copies' name of an evaluation folder RUN/results/TASK-SPLIT[-CHECKPOINT]/SETTING."""
+    return f"{folder.parents[2].name}.{folder.parent.name}.{folder.name}"
+
+
+def _restorable(out_dir: Path, runs_root: Path, names: set[str]) -> dict[str, list[Path]]:
+    """The runs of `names` that `runs_root` lacks and whose every evaluation an earlier call left in
+    `out_dir` with its samples (its `reproduce.json` names them): run -> its evaluation folders, relative
+    to the runs folder. A run folder that exists (trained, training or restored before) is left alone."""
+    record = out_dir / "reproduce.json"
+    if not record.is_file():
+        return {}
+    by_run: dict[str, list[Path]] = {}
+    for relative in json.loads(record.read_text()).get("results") or []:
+        by_run.setdefault(Path(relative).parts[0], []).append(Path(relative))
+    copies = out_dir / "evaluations"
+
+    def copied(folder: Path) -> bool:
+        stem = copies / _copy_stem(folder)
+        return all(Path(f"{stem}{suffix}").is_file() for suffix in (".metrics.json", ".manifest.json", SAMPLES_COPY))
+
+    return {run: folders for run, folders in by_run.items()
+            if run in names and not (runs_root / run).exists() and (out_dir / "configs" / f"{run}.yaml").is_file()
+            and all(copied(folder) for folder in folders)}
+
+
+def restore_runs(out_dir: Path, runs_root: Path, names: set[str]) -> list[str]:
+    """Remake, from an earlier call's `out_dir` (e.g. a committed results folder), the folders of the runs
+    of `names` that `runs_root` lacks: config, and each evaluation's metrics, manifest and samples, no
+    weights. `run_plan` then takes their evaluations as they are instead of training them, so a table
+    is rebuilt, and a new seed added to it, without retraining what it already holds. Each folder is
+    assembled aside and renamed into place; returns the restored runs."""
+    restorable = _restorable(out_dir, runs_root, names)
+    if restorable:
+        runs_root.mkdir(parents=True, exist_ok=True)
+    for run, folders in restorable.items():
+        staging = Path(tempfile.mkdtemp(prefix=f".restore-{run}-", dir=runs_root))
+        try:
+            shutil.copyfile(out_dir / "configs" / f"{run}.yaml", staging / "config.yaml")
+            for folder in folders:
+                stem = out_dir / "evaluations" / _copy_stem(folder)
+                target = staging.joinpath(*folder.parts[1:])
+                target.mkdir(parents=True)
+                for kind in ("metrics", "manifest"):
+                    shutil.copyfile(f"{stem}.{kind}.json", target / f"{kind}.json")
+                with gzip.open(f"{stem}{SAMPLES_COPY}", "rb") as packed, (target / "samples.jsonl").open("wb") as plain:
+                    shutil.copyfileobj(packed, plain)
+            write_json_atomic(staging / RESTORED, {"from": str(out_dir),
+                                                   "evaluations": [folder.as_posix() for folder in folders]})
+            os.replace(staging, runs_root / run)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    if restorable:
+        console.print(f"restored from {out_dir} (evaluated by an earlier call, not retrained): {', '.join(restorable)}")
+    return list(restorable)
 
 
 def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, grid: Grid,
@@ -653,7 +741,6 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
     """table.{md,tex,csv} in the paper's layout, cells.csv (every number), reproduce.json (what ran, the
     minutes) and the table's plots; returns the table text per format."""
     from harness.evaluate.report import load_frame, plot, render_paper_table
-    from harness.jsonl import atomic_open, write_json_atomic
 
     header, rows, records = paper_table(spec, spec.layout, spec.layout.metrics, evaluations, grid.eval.k)
     title = f"{spec.title} — ladir-bench reproduce {table} --scale {scale_name}"
@@ -694,11 +781,16 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
         if config.is_file():
             with atomic_open(configs / f"{evaluation.run.name}.yaml") as handle:
                 handle.write(config.read_text())
+        stem = copies / _copy_stem(evaluation.folder)
         for kind in ("metrics", "manifest"):
             source = evaluation.folder / f"{kind}.json"
             if source.is_file():
-                name = f"{evaluation.run.name}.{evaluation.folder.parent.name}.{evaluation.folder.name}.{kind}.json"
-                write_json_atomic(copies / name, json.loads(source.read_text()))
+                write_json_atomic(f"{stem}.{kind}.json", json.loads(source.read_text()))
+        samples = evaluation.folder / "samples.jsonl"
+        if samples.is_file():  # every checked sample: the intervals and pairings, without the runs folder
+            with atomic_open(Path(f"{stem}{SAMPLES_COPY}"), binary=True) as handle, \
+                    gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0) as packed:
+                packed.write(samples.read_bytes())
     write_json_atomic(out_dir / "reproduce.json", {
         "table": table, "scale": scale_name, "seeds": _seeds_text(grid, methods),
         "paper": spec.paper,

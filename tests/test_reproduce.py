@@ -187,7 +187,8 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     shutil.copytree(out, committed)
     plan = reproduce("countdown", "tiny", runs_root=elsewhere, methods=["ar-sft", "ladir"], tasks=["countdown3"],
                      overrides=MICRO, dry_run=True, out_dir=committed).text
-    assert plan.count(f"restored from {committed}, not retrained") == 2 and "compute left: 0 training steps" in plan
+    assert plan.count("restored (evaluated by an earlier call), not retrained") == 2
+    assert "compute left: 0 training steps" in plan
     assert not elsewhere.exists()  # a plan writes nothing
     rebuilt = reproduce("countdown", "tiny", runs_root=elsewhere, methods=["ar-sft", "ladir"], tasks=["countdown3"],
                         overrides=MICRO, out_dir=committed)
@@ -197,6 +198,24 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     assert not list(elsewhere.glob("*/*/checkpoints")) and not list(elsewhere.glob(".restore-*"))
     for folder in record["results"]:  # the same samples, restored where the runs had them
         assert (elsewhere / folder / "samples.jsonl").read_bytes() == (runs / folder / "samples.jsonl").read_bytes()
+
+    # A call planning only some of those runs may not write its table over that record (exit 2, one line)
+    with pytest.raises(BadInput, match="holds a table of runs this call does not plan"):
+        reproduce("countdown", "tiny", runs_root=elsewhere, methods=["ar-sft"], tasks=["countdown3"],
+                  overrides=MICRO, out_dir=committed)
+    # Copies that do not hold what the grid asks (here a larger limit) restore nothing: the plan shows the
+    # runs to train, and a run restored before, asked for more, is retrained from the start, not mixed
+    larger = {**MICRO, "eval": {**MICRO["eval"], "limit": 5}}
+    plan = reproduce("countdown", "tiny", runs_root=tmp_path / "third-runs", methods=["ar-sft", "ladir"],
+                     tasks=["countdown3"], overrides=larger, dry_run=True, out_dir=committed).text
+    assert "restored" not in plan and "already done: 0 of 2 runs trained" in plan
+    monkeypatch.undo()  # training allowed again
+    ar_run = next(run for run in record["runs"] if run.startswith("ar-sft"))
+    again = reproduce("countdown", "tiny", runs_root=elsewhere, methods=["ar-sft"], tasks=["countdown3"],
+                      overrides=larger, out_dir=tmp_path / "larger")
+    assert not (elsewhere / ar_run / RESTORED).exists() and (elsewhere / ar_run / "sft").is_dir()
+    rows = [json.loads(line) for line in next((elsewhere / ar_run).glob("results/*/*/samples.jsonl")).open()]
+    assert len(rows) == 5 * MICRO["eval"]["k"] and "AR-SFT" in again.text  # 5 problems, sampled anew
 
 
 def test_refusals_are_one_line_with_exit_2(tmp_path, capsys, monkeypatch):

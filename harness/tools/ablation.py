@@ -32,6 +32,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import sleep
@@ -206,45 +209,77 @@ def load_grid(path: Path) -> Grid:
 
 
 # A run folder remade from a table's committed copies (`reproduce`'s `restore_runs`): its config and its
-# evaluations (samples included), no weights. The file says where the copies came from.
+# evaluations (samples included), no weights. The file names where each evaluation was copied from.
 RESTORED = "restored.json"
 
 
-def finished_evaluations(run_dir: Path, config: RunConfig, planned: PlannedEval, eval_spec: EvalSpec) -> list[Path]:
-    """The results folders of `run_dir` (a run of `config`) holding `planned` at the grid's k, split and
-    limit, with the run's own seed: every sampling knob as `evaluate_run` resolves it (the method's
-    defaults, the run's eval settings, the planned knobs; a knob newer than a folder reads as its default)."""
+def evaluation_matcher(config: RunConfig, planned: PlannedEval, eval_spec: EvalSpec,
+                       exact_limit: bool = False) -> Callable[[dict[str, Any]], bool]:
+    """Whether an evaluation's metrics.json is `planned` for a run of `config`: its task, the grid's k,
+    split and limit (exactly, with `exact_limit`: an evaluation that is not redone must score the
+    planned problems, no more), the run's own seed and this process's engine, and every sampling knob as
+    `evaluate_run` resolves it (the method's defaults, the run's eval settings, the planned knobs; a knob
+    newer than the evaluation reads as its default)."""
     from harness.evaluate.run import config_knobs
     from harness.methods import get_method_class
 
     knobs_class = get_method_class(config.method).SampleKnobs
     defaults = asdict(knobs_class())
     expected = {**defaults, **config_knobs(knobs_class, config), **planned.knobs}
-    found = []
-    for path in sorted(run_dir.glob(f"results/{planned.task}-{eval_spec.split}*/k{eval_spec.k}*/metrics.json")):
-        metrics = json.loads(path.read_text())
+
+    def matches(metrics: dict[str, Any]) -> bool:
         knobs = metrics.get("knobs") or {}
-        if (metrics.get("k") == eval_spec.k and metrics.get("seed") == config.seed
-                and metrics.get("split") == eval_spec.split
+        problems = metrics.get("n_problems", 0)
+        return (metrics.get("task") == planned.task and metrics.get("k") == eval_spec.k
+                and metrics.get("split") == eval_spec.split and metrics.get("seed") == config.seed
+                and "engine" not in metrics  # only another engine than the method's own records one
                 and all(knobs.get(name, defaults.get(name)) == value for name, value in expected.items())
-                and (eval_spec.limit is None or metrics.get("n_problems", 0) >= eval_spec.limit)):
-            found.append(path.parent)
-    return found
+                and (eval_spec.limit is None
+                     or (problems == eval_spec.limit if exact_limit else problems >= eval_spec.limit)))
+
+    return matches
+
+
+def finished_evaluations(run_dir: Path, config: RunConfig, planned: PlannedEval, eval_spec: EvalSpec,
+                         exact_limit: bool = False) -> list[Path]:
+    """The results folders of `run_dir` (a run of `config`) that hold `planned` (`evaluation_matcher`)."""
+    matches = evaluation_matcher(config, planned, eval_spec, exact_limit)
+    return [path.parent for path in sorted(run_dir.glob("results/*/*/metrics.json"))
+            if matches(json.loads(path.read_text()))]
+
+
+def restored_in_full(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec) -> list[Path] | None:
+    """A restored run's folder for each planned evaluation, when it holds each exactly once (at exactly
+    the planned limit: a restored evaluation is not redone); None if the run is not restored or lacks one."""
+    run_dir = runs_root / plan.name
+    if not (run_dir / RESTORED).is_file():
+        return None
+    found = [finished_evaluations(run_dir, plan.config, planned, eval_spec, exact_limit=True) for planned in plan.evals]
+    return [folders[0] for folders in found] if all(len(folders) == 1 for folders in found) else None
 
 
 def _restored_evaluations(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec) -> list[Evaluation] | None:
-    """A restored run's planned evaluations, when it holds each exactly once; None where it must train
-    (not restored, or the grid asks for an evaluation its copies do not have)."""
+    """A restored run's planned evaluations, when it holds them all; None where the run must train. A
+    restored run that lacks one has no weights to sample it with: its folder (copies only, the table
+    they came from keeps them) is set aside and removed, and the run is trained from the start."""
     run_dir = runs_root / plan.name
     marker = run_dir / RESTORED
     if not marker.is_file():
         return None
-    found = [finished_evaluations(run_dir, plan.config, planned, eval_spec) for planned in plan.evals]
-    if any(len(folders) != 1 for folders in found):
+    folders = restored_in_full(plan, runs_root, eval_spec)
+    if folders is None:
+        console.print(f"{plan.name}: restored without weights, and the grid asks for evaluations it does not "
+                      "hold: retrained from the start")
+        aside = run_dir.with_name(f".retrain-{plan.name}-{os.getpid()}")
+        try:  # renamed, so a second process finds no restored folder to remove (or a run begun since)
+            os.replace(run_dir, aside)
+        except FileNotFoundError:
+            return None
+        shutil.rmtree(aside)
         return None
-    source = json.loads(marker.read_text()).get("from")
-    console.print(f"{plan.name}: evaluated by an earlier call, restored from {source}; not retrained")
-    return [Evaluation(plan, planned, folders[0]) for planned, folders in zip(plan.evals, found, strict=True)]
+    sources = sorted(set((json.loads(marker.read_text()).get("evaluations") or {}).values()))
+    console.print(f"{plan.name}: evaluated by an earlier call, restored from {', '.join(sources)}; not retrained")
+    return [Evaluation(plan, planned, folder) for planned, folder in zip(plan.evals, folders, strict=True)]
 
 
 def _train_and_evaluate(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec) -> list[Evaluation]:

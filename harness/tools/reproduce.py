@@ -23,6 +23,7 @@ lacks.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gzip
 import itertools
@@ -32,6 +33,7 @@ import re
 import shutil
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +46,14 @@ from harness.jsonl import atomic_open, write_json_atomic
 from harness.progress import console
 from harness.tools.ablation import (
     RESTORED,
+    EvalSpec,
     Evaluation,
     Grid,
     PlannedRun,
+    evaluation_matcher,
     finished_evaluations,
     plan_grid,
+    restored_in_full,
     run_plan,
 )
 
@@ -278,7 +283,7 @@ def measured_rates(runs_root: Path) -> tuple[dict[tuple, list[float]], dict[tupl
 
     train: dict[tuple, list[float]] = {}
     sampling: dict[tuple, list[float]] = {}
-    for config_path in runs_root.glob("*/config.yaml") if runs_root.is_dir() else []:
+    for config_path in runs_root.glob("[!.]*/config.yaml") if runs_root.is_dir() else []:  # not a restore's staging
         try:
             config = yaml.safe_load(config_path.read_text()) or {}
         except yaml.YAMLError:
@@ -301,19 +306,15 @@ def measured_rates(runs_root: Path) -> tuple[dict[tuple, list[float]], dict[tupl
     return train, sampling
 
 
-def _evaluation_done(plan: PlannedRun, planned, runs_root: Path, eval_spec) -> bool:
-    return bool(finished_evaluations(runs_root / plan.name, plan.config, planned, eval_spec))
-
-
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
 def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: list[PlannedRun],
-                  runs_root: Path, missing: str | None, restorable: dict[str, list[Path]] | None = None,
-                  out_dir: Path | None = None) -> str:
-    """The plan as text: every run with its training and evaluation state, then the compute left. Runs
-    in `restorable` (evaluated by an earlier call into `out_dir`) count as done: they are not retrained."""
+                  runs_root: Path, missing: str | None, restorable: dict[str, list[Path]] | None = None) -> str:
+    """The plan as text: every run with its training and evaluation state, then the compute left. A run
+    restored from an earlier call's copies (`restorable`: to be restored now) counts as done: it is not
+    retrained."""
     restorable = restorable or {}
     from harness.backbone import SCRATCH
     from harness.context import RunContext
@@ -332,14 +333,11 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
     trained = {folder for ctx, phases in zip(contexts, shared, strict=True) for phase, (folder, _) in phases.items()
                if phase_done(folder) or (ctx.run_dir / phase).exists()}
     for plan, ctx, phases in zip(plans, contexts, shared, strict=True):
-        restored = (len(restorable[plan.name]) if plan.name in restorable
-                    else sum(_evaluation_done(plan, e, runs_root, grid.eval) for e in plan.evals)
-                    if (ctx.run_dir / RESTORED).is_file() else None)
-        if restored is not None and restored >= len(plan.evals):  # evaluated by an earlier call: not retrained
-            source = out_dir if plan.name in restorable else json.loads((ctx.run_dir / RESTORED).read_text())["from"]
+        if plan.name in restorable or restored_in_full(plan, runs_root, grid.eval) is not None:
             n_evals, done_evals, done_runs = n_evals + len(plan.evals), done_evals + len(plan.evals), done_runs + 1
             rows.append([plan.name, plan.config.method, plan.config.task, plan.config.seed,
-                         f"restored from {source}, not retrained", f"{len(plan.evals)}/{len(plan.evals)}"])
+                         "restored (evaluated by an earlier call), not retrained",
+                         f"{len(plan.evals)}/{len(plan.evals)}"])
             continue
         planned, done = _steps_planned(plan), min(_steps_done(ctx.run_dir), _steps_planned(plan))
         adopted = []
@@ -353,8 +351,7 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
         adopted_steps = sum(steps for _, steps in adopted)
         done += adopted_steps
         shape = _shape(plan.config.to_dict())
-        evals_done = sum(_evaluation_done(plan, e, runs_root, grid.eval)
-                         for e in plan.evals)
+        evals_done = sum(bool(finished_evaluations(ctx.run_dir, plan.config, e, grid.eval)) for e in plan.evals)
         n_evals += len(plan.evals)
         done_evals += evals_done
         done_runs += done == planned
@@ -655,11 +652,13 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
                        f"(it trains {', '.join(sorted(planned))})")
     plans = plan_grid(grid)
     out_dir = out_dir or runs_root / f"{table}-{scale_name}"
-    names = {plan.name for plan in plans}
+    overwritten = _runs_dropped(out_dir, plans)
     if dry_run:
-        restorable = _restorable(out_dir, runs_root, names)
-        return Reproduced(describe_plan(table, scale_name, scale, grid, plans, runs_root, missing, restorable, out_dir),
-                          out_dir, [])
+        plan_text = describe_plan(table, scale_name, scale, grid, plans, runs_root, missing or overwritten,
+                                  _restorable(out_dir, runs_root, plans, grid.eval))
+        return Reproduced(plan_text, out_dir, [])
+    if overwritten:
+        raise BadInput(overwritten)
     if scale.needs_gpu:
         import torch
 
@@ -667,7 +666,7 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
             raise BadInput(f"scale {scale_name!r} is the paper's GPU setting ({scale.about}); no GPU here: "
                            f"use --dry-run to see its plan, or --scale small / reference")
     started = time.time()
-    restore_runs(out_dir, runs_root, names)
+    restore_runs(out_dir, runs_root, plans, grid.eval)
     evaluations = run_plan(plans, runs_root, grid.eval)
     written = write_outputs(table, spec, scale_name, scale, grid, evaluations, out_dir,
                             time.time() - started)
@@ -683,54 +682,108 @@ def _copy_stem(folder: Path) -> str:
     return f"{folder.parents[2].name}.{folder.parent.name}.{folder.name}"
 
 
-def _restorable(out_dir: Path, runs_root: Path, names: set[str]) -> dict[str, list[Path]]:
-    """The runs of `names` that `runs_root` lacks and whose every evaluation an earlier call left in
-    `out_dir` with its samples (its `reproduce.json` names them): run -> its evaluation folders, relative
-    to the runs folder. A run folder that exists (trained, training or restored before) is left alone."""
-    record = out_dir / "reproduce.json"
-    if not record.is_file():
+def _read_record(out_dir: Path) -> dict[str, Any]:
+    """An earlier call's `reproduce.json` in `out_dir` ({} if none)."""
+    path = out_dir / "reproduce.json"
+    if not path.is_file():
         return {}
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BadInput(f"{path}: malformed JSON ({error.msg})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("results", []), list):
+        raise BadInput(f"{path}: not a reproduce record (a mapping with a list of results)")
+    return record
+
+
+def _runs_dropped(out_dir: Path, plans: list[PlannedRun]) -> str | None:
+    """Why this call may not write into `out_dir`: the table there holds runs this call does not plan, and
+    writing this one would drop their record (their copies are the only one once the runs are gone)."""
+    dropped = sorted(set(_read_record(out_dir).get("runs") or []) - {plan.name for plan in plans})
+    if not dropped:
+        return None
+    return (f"{out_dir} holds a table of runs this call does not plan ({', '.join(dropped)}); writing this one "
+            f"there would drop their record: use another --out, or the grid that wrote it")
+
+
+def _restorable(out_dir: Path, runs_root: Path, plans: list[PlannedRun], eval_spec: EvalSpec) -> dict[str, list[Path]]:
+    """The evaluations to restore from `out_dir`'s copies (an earlier call's, with their samples): run ->
+    its evaluation folders to copy, relative to the runs folder. Only for runs that are not here (or were
+    restored before) and that would then hold every evaluation the plan asks of them, each once, at
+    exactly the planned limit; a run trained or training here is left alone."""
     by_run: dict[str, list[Path]] = {}
-    for relative in json.loads(record.read_text()).get("results") or []:
+    for relative in _read_record(out_dir).get("results") or []:
         by_run.setdefault(Path(relative).parts[0], []).append(Path(relative))
-    copies = out_dir / "evaluations"
+    restorable = {}
+    for plan in plans:
+        run_dir = runs_root / plan.name
+        if run_dir.exists() and not (run_dir / RESTORED).is_file():
+            continue
+        if not run_dir.exists() and not (out_dir / "configs" / f"{plan.name}.yaml").is_file():
+            continue
+        copies = {}
+        for folder in by_run.get(plan.name, []):
+            stem = out_dir / "evaluations" / _copy_stem(folder)
+            if all(Path(f"{stem}{suffix}").is_file() for suffix in (".metrics.json", ".manifest.json", SAMPLES_COPY)):
+                copies[folder] = json.loads(Path(f"{stem}.metrics.json").read_text())
+        wanted = []
+        for planned in plan.evals:
+            held = finished_evaluations(run_dir, plan.config, planned, eval_spec, exact_limit=True)
+            matches = evaluation_matcher(plan.config, planned, eval_spec, exact_limit=True)
+            offered = [folder for folder, metrics in copies.items() if matches(metrics)]
+            if len(held) == 1:
+                continue
+            if held or len(offered) != 1:  # not held once here, nor offered once there
+                break
+            wanted.append(offered[0])
+        else:
+            if wanted:
+                restorable[plan.name] = wanted
+    return restorable
 
-    def copied(folder: Path) -> bool:
-        stem = copies / _copy_stem(folder)
-        return all(Path(f"{stem}{suffix}").is_file() for suffix in (".metrics.json", ".manifest.json", SAMPLES_COPY))
 
-    return {run: folders for run, folders in by_run.items()
-            if run in names and not (runs_root / run).exists() and (out_dir / "configs" / f"{run}.yaml").is_file()
-            and all(copied(folder) for folder in folders)}
-
-
-def restore_runs(out_dir: Path, runs_root: Path, names: set[str]) -> list[str]:
-    """Remake, from an earlier call's `out_dir` (e.g. a committed results folder), the folders of the runs
-    of `names` that `runs_root` lacks: config, and each evaluation's metrics, manifest and samples, no
-    weights. `run_plan` then takes their evaluations as they are instead of training them, so a table
-    is rebuilt, and a new seed added to it, without retraining what it already holds. Each folder is
-    assembled aside and renamed into place; returns the restored runs."""
-    restorable = _restorable(out_dir, runs_root, names)
-    if restorable:
-        runs_root.mkdir(parents=True, exist_ok=True)
+def restore_runs(out_dir: Path, runs_root: Path, plans: list[PlannedRun], eval_spec: EvalSpec) -> list[str]:
+    """Remake, from an earlier call's `out_dir` (e.g. a committed results folder), the runs of `plans`
+    that `runs_root` lacks (`_restorable`): config, and each evaluation's metrics, manifest and samples,
+    no weights. `run_plan` then takes their evaluations as they are instead of training them, so a table
+    is rebuilt, and a new seed added to it, without retraining what it already holds. A run restored
+    before gains the evaluations it lacks. Everything is assembled aside (`.restore-*`, which a kill
+    leaves behind, not a run) and renamed into place, so a kill leaves no half-restored run and two
+    processes restoring at once restore it once."""
+    restorable = _restorable(out_dir, runs_root, plans, eval_spec)
     for run, folders in restorable.items():
-        staging = Path(tempfile.mkdtemp(prefix=f".restore-{run}-", dir=runs_root))
+        runs_root.mkdir(parents=True, exist_ok=True)
+        run_dir = runs_root / run
+        staging = Path(tempfile.mkdtemp(prefix=f".restore-{os.getpid()}-", dir=runs_root))
         try:
-            shutil.copyfile(out_dir / "configs" / f"{run}.yaml", staging / "config.yaml")
             for folder in folders:
                 stem = out_dir / "evaluations" / _copy_stem(folder)
                 target = staging.joinpath(*folder.parts[1:])
                 target.mkdir(parents=True)
                 for kind in ("metrics", "manifest"):
                     shutil.copyfile(f"{stem}.{kind}.json", target / f"{kind}.json")
-                with gzip.open(f"{stem}{SAMPLES_COPY}", "rb") as packed, (target / "samples.jsonl").open("wb") as plain:
-                    shutil.copyfileobj(packed, plain)
-            write_json_atomic(staging / RESTORED, {"from": str(out_dir),
-                                                   "evaluations": [folder.as_posix() for folder in folders]})
-            os.replace(staging, runs_root / run)
-        except BaseException:
+                try:
+                    with gzip.open(f"{stem}{SAMPLES_COPY}", "rb") as packed, \
+                            (target / "samples.jsonl").open("wb") as plain:
+                        shutil.copyfileobj(packed, plain)
+                except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+                    raise BadInput(f"{stem}{SAMPLES_COPY}: not a readable gzip file ({error})") from None
+            marker = run_dir / RESTORED
+            sources = json.loads(marker.read_text()).get("evaluations", {}) if marker.is_file() else {}
+            sources.update({folder.as_posix(): str(out_dir) for folder in folders})
+            write_json_atomic(staging / RESTORED, {"evaluations": sources})
+            if not run_dir.exists():
+                shutil.copyfile(out_dir / "configs" / f"{run}.yaml", staging / "config.yaml")
+                with contextlib.suppress(OSError):  # another process restored it first
+                    os.replace(staging, run_dir)
+            else:  # restored before: add the evaluations it lacks
+                for folder in folders:
+                    (run_dir / folder.parent.relative_to(run)).mkdir(parents=True, exist_ok=True)
+                    with contextlib.suppress(OSError):
+                        os.replace(staging.joinpath(*folder.parts[1:]), run_dir.joinpath(*folder.parts[1:]))
+                os.replace(staging / RESTORED, marker)
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-            raise
     if restorable:
         console.print(f"restored from {out_dir} (evaluated by an earlier call, not retrained): {', '.join(restorable)}")
     return list(restorable)
@@ -769,28 +822,34 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
                 plot_paths.append(str(plot(frame, kind, out_dir / f"{kind}.png")))
             except BadInput as error:  # e.g. Pass@k curves of a single k: the table stands without it
                 console.print(f"no {kind} plot: {error}")
-    # each cell's evaluations and its run's resolved config beside the table, so a committed copy of
-    # out_dir keeps their provenance (manifest: git revision, checkpoint and problem-set sha256, every
-    # setting) without the runs folder
-    copies, configs = out_dir / "evaluations", out_dir / "configs"
-    for folder in (copies, configs):  # this table's cells only, not an earlier call's
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-    for evaluation in evaluations:
-        config = evaluation.folder.parents[2] / "config.yaml"
-        if config.is_file():
-            with atomic_open(configs / f"{evaluation.run.name}.yaml") as handle:
-                handle.write(config.read_text())
-        stem = copies / _copy_stem(evaluation.folder)
-        for kind in ("metrics", "manifest"):
-            source = evaluation.folder / f"{kind}.json"
-            if source.is_file():
-                write_json_atomic(f"{stem}.{kind}.json", json.loads(source.read_text()))
-        samples = evaluation.folder / "samples.jsonl"
-        if samples.is_file():  # every checked sample: the intervals and pairings, without the runs folder
-            with atomic_open(Path(f"{stem}{SAMPLES_COPY}"), binary=True) as handle, \
-                    gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0) as packed:
-                packed.write(samples.read_bytes())
+    # each cell's evaluation (metrics, manifest, every checked sample) and its run's resolved config beside
+    # the table: a committed copy of out_dir is the table's whole record without the runs folder
+    # (provenance, and what `restore_runs` rebuilds the table from). This table's cells only, not an
+    # earlier call's; written aside and swapped in, so a kill leaves the earlier copies whole.
+    staged = {name: Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir)) for name in ("evaluations", "configs")}
+    try:
+        for evaluation in evaluations:
+            config = evaluation.folder.parents[2] / "config.yaml"
+            if config.is_file():
+                shutil.copyfile(config, staged["configs"] / f"{evaluation.run.name}.yaml")
+            stem = staged["evaluations"] / _copy_stem(evaluation.folder)
+            for kind in ("metrics", "manifest"):
+                source = evaluation.folder / f"{kind}.json"
+                if source.is_file():
+                    write_json_atomic(f"{stem}.{kind}.json", json.loads(source.read_text()))
+            samples = evaluation.folder / "samples.jsonl"
+            if samples.is_file():
+                with samples.open("rb") as plain, gzip.GzipFile(f"{stem}{SAMPLES_COPY}", "wb", mtime=0) as packed:
+                    shutil.copyfileobj(plain, packed)
+        for name, folder in staged.items():
+            target, old = out_dir / name, out_dir / f".{name}-old-{os.getpid()}"
+            if target.exists():
+                os.replace(target, old)
+            os.replace(folder, target)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        for folder in staged.values():
+            shutil.rmtree(folder, ignore_errors=True)
     write_json_atomic(out_dir / "reproduce.json", {
         "table": table, "scale": scale_name, "seeds": _seeds_text(grid, methods),
         "paper": spec.paper,

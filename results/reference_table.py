@@ -121,6 +121,17 @@ def reproduced_table(folder: Path) -> str:
     return "\n".join(lines[start:end])
 
 
+def validation_curves(folder: Path) -> str:
+    """One row per run of `folder/curves/` (`ladir-bench curve`): validation Pass@1 (percent) at each
+    checkpoint of the phases its curve follows."""
+    rows = []
+    for path in sorted((folder / "curves").glob("*.curve.json")):
+        curve = json.loads(path.read_text())
+        points = ", ".join(f"{row['phase']}@{row['step']}: {100 * row['pass@1']:.1f}" for row in curve["rows"])
+        rows.append(f"| {curve['run']} | {curve['split']}, k = {curve['k']}, {curve['limit']} problems | {points} |")
+    return "\n".join(["| run | evaluated on | Pass@1 at each checkpoint |", "| :--- | :--- | :--- |", *rows])
+
+
 def main(folder: Path, table: str, plot_kind: str, plot_files: list[str], plot_figures: tuple[str, ...] = ()) -> None:
     """Print `table`; with --plot, write `plot_kind`.png from `plot_files` (only the Pass@k columns in
     `plot_figures`, when given, so a crowded plot keeps one curve per series)."""

@@ -13,19 +13,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reference_table import reproduced_table
+from reference_table import reproduced_table, validation_curves
 
 HERE = Path(__file__).resolve().parent
-
-
-def curves() -> str:
-    """One row per run: validation Pass@1 (percent) at each checkpoint of the phases its curve follows."""
-    rows = []
-    for path in sorted((HERE / "curves").glob("*.curve.json")):
-        curve = json.loads(path.read_text())
-        points = ", ".join(f"{row['phase']}@{row['step']}: {100 * row['pass@1']:.1f}" for row in curve["rows"])
-        rows.append(f"| {curve['run']} | {curve['split']}, k = {curve['k']}, {curve['limit']} problems | {points} |")
-    return "\n".join(["| run | evaluated on | Pass@1 at each checkpoint |", "| :--- | :--- | :--- |", *rows])
 
 
 # The old protocol (`results/baselines-countdown4/`, `results/ladir-countdown4/`): every method from one
@@ -114,5 +104,5 @@ if __name__ == "__main__":
     shown.add_argument("--old-vs-new", action="store_true", help="the old protocol's figures beside these")
     shown.add_argument("--decoding", action="store_true", help="each decoding setting's Pass@1 and speed (decoding/)")
     args = parser.parse_args()
-    print(curves() if args.curves else old_vs_new() if args.old_vs_new else decoding() if args.decoding
+    print(validation_curves(HERE) if args.curves else old_vs_new() if args.old_vs_new else decoding() if args.decoding
           else reproduced_table(HERE))

@@ -677,6 +677,14 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
 SAMPLES_COPY = ".samples.jsonl.gz"  # beside NAME.metrics.json and NAME.manifest.json (harness.evaluate.stats reads it)
 
 
+def _shared_folder(path: str) -> Path:
+    """A folder from mkdtemp (mode 0700) given the mode any other folder gets, as it is renamed into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+    return Path(path)
+
+
 def _copy_stem(folder: Path) -> str:
     """The copies' name of an evaluation folder RUN/results/TASK-SPLIT[-CHECKPOINT]/SETTING."""
     return f"{folder.parents[2].name}.{folder.parent.name}.{folder.name}"
@@ -754,7 +762,7 @@ def restore_runs(out_dir: Path, runs_root: Path, plans: list[PlannedRun], eval_s
     for run, folders in restorable.items():
         runs_root.mkdir(parents=True, exist_ok=True)
         run_dir = runs_root / run
-        staging = Path(tempfile.mkdtemp(prefix=f".restore-{os.getpid()}-", dir=runs_root))
+        staging = _shared_folder(tempfile.mkdtemp(prefix=f".restore-{os.getpid()}-", dir=runs_root))
         try:
             for folder in folders:
                 stem = out_dir / "evaluations" / _copy_stem(folder)
@@ -826,7 +834,8 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
     # the table: a committed copy of out_dir is the table's whole record without the runs folder
     # (provenance, and what `restore_runs` rebuilds the table from). This table's cells only, not an
     # earlier call's; written aside and swapped in, so a kill leaves the earlier copies whole.
-    staged = {name: Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir)) for name in ("evaluations", "configs")}
+    staged = {name: _shared_folder(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir))
+              for name in ("evaluations", "configs")}
     try:
         for evaluation in evaluations:
             config = evaluation.folder.parents[2] / "config.yaml"

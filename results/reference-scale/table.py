@@ -11,8 +11,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reference_table import markdown, percent
 
 HERE = Path(__file__).resolve().parent
-TRAINING_PROBLEMS = 50_000  # Countdown-4's training split: epochs = step x batch / this
-CURVES = [("AR-SFT", "lc-ar.curve.json")]
+TRAINING_PROBLEMS = 50_000  # Countdown-3's and -4's training splits: epochs = step x batch / this
+# (label, task, curve file, its run's config): the curve that fixed the scale on Countdown-4, and
+# AR-SFT's run at that scale on Countdown-3 (../countdown3-reference/), the task lever
+CD3_RUN = "ar-sft-countdown3-seed0-53ee81f0fe"
+CURVES = [("AR-SFT", "Countdown-4", "lc-ar.curve.json", "lc-ar.config.json"),
+          ("AR-SFT", "Countdown-3", f"../countdown3-reference/curves/{CD3_RUN}.curve.json",
+           f"../countdown3-reference/configs/{CD3_RUN}.yaml")]
 COLUMNS = [("Pass@1", "pass@1"), ("Pass@10", "pass@10"), ("chain_valid@1", "chain_valid@1"),
            ("uses given numbers", "uses_given_numbers"), ("arithmetic exact, all steps", "arithmetic_valid"),
            ("before the last", "arithmetic_valid_before_last"), ("last step", "arithmetic_valid_last"),
@@ -20,25 +25,24 @@ COLUMNS = [("Pass@1", "pass@1"), ("Pass@10", "pass@10"), ("chain_valid@1", "chai
            ("passed without chain", "passed_without_chain")]
 
 
-def curves() -> list[tuple[str, dict, dict]]:
-    """(label, curve file, its run's config) for each committed curve."""
-    found = []
-    for label, name in CURVES:
-        curve = json.loads((HERE / name).read_text())
-        config = json.loads((HERE / name.replace(".curve.json", ".config.json")).read_text())
-        found.append((label, curve, config))
-    return found
+def curves() -> list[tuple[str, str, dict, dict]]:
+    """(label, task, curve file, its run's config) for each committed curve."""
+    import yaml
+
+    return [(label, task, json.loads((HERE / curve).read_text()), yaml.safe_load((HERE / config).read_text()))
+            for label, task, curve, config in CURVES]
 
 
 def table() -> str:
-    header = ["method", "fine-tuning step", "of", "epochs", *(name for name, _ in COLUMNS)]
+    header = ["method", "task", "fine-tuning step", "of", "epochs", *(name for name, _ in COLUMNS)]
     lines = []
-    for label, curve, config in curves():
+    for label, task, curve, config in curves():
         steps, batch = config["train"]["steps"], config["train"]["batch_size"]
         for row in curve["rows"]:
-            lines.append([label, str(row["step"]), str(steps), f"{row['step'] * batch / TRAINING_PROBLEMS:.1f}",
+            lines.append([label, task, str(row["step"]), str(steps),
+                          f"{row['step'] * batch / TRAINING_PROBLEMS:.1f}",
                           *(percent(row.get(key)) for _, key in COLUMNS)])
-    return markdown(header, lines, left=1)
+    return markdown(header, lines, left=2)
 
 
 def plot(out: Path) -> Path:
@@ -48,15 +52,16 @@ def plot(out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, curve, _ in curves():
+    for (label, task, curve, _), color in zip(curves(), ("tab:blue", "tab:orange"), strict=False):
         steps = [row["step"] for row in curve["rows"]]
         for key, style in (("pass@1", "-o"), ("arithmetic_valid", "--s"), ("arithmetic_valid_before_last", ":^")):
-            ax.plot(steps, [100 * row[key] for row in curve["rows"]], style, label=f"{label} {key}")
+            ax.plot(steps, [100 * row[key] for row in curve["rows"]], style, color=color,
+                    label=f"{label} {task} {key}")
     ax.axhline(80, color="grey", linewidth=0.8)
     ax.set_xlabel("fine-tuning step (batch 64)")
     ax.set_ylabel("%")
-    ax.set_title(f"Countdown-4, {curves()[0][1]['split']} split, first {curves()[0][1]['limit']} problems, "
-                 f"k = {curves()[0][1]['k']}")
+    first = curves()[0][2]
+    ax.set_title(f"{first['split']} split, first {first['limit']} problems, k = {first['k']}")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -92,18 +92,25 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         handle.write("\n")
 
 
-class atomic_open:
-    """Context manager: a text (or `binary`) handle whose content replaces `path` only if the block
-    succeeds (temporary file beside it, fsync, rename, fsync of the folder)."""
+def chmod_as_created(path: str | Path, mode: int) -> None:
+    """Give `path` the mode a plain open or mkdir would (`mode` less the umask): mkstemp and mkdtemp
+    make private ones (0600, 0700), and results are meant to be shared like any other file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
 
-    def __init__(self, path: Path, binary: bool = False):
+
+class atomic_open:
+    """Context manager: a text handle whose content replaces `path` only if the block succeeds
+    (temporary file beside it, fsync, rename, fsync of the folder)."""
+
+    def __init__(self, path: Path):
         self.path = Path(path)
-        self.binary = binary
         self.handle = None
 
     def __enter__(self):
         fd, self.tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        self.handle = os.fdopen(fd, "wb") if self.binary else os.fdopen(fd, "w", encoding="utf-8")
+        self.handle = os.fdopen(fd, "w", encoding="utf-8")
         return self.handle
 
     def __exit__(self, exc_type, exc, tb):
@@ -112,10 +119,7 @@ class atomic_open:
             os.fsync(self.handle.fileno())
         self.handle.close()
         if exc_type is None:
-            # mkstemp creates 0600 files; results are meant to be shared like any other file.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp_name, 0o666 & ~umask)
+            chmod_as_created(self.tmp_name, 0o666)
             os.replace(self.tmp_name, self.path)
             fsync_directory(self.path.parent)
         else:

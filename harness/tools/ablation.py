@@ -29,6 +29,7 @@ so two grids asking for the same run find the same directory and train it once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -271,11 +272,10 @@ def _restored_evaluations(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec
         console.print(f"{plan.name}: restored without weights, and the grid asks for evaluations it does not "
                       "hold: retrained from the start")
         aside = run_dir.with_name(f".retrain-{plan.name}-{os.getpid()}")
-        try:  # renamed, so a second process finds no restored folder to remove (or a run begun since)
+        # renamed first, so a second process finds no restored folder to remove (nor a run begun since)
+        with contextlib.suppress(FileNotFoundError):
             os.replace(run_dir, aside)
-        except FileNotFoundError:
-            return None
-        shutil.rmtree(aside)
+            shutil.rmtree(aside)
         return None
     sources = sorted(set((json.loads(marker.read_text()).get("evaluations") or {}).values()))
     console.print(f"{plan.name}: evaluated by an earlier call, restored from {', '.join(sources)}; not retrained")

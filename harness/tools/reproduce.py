@@ -42,7 +42,7 @@ import pandas as pd
 
 from harness.config import PRESET_DIR, _deep_merge, build_dataclass, read_yaml
 from harness.errors import BadInput
-from harness.jsonl import atomic_open, write_json_atomic
+from harness.jsonl import atomic_open, chmod_as_created, write_json_atomic
 from harness.progress import console
 from harness.tools.ablation import (
     RESTORED,
@@ -677,11 +677,11 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
 SAMPLES_COPY = ".samples.jsonl.gz"  # beside NAME.metrics.json and NAME.manifest.json (harness.evaluate.stats reads it)
 
 
-def _shared_folder(path: str) -> Path:
-    """A folder from mkdtemp (mode 0700) given the mode any other folder gets, as it is renamed into place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
+def _staging_folder(parent: Path, prefix: str) -> Path:
+    """A fresh folder in `parent` to assemble something in before it is renamed into place, with the
+    mode any other folder there gets."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    chmod_as_created(path, 0o777)
     return Path(path)
 
 
@@ -737,10 +737,10 @@ def _restorable(out_dir: Path, runs_root: Path, plans: list[PlannedRun], eval_sp
         wanted = []
         for planned in plan.evals:
             held = finished_evaluations(run_dir, plan.config, planned, eval_spec, exact_limit=True)
-            matches = evaluation_matcher(plan.config, planned, eval_spec, exact_limit=True)
-            offered = [folder for folder, metrics in copies.items() if matches(metrics)]
             if len(held) == 1:
                 continue
+            matches = evaluation_matcher(plan.config, planned, eval_spec, exact_limit=True)
+            offered = [folder for folder, metrics in copies.items() if matches(metrics)]
             if held or len(offered) != 1:  # not held once here, nor offered once there
                 break
             wanted.append(offered[0])
@@ -759,10 +759,11 @@ def restore_runs(out_dir: Path, runs_root: Path, plans: list[PlannedRun], eval_s
     leaves behind, not a run) and renamed into place, so a kill leaves no half-restored run and two
     processes restoring at once restore it once."""
     restorable = _restorable(out_dir, runs_root, plans, eval_spec)
-    for run, folders in restorable.items():
+    if restorable:
         runs_root.mkdir(parents=True, exist_ok=True)
+    for run, folders in restorable.items():
         run_dir = runs_root / run
-        staging = _shared_folder(tempfile.mkdtemp(prefix=f".restore-{os.getpid()}-", dir=runs_root))
+        staging = _staging_folder(runs_root, f".restore-{os.getpid()}-")
         try:
             for folder in folders:
                 stem = out_dir / "evaluations" / _copy_stem(folder)
@@ -834,8 +835,7 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
     # the table: a committed copy of out_dir is the table's whole record without the runs folder
     # (provenance, and what `restore_runs` rebuilds the table from). This table's cells only, not an
     # earlier call's; written aside and swapped in, so a kill leaves the earlier copies whole.
-    staged = {name: _shared_folder(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir))
-              for name in ("evaluations", "configs")}
+    staged = {name: _staging_folder(out_dir, f".{name}-") for name in ("evaluations", "configs")}
     try:
         for evaluation in evaluations:
             config = evaluation.folder.parents[2] / "config.yaml"

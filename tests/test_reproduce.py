@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -180,6 +182,19 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     plan = reproduce("countdown", "tiny", runs_root=runs, methods=["ar-sft", "ladir"], tasks=["countdown3"],
                      overrides=MICRO, dry_run=True).text
     assert "already done: 2 of 2 runs trained, 3 of 3 evaluations" in plan and "compute left: 0 training steps" in plan
+    # An evaluation counts as the planned one only where it sampled the run's final weights and the
+    # planned problems: not while the last phase is unfinished (an `eval --checkpoint stage1` of a run
+    # still training), not on other problems (a grid's other data file)
+    ladir_done = next(runs.glob("ladir-*/stage2/DONE"))
+    ar_manifest = next(runs.glob("ar-sft-*/results/*/*/manifest.json"))
+    manifest_text = ar_manifest.read_text()
+    ladir_done.rename(ladir_done.with_name("DONE.aside"))
+    ar_manifest.write_text(json.dumps({**json.loads(manifest_text), "problems_sha256": "0" * 64}))
+    plan = reproduce("countdown", "tiny", runs_root=runs, methods=["ar-sft", "ladir"], tasks=["countdown3"],
+                     overrides=MICRO, dry_run=True).text
+    assert "0 of 3 evaluations" in plan
+    ladir_done.with_name("DONE.aside").rename(ladir_done)
+    ar_manifest.write_text(manifest_text)
 
     # The output folder alone (as committed, the runs gone) rebuilds the same table: its runs are
     # restored from the copies, with their samples, and not retrained (optimizer_step still refuses)
@@ -190,6 +205,9 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     assert plan.count("restored (evaluated by an earlier call), not retrained") == 2
     assert "compute left: 0 training steps" in plan
     assert not elsewhere.exists()  # a plan writes nothing
+    abandoned = elsewhere / ".restore-1-killed"  # what a restore killed mid-way left, a day ago and more
+    (abandoned / "ar-sft").mkdir(parents=True)
+    os.utime(abandoned, (time.time() - 25 * 3600,) * 2)
     rebuilt = reproduce("countdown", "tiny", runs_root=elsewhere, methods=["ar-sft", "ladir"], tasks=["countdown3"],
                         overrides=MICRO, out_dir=committed)
     assert rebuilt.text.strip() == table.strip()

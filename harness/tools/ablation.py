@@ -108,7 +108,7 @@ def _product(grid: dict[str, Any], where: str) -> list[dict[str, Any]]:
         if not isinstance(values, list) or not values:
             raise BadInput(f"{where}.{key}: expected a non-empty list of values")
     keys = list(grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))] or [{}]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))] or [{}]
 
 
 def union_of_products(grid: dict[str, Any] | list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
@@ -214,29 +214,67 @@ def load_grid(path: Path) -> Grid:
 RESTORED = "restored.json"
 
 
-def evaluation_matcher(config: RunConfig, planned: PlannedEval, eval_spec: EvalSpec,
-                       exact_limit: bool = False) -> Callable[[dict[str, Any]], bool]:
-    """Whether an evaluation's metrics.json is `planned` for a run of `config`: its task, the grid's k,
-    split and limit (exactly, with `exact_limit`: an evaluation that is not redone must score the
-    planned problems, no more), the run's own seed and this process's engine, and every sampling knob as
-    `evaluate_run` resolves it (the method's defaults, the run's eval settings, the planned knobs; a knob
-    newer than the evaluation reads as its default)."""
+def _sampled_checkpoint(config: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """What a planned evaluation's `checkpoint` record must say: the final checkpoint of the run's last
+    phase once that phase is done (phase and step), its phase alone for a run without weights (a
+    restored run, or one not made yet: its copies were evaluated after training), None for a run still
+    training, whose evaluations (e.g. `eval --checkpoint stage1`) are not the planned ones."""
+    from harness.context import RunContext
+    from harness.methods import get_method_class
+    from harness.train.checkpoint import final_checkpoint, phase_done
+
+    stages = get_method_class(config.method)(RunContext(config, run_dir, run_dir.parent)).stages
+    if not stages:
+        return {}
+    last = stages[-1]
+    if not run_dir.is_dir() or (run_dir / RESTORED).is_file():
+        return {"phase": last}
+    if not phase_done(run_dir / last):
+        return None
+    return {"phase": last, "step": final_checkpoint(run_dir / last)[0]}
+
+
+def evaluation_matcher(config: RunConfig, run_dir: Path, planned: PlannedEval, eval_spec: EvalSpec,
+                       exact_limit: bool = False) -> Callable[[dict[str, Any], dict[str, Any]], bool]:
+    """Whether an evaluation (its metrics.json and manifest.json) is `planned` for the run of `config` at
+    `run_dir`: its task, the grid's k, split and limit (exactly, with `exact_limit`: an evaluation that is
+    not redone must score the planned problems, no more), the same problems (their hash, so the grid's
+    data files, not only the task's name), the run's own seed, this process's engine, the run's final
+    weights (`_sampled_checkpoint`), and every sampling knob as `evaluate_run` resolves it (the method's
+    defaults, the run's eval settings, the planned knobs; a knob newer than the evaluation reads as its
+    default). A manifest older than the problems' hash matches on the rest."""
+    from harness.evaluate.provenance import problems_sha256
     from harness.evaluate.run import config_knobs
     from harness.methods import get_method_class
+    from tasks import get_task
 
     knobs_class = get_method_class(config.method).SampleKnobs
     defaults = asdict(knobs_class())
     expected = {**defaults, **config_knobs(knobs_class, config), **planned.knobs}
+    checkpoint = _sampled_checkpoint(config, run_dir)
+    hashes: dict[int | None, str] = {}  # the planned problems' hash at an evaluation's limit
 
-    def matches(metrics: dict[str, Any]) -> bool:
+    def same_problems(manifest: dict[str, Any]) -> bool:
+        if "problems_sha256" not in manifest:
+            return True
+        limit = manifest.get("limit")
+        if limit not in hashes:
+            task = get_task(planned.task, seed=config.seed, **planned.task_options)
+            hashes[limit] = problems_sha256(task.problems(eval_spec.split)[: limit])
+        return manifest["problems_sha256"] == hashes[limit]
+
+    def matches(metrics: dict[str, Any], manifest: dict[str, Any]) -> bool:
         knobs = metrics.get("knobs") or {}
         problems = metrics.get("n_problems", 0)
-        return (metrics.get("task") == planned.task and metrics.get("k") == eval_spec.k
+        sampled = metrics.get("checkpoint") or {}
+        return (checkpoint is not None and all(sampled.get(key) == value for key, value in checkpoint.items())
+                and metrics.get("task") == planned.task and metrics.get("k") == eval_spec.k
                 and metrics.get("split") == eval_spec.split and metrics.get("seed") == config.seed
                 and "engine" not in metrics  # only another engine than the method's own records one
                 and all(knobs.get(name, defaults.get(name)) == value for name, value in expected.items())
                 and (eval_spec.limit is None
-                     or (problems == eval_spec.limit if exact_limit else problems >= eval_spec.limit)))
+                     or (problems == eval_spec.limit if exact_limit else problems >= eval_spec.limit))
+                and same_problems(manifest))
 
     return matches
 
@@ -244,9 +282,13 @@ def evaluation_matcher(config: RunConfig, planned: PlannedEval, eval_spec: EvalS
 def finished_evaluations(run_dir: Path, config: RunConfig, planned: PlannedEval, eval_spec: EvalSpec,
                          exact_limit: bool = False) -> list[Path]:
     """The results folders of `run_dir` (a run of `config`) that hold `planned` (`evaluation_matcher`)."""
-    matches = evaluation_matcher(config, planned, eval_spec, exact_limit)
-    return [path.parent for path in sorted(run_dir.glob("results/*/*/metrics.json"))
-            if matches(json.loads(path.read_text()))]
+    matches = evaluation_matcher(config, run_dir, planned, eval_spec, exact_limit)
+    found = []
+    for path in sorted(run_dir.glob("results/*/*/metrics.json")):
+        manifest = path.with_name("manifest.json")
+        if matches(json.loads(path.read_text()), json.loads(manifest.read_text()) if manifest.is_file() else {}):
+            found.append(path.parent)
+    return found
 
 
 def restored_in_full(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec) -> list[Path] | None:

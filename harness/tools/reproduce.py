@@ -329,7 +329,8 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
     # A phase runs share (a LaDiR VAE) is trained by one of them: the run already training it in its own
     # folder, else the first planned; the others adopt it (`Method.shared_phases`).
     contexts = [RunContext(plan.config, runs_root / plan.name, runs_root) for plan in plans]
-    shared = [get_method_class(plan.config.method)(ctx).shared_phases() for plan, ctx in zip(plans, contexts, strict=True)]
+    shared = [get_method_class(plan.config.method)(ctx).shared_phases()
+              for plan, ctx in zip(plans, contexts, strict=True)]
     trained = {folder for ctx, phases in zip(contexts, shared, strict=True) for phase, (folder, _) in phases.items()
                if phase_done(folder) or (ctx.run_dir / phase).exists()}
     for plan, ctx, phases in zip(plans, contexts, shared, strict=True):
@@ -545,7 +546,7 @@ def paper_table(spec: TableSpec, layout: Layout, metrics: list[str], evaluations
     names = [_metric_name(m, k) for m in metrics]
     header = [layout.headers.get(name, name.split(".")[-1]) for name in layout.rows]
     for column in columns:
-        prefix = " ".join(_label(layout, name, value) for name, value in zip(layout.columns, column))
+        prefix = " ".join(_label(layout, name, value) for name, value in zip(layout.columns, column, strict=True))
         header += [f"{prefix} {_metric_label(m)}".strip() for m in names]
     if reference:
         header.append(f"paper ({spec.paper})" if spec.paper else "paper")
@@ -553,11 +554,12 @@ def paper_table(spec: TableSpec, layout: Layout, metrics: list[str], evaluations
     for row in rows:
         text = [_label(layout, name, row.values[name]) for name in layout.rows]
         for column in columns:
+            column_values = dict(zip(layout.columns, column, strict=True))
             for metric in names:
                 cell_text, numbers = _cell_text(row, column, metric, baseline)
                 text.append(cell_text)
                 if numbers:
-                    records.append({**row.values, **dict(zip(layout.columns, column)), "metric": metric, **numbers})
+                    records.append({**row.values, **column_values, "metric": metric, **numbers})
         if reference:
             found = next((entry.get("text", "") for entry in layout.reference
                           if _matches(row.values, entry.get("when") or {})), "")
@@ -677,10 +679,20 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
 SAMPLES_COPY = ".samples.jsonl.gz"  # beside NAME.metrics.json and NAME.manifest.json (harness.evaluate.stats reads it)
 
 
-def _staging_folder(parent: Path, prefix: str) -> Path:
-    """A fresh folder in `parent` to assemble something in before it is renamed into place, with the
-    mode any other folder there gets."""
-    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+# A staging folder older than this was left by a process killed mid-way (writing one takes seconds to
+# minutes): the next one made beside it removes it. An age, not a pid, so that a runs folder shared by
+# several machines never loses another machine's folder in use.
+ABANDONED_AFTER_S = 24 * 3600
+
+
+def _staging_folder(parent: Path, kind: str) -> Path:
+    """A fresh folder `parent/.KIND-*` to assemble something in before it is renamed into place, with the
+    mode any other folder there gets; abandoned ones of the same kind are removed first."""
+    for old in parent.glob(f".{kind}-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - old.stat().st_mtime > ABANDONED_AFTER_S:
+                shutil.rmtree(old, ignore_errors=True)
+    path = tempfile.mkdtemp(prefix=f".{kind}-{os.getpid()}-", dir=parent)
     chmod_as_created(path, 0o777)
     return Path(path)
 
@@ -733,14 +745,15 @@ def _restorable(out_dir: Path, runs_root: Path, plans: list[PlannedRun], eval_sp
         for folder in by_run.get(plan.name, []):
             stem = out_dir / "evaluations" / _copy_stem(folder)
             if all(Path(f"{stem}{suffix}").is_file() for suffix in (".metrics.json", ".manifest.json", SAMPLES_COPY)):
-                copies[folder] = json.loads(Path(f"{stem}.metrics.json").read_text())
+                copies[folder] = (json.loads(Path(f"{stem}.metrics.json").read_text()),
+                                  json.loads(Path(f"{stem}.manifest.json").read_text()))
         wanted = []
         for planned in plan.evals:
             held = finished_evaluations(run_dir, plan.config, planned, eval_spec, exact_limit=True)
             if len(held) == 1:
                 continue
-            matches = evaluation_matcher(plan.config, planned, eval_spec, exact_limit=True)
-            offered = [folder for folder, metrics in copies.items() if matches(metrics)]
+            matches = evaluation_matcher(plan.config, run_dir, planned, eval_spec, exact_limit=True)
+            offered = [folder for folder, (metrics, manifest) in copies.items() if matches(metrics, manifest)]
             if held or len(offered) != 1:  # not held once here, nor offered once there
                 break
             wanted.append(offered[0])
@@ -755,15 +768,15 @@ def restore_runs(out_dir: Path, runs_root: Path, plans: list[PlannedRun], eval_s
     that `runs_root` lacks (`_restorable`): config, and each evaluation's metrics, manifest and samples,
     no weights. `run_plan` then takes their evaluations as they are instead of training them, so a table
     is rebuilt, and a new seed added to it, without retraining what it already holds. A run restored
-    before gains the evaluations it lacks. Everything is assembled aside (`.restore-*`, which a kill
-    leaves behind, not a run) and renamed into place, so a kill leaves no half-restored run and two
-    processes restoring at once restore it once."""
+    before gains the evaluations it lacks. Everything is assembled aside (`.restore-*`: a kill
+    leaves it behind, never taken for a run, and a restore a day later removes it) and renamed into
+    place, so a kill leaves no half-restored run and two processes restoring at once restore it once."""
     restorable = _restorable(out_dir, runs_root, plans, eval_spec)
     if restorable:
         runs_root.mkdir(parents=True, exist_ok=True)
     for run, folders in restorable.items():
         run_dir = runs_root / run
-        staging = _staging_folder(runs_root, f".restore-{os.getpid()}-")
+        staging = _staging_folder(runs_root, "restore")
         try:
             for folder in folders:
                 stem = out_dir / "evaluations" / _copy_stem(folder)
@@ -835,7 +848,7 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
     # the table: a committed copy of out_dir is the table's whole record without the runs folder
     # (provenance, and what `restore_runs` rebuilds the table from). This table's cells only, not an
     # earlier call's; written aside and swapped in, so a kill leaves the earlier copies whole.
-    staged = {name: _staging_folder(out_dir, f".{name}-") for name in ("evaluations", "configs")}
+    staged = {name: _staging_folder(out_dir, name) for name in ("evaluations", "configs")}
     try:
         for evaluation in evaluations:
             config = evaluation.folder.parents[2] / "config.yaml"

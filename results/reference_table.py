@@ -1,9 +1,14 @@
 """The reference tables of results/, built from the committed files alone.
 
-Each folder's `table.py` names its rows (metrics files and a label) and calls `main`: it prints the
-table that opens the folder's README.md, and with `--plot` writes the folder's plot through
-`ladir-bench plot`'s own code. tests/test_results.py checks that every README's first table is what
-its script prints, so no figure in a table is typed by hand.
+A folder `ladir-bench reproduce --out` wrote opens its README.md with the first table of its table.md,
+which this module prints (`--curves`: the validation curves of its runs, from curves/):
+
+    python results/reference_table.py results/stage2-reference [--curves]
+
+A folder assembled from single runs has a `table.py` that names its rows (metrics files and a label)
+and calls `main`: it prints the table that opens the folder's README.md, and with `--plot` writes the
+folder's plot through `ladir-bench plot`'s own code. tests/test_results.py checks that every README's
+first table is what its command prints, so no figure in a table is typed by hand.
 
 Figures: Pass@k in percent (one decimal, as `ladir-bench table`), diversity as recorded; a
 `RUN.k100....step-validity.json` beside a metrics file (results/ladir-countdown4/step_validity.py)
@@ -145,3 +150,16 @@ def main(folder: Path, table: str, plot_kind: str, plot_files: list[str], plot_f
             frame = frame.drop(columns=[c for c in frame.columns if c.startswith("pass@") and c not in plot_figures])
         out = plot(frame, plot_kind, folder / f"{plot_kind}.png")
         print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Print the table that opens the README of a folder that "
+                                                 "`ladir-bench reproduce --out FOLDER` wrote.")
+    parser.add_argument("folder", type=Path, help="e.g. results/stage2-reference")
+    parser.add_argument("--curves", action="store_true", help="the validation curves of its runs (curves/) instead")
+    args = parser.parse_args()
+    wanted = args.folder / ("curves" if args.curves else "table.md")
+    if not wanted.exists():
+        print(f"{wanted}: not found (not a folder that `ladir-bench reproduce --out` wrote?)", file=sys.stderr)
+        sys.exit(2)
+    print(validation_curves(args.folder) if args.curves else reproduced_table(args.folder))

@@ -1,6 +1,6 @@
 """The committed results regenerate: `table` and `plot` read every results folder, each metrics
 file's figures appear in the regenerated table, and every folder's README opens with the table its
-`table.py` prints from the committed files."""
+`table.py` (or results/reference_table.py) prints from the committed files."""
 
 from __future__ import annotations
 
@@ -132,16 +132,29 @@ def first_table(readme: str) -> tuple[str, str]:
     return body[0], "\n".join(table)
 
 
-@pytest.mark.parametrize("folder", TABLE_FOLDERS, ids=lambda p: p.name)
-def test_each_readme_opens_with_the_table_its_script_prints(folder, capsys, monkeypatch):
+# A folder `reproduce --out` wrote has no table.py: results/reference_table.py prints its table.md's table
+REPRODUCED_FOLDERS = sorted(p.parent for p in RESULTS.glob("*/reproduce.json") if not (p.parent / "table.py").exists())
+
+
+@pytest.mark.parametrize("folder", TABLE_FOLDERS + REPRODUCED_FOLDERS, ids=lambda p: p.name)
+def test_each_readme_opens_with_the_table_its_command_prints(folder, capsys, monkeypatch):
     """No figure in a reference table is typed by hand: README.md's first content is exactly what
-    `python results/FOLDER/table.py` prints from the committed files."""
-    monkeypatch.setattr(sys, "argv", [str(folder / "table.py")])
-    runpy.run_path(str(folder / "table.py"), run_name="__main__")
+    `python results/FOLDER/table.py`, or `python results/reference_table.py results/FOLDER`, prints from
+    the committed files."""
+    script, argv = ((folder / "table.py", [str(folder / "table.py")]) if folder in TABLE_FOLDERS
+                    else (RESULTS / "reference_table.py", [str(RESULTS / "reference_table.py"), str(folder)]))
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(script), run_name="__main__")
     printed = capsys.readouterr().out.strip()
     first, table = first_table((folder / "README.md").read_text())
     assert first.startswith("|"), f"{folder.name}/README.md does not open with its table"
-    assert table == printed, f"{folder.name}/README.md's table differs from table.py's output"
+    assert table == printed, f"{folder.name}/README.md's table differs from its command's output"
+
+
+def test_every_reference_folder_has_a_command_that_prints_its_table():
+    assert {p.name for p in TABLE_FOLDERS + REPRODUCED_FOLDERS} >= {
+        "countdown-reference", "countdown3-reference", "stage2-reference", "step-scaling-reference",
+        "diversity-reference", "reference-scale"}
 
 
 def test_the_index_names_every_results_folder():

@@ -27,6 +27,12 @@ Micro runs built once per session (read-only: copy before changing)
     `copy_run(ar_sft_micro, "ar-sft", runs_dir, "ev")`; re-running `train` with the same arguments
     (`[*AR_SFT_MICRO, "--run", "ev"]`) then finds it finished.
 
+The unit tests' model (no run folder)
+    `micro_lm(tokenizer, seed=0, num_layers=2)`: a 32-wide Llama over a character tokenizer; the
+    module-scoped fixtures `tokenizer` (characters of `COUNTDOWN_TEXT` and `ANSWER_CHARS`) and `model`
+    (`micro_lm` of it, in eval mode, read-only) for modules that need no other text; `reasoner`, a
+    LaDiR `BlockDiffusionReasoner` on `micro_lm` (L_b = 2, d_z = 3), and `ids(tokenizer, text)`.
+
 Torch runs on one thread (`OMP_NUM_THREADS=1`, inherited by subprocesses, unless set): micro models are
 faster so, and in-process and subprocess runs then compute alike.
 """
@@ -155,6 +161,44 @@ def copy_run(source: Path, name: str, runs_dir: Path, as_name: str | None = None
     shutil.copytree(source / name, target)
     shutil.copytree(source / "_base", runs_dir / "_base", dirs_exist_ok=True)
     return target
+
+
+COUNTDOWN_TEXT = "Use 12 7 3 to make 57.\n12+7=19. 19*3=57. The answer is (12+7)*3."
+ANSWER_CHARS = "0123456789+-*/=().TheanswrisUk "
+
+
+def micro_lm(tokenizer, seed: int = 0, num_layers: int = 2):
+    from harness.backbone import tiny_llama
+    from harness.config import ModelConfig
+
+    config = ModelConfig(hidden_size=32, num_layers=num_layers, num_heads=2, intermediate_size=64)
+    return tiny_llama(config, len(tokenizer), tokenizer, seed)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from harness.backbone import build_char_tokenizer
+
+    return build_char_tokenizer([COUNTDOWN_TEXT, ANSWER_CHARS])
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return micro_lm(tokenizer).eval()
+
+
+@pytest.fixture
+def reasoner(tokenizer):
+    import torch
+
+    from ladir.reasoner import BlockDiffusionReasoner
+
+    torch.manual_seed(0)
+    return BlockDiffusionReasoner(micro_lm(tokenizer), tokenizer, latent_tokens=2, latent_dim=3)
+
+
+def ids(tokenizer, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,7 +15,7 @@ from harness.tools.bench import (
     matmul_peak_flops,
     training_flops_per_sequence,
 )
-from tests.conftest import run_cli
+from tests.conftest import micro_lm, run_cli
 
 
 @pytest.mark.slow  # ~25 s of CPU: every figure's workload, even at scale 0.05
@@ -36,12 +36,10 @@ def test_bench_prints_every_figure_in_order_and_saves_the_report(tmp_path):
 
 
 def test_flop_count_and_peak_are_sane():
-    from harness.backbone import build_char_tokenizer, tiny_llama
-    from harness.config import ModelConfig
+    from harness.backbone import build_char_tokenizer
 
     tokenizer = build_char_tokenizer(["abc"])
-    model = tiny_llama(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), len(tokenizer),
-                       tokenizer, seed=0)
+    model = micro_lm(tokenizer)
     embedding = model.get_input_embeddings().weight.numel()
     tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
     weights = sum(p.numel() for p in model.parameters()) - (0 if tied else embedding)

@@ -20,14 +20,14 @@ from baselines.coconut import (
     stage_layout,
     start_thoughts,
 )
-from harness.backbone import EOT, build_char_tokenizer, tiny_llama
-from harness.config import ModelConfig, load_config, parse_override
+from harness.backbone import EOT, build_char_tokenizer
+from harness.config import load_config, parse_override
 from harness.context import RunContext
 from harness.errors import BadInput
 from harness.lm import IGNORE, next_token_loss
 from harness.runs import create_run
 from harness.sampling import draw_tokens
-from tests.conftest import micro_args, run_cli
+from tests.conftest import micro_args, micro_lm, run_cli
 
 PROMPTS = ["Use 12 7 3 to make 57.\n", "Use 2 7 to make 9.\n", "Use 41 36 47 to make 30.\n"]
 TEXTS = ["19*3=57. The answer is (12+7)*3.", "The answer is 2+7.", "47-41=6. 36-6=30. The answer is 36-(47-41)."]
@@ -40,8 +40,7 @@ def tokenizer():
 
 @pytest.fixture
 def model(tokenizer):
-    config = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
-    return tiny_llama(config, len(tokenizer), tokenizer, seed=0)
+    return micro_lm(tokenizer)
 
 
 # ---------------------------------------------------------------------------------- the chain

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.backbone import build_char_tokenizer, tiny_llama
-from harness.config import ModelConfig, load_config, parse_override
+from harness.config import load_config, parse_override
 from harness.context import RunContext
 from harness.lm import encode_pairs, next_token_loss
 from harness.methods import get_method_class
@@ -20,7 +19,6 @@ from harness.train.checkpoint import checkpoints
 from ladir.method import LaDiR, SentenceReencoder, rollout_answer_loss
 from ladir.pipeline import decode_answer, generate_blocks, start_sequence
 from ladir.reasoner import (
-    BlockDiffusionReasoner,
     LatentSequence,
     ReasoningBatch,
     block_attention_mask,
@@ -30,32 +28,9 @@ from ladir.reasoner import (
 )
 from ladir.sampler import FlowMatchEuler, diversity_force
 from ladir.vae import SentenceVAE, encode_means
-from tests.conftest import MICRO_SETTINGS
+from tests.conftest import MICRO_SETTINGS, ids, micro_lm
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-TEXT = "Use 12 7 3 to make 57.\n12+7=19. 19*3=57. The answer is (12+7)*3."
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_char_tokenizer([TEXT, "0123456789+-*/=().TheanswrisUk "])
-
-
-def tiny_backbone(tokenizer, seed=0):
-    config = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
-    return tiny_llama(config, len(tokenizer), tokenizer, seed)
-
-
-@pytest.fixture
-def reasoner(tokenizer):
-    torch.manual_seed(0)
-    return BlockDiffusionReasoner(tiny_backbone(tokenizer), tokenizer, latent_tokens=2, latent_dim=3)
-
-
-def ids(tokenizer, text):
-    return tokenizer.encode(text, add_special_tokens=False)
-
-
 # ---------------------------------------------------------------------------------- attention mask
 def _allowed(mask):
     return ["".join("1" if v == 0 else "." for v in row) for row in mask[0].tolist()]
@@ -265,7 +240,7 @@ def test_a_few_vae_steps_lower_the_reconstruction_loss(tokenizer, decoder_contex
     # contexts of different lengths: the context-conditioned decoder reads them left-padded
     pairs = [("Use 12 7 3 to make 57.\n" + " ".join(sentences[:i % 3]), s) for i, s in enumerate(sentences)]
     contexts = [c for c, _ in pairs]
-    base = tiny_backbone(tokenizer)
+    base = micro_lm(tokenizer)
     optimizer = torch.optim.Adam(base.parameters(), lr=1e-2)
     for _ in range(30):  # the text the decoder will see: the sentence after its context, or alone
         batch = encode_pairs(tokenizer, contexts if decoder_context else [""] * len(sentences), sentences, 64,

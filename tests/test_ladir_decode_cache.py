@@ -9,14 +9,14 @@ import copy
 import pytest
 import torch
 
-from harness.backbone import build_char_tokenizer, tiny_llama
-from harness.config import ModelConfig, load_config, parse_override
+from harness.backbone import build_char_tokenizer
+from harness.config import load_config, parse_override
 from harness.context import RunContext
 from harness.lm import encode_pairs, next_token_loss
 from harness.methods import get_method_class
 from ladir.method import SentenceReencoder
 from ladir.vae import SentenceVAE, reasoning_context
-from tests.conftest import MICRO_SETTINGS
+from tests.conftest import MICRO_SETTINGS, micro_lm
 
 QUESTIONS = ["Use 3 5 to make 8.", "Use 12 7 3 to make 57.", "Use 9 2 to make 7."]
 SENTENCES = ["3+5=8.", "12+7=19.", "19*3=57.", "9-2=7."]
@@ -29,8 +29,7 @@ def vae() -> SentenceVAE:
     of different lengths and stops), with a random latent projection."""
     tokenizer = build_char_tokenizer([*QUESTIONS, *SENTENCES, "0123456789+-*/=(). Theanswrik"])
     torch.manual_seed(0)
-    base = tiny_llama(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), len(tokenizer),
-                      tokenizer, 0)
+    base = micro_lm(tokenizer)
     optimizer = torch.optim.Adam(base.parameters(), lr=1e-2)
     contexts = [QUESTIONS[0], QUESTIONS[1], f"{QUESTIONS[1]} {SENTENCES[1]}", QUESTIONS[2]]
     for _ in range(30):

@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.backbone import tiny_llama
-from harness.config import ModelConfig
 from ladir import probe
 from ladir.pipeline import (
     commit_block,
@@ -44,8 +42,14 @@ from ladir.reasoner import (
 )
 from ladir.sampler import FlowMatchEuler, diversity_force
 from tasks import get_task
-from tests.conftest import LADIR_MICRO_OPTIONS, copy_run, micro_args, run_cli
-from tests.test_ladir import ids, reasoner, tiny_backbone, tokenizer  # noqa: F401  (fixtures)
+from tests.conftest import (
+    LADIR_MICRO_OPTIONS,
+    copy_run,
+    ids,
+    micro_args,
+    micro_lm,
+    run_cli,
+)
 
 LATENT = (2, 3)  # (L_b, d_z) of the `reasoner` fixture
 
@@ -228,8 +232,7 @@ def test_answer_without_the_question_reads_only_the_blocks(tokenizer):
     answer = ids(tokenizer, "The answer is 7.")
     torch.manual_seed(2)
     blocks = torch.randn(2, *LATENT)
-    one_layer = tiny_llama(ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
-                           len(tokenizer), tokenizer, 0)
+    one_layer = micro_lm(tokenizer, num_layers=1)
     torch.manual_seed(0)
     reasoner = BlockDiffusionReasoner(one_layer, tokenizer, *LATENT).eval()
     with torch.no_grad():
@@ -287,7 +290,7 @@ def test_cfg_scale_one_is_plain_sampling_and_the_velocity_interpolates_the_branc
 
 # ---------------------------------------------------------------------------------- a reasoner from the decoder
 def test_reasoner_from_the_decoder_reproduces_it(tokenizer):
-    backbone = tiny_backbone(tokenizer, seed=3).eval()
+    backbone = micro_lm(tokenizer, seed=3).eval()
     torch.manual_seed(0)
     reasoner = BlockDiffusionReasoner(copy.deepcopy(backbone), tokenizer, *LATENT).eval()
     text = torch.tensor([[tokenizer.bos_token_id, *ids(tokenizer, "Use 12 7 3 to make 57.\n12+7=19.")]])

@@ -19,13 +19,13 @@ from baselines.ld4lg import (
     sample_latent,
     self_conditioned_fm_loss,
 )
-from harness.backbone import build_char_tokenizer, tiny_llama
-from harness.config import ModelConfig, load_config, parse_override
+from harness.backbone import build_char_tokenizer
+from harness.config import load_config, parse_override
 from harness.context import RunContext
 from harness.errors import BadInput
 from ladir.pipeline import start_sequence
 from ladir.sampler import FlowMatchEuler
-from tests.conftest import MICRO_SETTINGS, micro_args, run_cli
+from tests.conftest import MICRO_SETTINGS, micro_args, micro_lm, run_cli
 
 QUESTIONS = ["Use 12 7 3 to make 57.\n", "Use 2 7 to make 9.\n"]
 L, D = 3, 4
@@ -38,8 +38,7 @@ def tokenizer():
 
 def denoiser(tokenizer, self_condition: bool = True) -> SelfConditionedDenoiser:
     torch.manual_seed(0)
-    backbone = tiny_llama(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64),
-                          len(tokenizer), tokenizer, seed=0)
+    backbone = micro_lm(tokenizer)
     return SelfConditionedDenoiser(backbone, tokenizer, L, D, self_condition).eval()
 
 

@@ -24,24 +24,11 @@ from baselines.mdm import (
     training_loss,
     unmasking_steps,
 )
-from harness.backbone import MASK, build_char_tokenizer, tiny_llama
-from harness.config import ModelConfig, build_dataclass
+from harness.backbone import MASK
+from harness.config import build_dataclass
 from harness.errors import BadInput
 from harness.lm import IGNORE, pad_ids
 from harness.sampling import RowNoise
-
-TEXT = "Use 12 7 3 to make 57.\n12+7=19. 19*3=57. The answer is (12+7)*3."
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_char_tokenizer([TEXT, "0123456789+-*/=().TheanswrisUk "])
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    config = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
-    return tiny_llama(config, len(tokenizer), tokenizer, seed=0).eval()
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from baselines.mtp import MultiTokenLM, future_token_loss
-from harness.backbone import build_char_tokenizer, tiny_llama
-from harness.config import ModelConfig
+from harness.backbone import build_char_tokenizer
 from harness.lm import IGNORE, encode_pairs, lm_loss
-from tests.conftest import micro_args, run_cli
-
-TEXT = "Use 12 7 3 to make 57.\n12+7=19. 19*3=57. The answer is (12+7)*3."
+from tests.conftest import COUNTDOWN_TEXT, micro_args, micro_lm, run_cli
 
 
 def _module(future_tokens=4):
-    tokenizer = build_char_tokenizer([TEXT])
-    lm = tiny_llama(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), len(tokenizer),
-                    tokenizer, seed=0)
+    tokenizer = build_char_tokenizer([COUNTDOWN_TEXT])
+    lm = micro_lm(tokenizer)
     module = MultiTokenLM(lm, future_tokens)
     for head in module.heads:  # leave the identity start so each head is a distinct function
         torch.nn.init.normal_(head.down.weight, std=0.2)
@@ -34,7 +30,7 @@ def _future(module, ids):
 
 def test_future_heads_see_only_earlier_tokens():
     module, tokenizer = _module()
-    ids = torch.tensor([tokenizer.encode(TEXT, add_special_tokens=False)])
+    ids = torch.tensor([tokenizer.encode(COUNTDOWN_TEXT, add_special_tokens=False)])
     changed = ids.clone()
     cut = 20
     changed[0, cut + 1:] = torch.randint(10, len(tokenizer), (ids.size(1) - cut - 1,))

@@ -127,6 +127,27 @@ def test_seeds_and_filters_shape_the_plan(tmp_path):
         reproduce("countdown", "tiny", dry_run=True, runs_root=tmp_path, methods=["nope"])
 
 
+def test_an_ablation_runs_on_another_task_with_the_same_runs_as_the_main_table(tmp_path):
+    """`--tasks` may name a table's `other_tasks`: the step-scaling ablation on Countdown-3 plans the very
+    runs the Countdown table trains there; two tasks make one column group each."""
+    def plan(table, tasks):
+        return _run_names(reproduce(table, "tiny", dry_run=True, runs_root=tmp_path, methods=["ladir", "ar-sft"],
+                                    tasks=tasks).text)
+
+    on_cd3 = plan("step-scaling", ["countdown3"])
+    assert on_cd3 == plan("countdown", ["countdown3"]) and all("-countdown3-" in name for name in on_cd3)
+    assert len(plan("step-scaling", ["countdown3", "countdown4"])) == 4
+    with pytest.raises(BadInput, match="no task nope .*countdown3, countdown4, countdown5"):
+        plan("step-scaling", ["nope"])
+    with pytest.raises(BadInput, match="no task countdown3"):  # a table without other tasks keeps its own
+        reproduce("stage2", "tiny", dry_run=True, runs_root=tmp_path, tasks=["countdown3"])
+    both = reproduce("step-scaling", "tiny", runs_root=tmp_path / "runs", methods=["ar-sft"],
+                     tasks=["countdown3", "countdown4"], overrides=MICRO).text
+    header = next(line for line in both.splitlines() if line.startswith("| Method"))
+    assert "Countdown-3 P@1" in header and "Countdown-4 P@1" in header
+    assert "Accuracy vs. denoising steps (Countdown-3, Countdown-4)" in both
+
+
 @pytest.mark.slow
 def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypatch):
     runs = tmp_path / "runs"

@@ -34,7 +34,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,9 @@ class TableSpec:
     layout: Layout = field(default_factory=Layout)
     plots: list[str] = field(default_factory=list)  # `harness.evaluate.report.plot` kinds
     data_files: dict[str, str] = field(default_factory=dict)  # name -> what the file must hold
+    # tasks `--tasks` may run the table on instead of (or beside) its own: an ablation measured where
+    # another task puts the comparison (e.g. Countdown-3, where AR-SFT's own steps are mostly valid)
+    other_tasks: list[str] = field(default_factory=list)
     scales: dict[str, Any] = field(default_factory=dict)  # scale -> grid overrides for this table
 
 
@@ -165,16 +168,21 @@ def missing_data(spec: TableSpec, table: str, files: dict[str, str]) -> str | No
     return f"reproduce {table} needs the user's data files, not given: {needed}"
 
 
-def _filtered(parts: list[dict], key: str, wanted: list[str] | None, table: str) -> list[dict]:
+def _filtered(parts: list[dict], key: str, wanted: list[str] | None, table: str,
+              others: list[str] = ()) -> list[dict]:
+    """The train grid's parts restricted to the `wanted` values of `key`; values in `others` (the table's
+    `other_tasks`) join every part that has the key."""
     if not wanted:
         return parts
     known = {value for part in parts for value in part.get(key, [])}
-    unknown = [value for value in wanted if value not in known]
+    unknown = [value for value in wanted if value not in known and value not in others]
     if unknown:
-        raise BadInput(f"table {table} has no {key} {', '.join(unknown)} (its {key}s: {', '.join(sorted(known))})")
+        allowed = ", ".join(sorted(known | set(others)))
+        raise BadInput(f"table {table} has no {key} {', '.join(unknown)} (its {key}s: {allowed})")
+    added = [value for value in wanted if value not in known]
     kept = []
     for part in parts:
-        values = [value for value in part.get(key, []) if value in wanted]
+        values = [value for value in part.get(key, []) if value in wanted] + (added if key in part else [])
         if values:
             kept.append({**part, key: values})
     return kept
@@ -194,8 +202,8 @@ def resolve_grid(table: str, spec: TableSpec, scale_name: str, scale: Scale, see
         data = _deep_merge(data, copy.deepcopy(layer))
     parts = data.get("train_grid") or {}
     parts = copy.deepcopy(parts if isinstance(parts, list) else [parts])
-    for key, wanted in (("method", methods), ("task", tasks)):
-        parts = _filtered(parts, key, wanted, table)
+    parts = _filtered(parts, "method", methods, table)
+    parts = _filtered(parts, "task", tasks, table, spec.other_tasks)
     seeded = []
     counts = method_seeds or {}
     for part in parts:
@@ -817,13 +825,18 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
     minutes) and the table's plots; returns the table text per format."""
     from harness.evaluate.report import load_frame, plot, render_paper_table
 
-    header, rows, records = paper_table(spec, spec.layout, spec.layout.metrics, evaluations, grid.eval.k)
-    title = f"{spec.title} — ladir-bench reproduce {table} --scale {scale_name}"
+    tasks = sorted({e.eval.task for e in evaluations})
+    layout = spec.layout
+    if len(tasks) > 1 and "task" not in layout.rows + layout.columns:  # one column group per task
+        layout = replace(layout, columns=["task", *layout.columns])
+    header, rows, records = paper_table(spec, layout, layout.metrics, evaluations, grid.eval.k)
+    task_names = ", ".join(str(layout.labels.get("task", {}).get(task, task)) for task in tasks)
+    title = f"{spec.title.replace('{tasks}', task_names)} — ladir-bench reproduce {table} --scale {scale_name}"
     methods = {e.run.config.method for e in evaluations}
     notes = table_notes(spec, scale_name, scale, grid, methods)
     extra = ""
-    if spec.layout.diagnostics:
-        d_header, d_rows, d_records = paper_table(spec, spec.layout, spec.layout.diagnostics, evaluations,
+    if layout.diagnostics:
+        d_header, d_rows, d_records = paper_table(spec, layout, layout.diagnostics, evaluations,
                                                   grid.eval.k, reference=False)
         records += d_records
         extra = render_paper_table(d_header, d_rows, "markdown", title="Diagnostics (same runs)")

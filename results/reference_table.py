@@ -160,6 +160,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     wanted = args.folder / ("curves" if args.curves else "table.md")
     if not wanted.exists():
-        print(f"{wanted}: not found (not a folder that `ladir-bench reproduce --out` wrote?)", file=sys.stderr)
+        print(f"{wanted}: not found (" + ("no `ladir-bench curve` output there" if args.curves
+                                          else "not a folder that `ladir-bench reproduce --out` wrote?") + ")",
+              file=sys.stderr)
         sys.exit(2)
     print(validation_curves(args.folder) if args.curves else reproduced_table(args.folder))

@@ -357,6 +357,33 @@ def test_corrupt_checkpoints_are_named_and_torn_logs_repaired(runs_dir, ar_sft_m
     assert json.loads((phase / "DONE").read_text())["steps"] == 8
 
 
+def test_samples_drawn_from_earlier_weights_are_set_aside_not_resumed(runs_dir, ar_sft_micro):
+    """A run evaluated while it trained (its last checkpoint then step 4) and evaluated again once trained:
+    the results folder has the same name, but the step-4 samples are moved aside and drawn anew from
+    step 8's weights, not resumed or scored as theirs."""
+    copy_run(ar_sft_micro, "ar-sft", runs_dir, "f")
+    phase = runs_dir / "f" / "sft"
+    later = phase / "checkpoints" / "step-0000008"
+    shutil.move(later, runs_dir / "step-8")
+    (phase / "DONE").rename(runs_dir / "DONE")
+    evaluate = ["eval", "--run", "f", "--k", "2", "--limit", "3"]
+    run_cli(evaluate, runs_dir)
+    (out_dir,) = (runs_dir / "f" / "results").glob("*/k2*")
+    assert json.loads((out_dir / "metrics.json").read_text())["checkpoint"]["step"] == 4
+    shutil.move(runs_dir / "step-8", later)
+    (runs_dir / "DONE").rename(phase / "DONE")
+    again = run_cli(evaluate, runs_dir)
+    assert "drawn from other weights" in again.stdout + again.stderr
+    (aside,) = out_dir.glob("other-weights-*")
+    assert len((aside / "samples.jsonl").read_text().splitlines()) == 6
+    assert json.loads((out_dir / "metrics.json").read_text())["checkpoint"]["step"] == 8
+    sittings = [json.loads(line) for line in (out_dir / "sampled_by.jsonl").read_text().splitlines()]
+    assert [s["checkpoint"]["step"] for s in sittings] == [8] and sittings[0]["problems"] == 3
+    third = run_cli(evaluate, runs_dir)  # the same weights again: resumed, nothing set aside
+    assert "drawn from other weights" not in third.stdout + third.stderr
+    assert len(list(out_dir.glob("other-weights-*"))) == 1
+
+
 def test_a_full_disk_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     import harness.jsonl
     from harness import cli

@@ -145,7 +145,7 @@ def test_an_ablation_runs_on_another_task_with_the_same_runs_as_the_main_table(t
                      tasks=["countdown3", "countdown4"], overrides=MICRO).text
     header = next(line for line in both.splitlines() if line.startswith("| Method"))
     assert "Countdown-3 P@1" in header and "Countdown-4 P@1" in header
-    assert "Accuracy vs. denoising steps (Countdown-3, Countdown-4)" in both
+    assert "Accuracy vs. denoising steps (Countdown-4, Countdown-3)" in both  # the plan's order, as the columns
 
 
 @pytest.mark.slow
@@ -204,7 +204,7 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
                      overrides=MICRO, dry_run=True).text
     assert "already done: 2 of 2 runs trained, 3 of 3 evaluations" in plan and "compute left: 0 training steps" in plan
     # An evaluation counts as the planned one only where it sampled the run's final weights and the
-    # planned problems: not while the last phase is unfinished (an `eval --checkpoint stage1` of a run
+    # planned problems: not while the last phase is unfinished (an `eval` of the stage-1 weights of a run
     # still training), not on other problems (a grid's other data file)
     ladir_done = next(runs.glob("ladir-*/stage2/DONE"))
     ar_manifest = next(runs.glob("ar-sft-*/results/*/*/manifest.json"))

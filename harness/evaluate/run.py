@@ -71,9 +71,31 @@ def sampled_by(out_dir: Path) -> list[dict[str, Any]]:
     return read_append_log(path)[0] if path.is_file() else []
 
 
+def _set_aside_other_weights(out_dir: Path, checkpoint: dict[str, Any] | None) -> None:
+    """Samples a sitting drew from other weights than `checkpoint` (a run evaluated while it trained,
+    then trained on: the folder's name is the same for every checkpoint of most methods) are renamed
+    aside, so they are neither resumed nor scored as the new weights'. Sittings older than the record
+    of their weights are taken as they are."""
+    samples_path = out_dir / "samples.jsonl"
+    if checkpoint is None or not samples_path.is_file():
+        return
+    drawn_from = {(s["checkpoint"].get("phase"), s["checkpoint"].get("step"), s["checkpoint"].get("sha256"))
+                  for s in sampled_by(out_dir) if s.get("checkpoint")}
+    if not drawn_from - {(checkpoint["phase"], checkpoint["step"], checkpoint["sha256"])}:
+        return
+    aside = out_dir / f"other-weights-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+    aside.mkdir()
+    for name in ("samples.jsonl", SAMPLED_BY, "metrics.json", "manifest.json"):
+        if (out_dir / name).is_file():
+            os.replace(out_dir / name, aside / name)
+    console.print(f"{out_dir}: its samples were drawn from other weights than {checkpoint['phase']} step "
+                  f"{checkpoint['step']}'s; moved to {aside.name}/ and sampled anew")
+
+
 def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx: RunContext, task: Task,
                     problems: list[Problem], k: int, resolved: dict[str, Any], seed: int,
-                    samples_path: Path, start: Callable[[], None] | None = None) -> dict[str, list[dict[str, Any]]]:
+                    samples_path: Path, start: Callable[[], None] | None = None,
+                    checkpoint: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Sample (`sample`: the method's own sampler or another engine's, with its contract) and check the
     problems samples.jsonl does not hold all k samples of; task_id -> its k rows. `start`, when given,
     readies the engine untimed, and only when there is something left to sample. Each row records
@@ -81,7 +103,8 @@ def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx:
     vLLM, leaves the last two out: its forwards are not seen).
 
     The file is an append log: a re-run keeps the problems that have all k samples, drops any partial
-    one and a line torn by a kill (rewriting the file atomically), and continues."""
+    one and a line torn by a kill (rewriting the file atomically), and continues. Each sitting records
+    the weights it sampled (`checkpoint`), so a later one on other weights starts over."""
     done: dict[str, list[dict[str, Any]]] = {}
     if samples_path.is_file():
         records, torn = read_append_log(samples_path)
@@ -98,7 +121,7 @@ def _sample_missing(method: Method, sample: Callable[..., list[list[str]]], ctx:
         console.print(f"resuming: {len(done)} problems already sampled, {len(todo)} to go")
     if todo:  # which code draws these samples: a resumed or re-scored evaluation keeps each sitting's
         with (samples_path.parent / SAMPLED_BY).open("a", encoding="utf-8") as log:
-            log.write(json.dumps({**git_revision(), "problems": len(todo),
+            log.write(json.dumps({**git_revision(), "problems": len(todo), "checkpoint": checkpoint,
                                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
         if start is not None:
             start()
@@ -181,8 +204,10 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
                           checkpoint, engine)
     out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(out_dir, "results folder"):
+        evaluated = evaluated_checkpoint(method, ctx)
+        _set_aside_other_weights(out_dir, evaluated)
         done = _sample_missing(method, vllm_sampler or method.sample, ctx, task, problems, k, resolved, seed,
-                               out_dir / "samples.jsonl", vllm_sampler and vllm_sampler.start)
+                               out_dir / "samples.jsonl", vllm_sampler and vllm_sampler.start, evaluated)
         wanted = {p["task_id"] for p in problems}
         checked = [r for tid, rows in done.items() if tid in wanted for r in rows]
         metrics = {"task": task.name, "split": split, "run": ctx.run_dir.name, "method": method.name,
@@ -194,7 +219,6 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
             metrics["engine"] = engine
             if vllm_sampler.startup_seconds is not None:  # not in samples_per_s
                 metrics["engine_startup_s"] = vllm_sampler.startup_seconds
-        evaluated = evaluated_checkpoint(method, ctx)
         if evaluated is not None:
             metrics["checkpoint"] = evaluated
         if hasattr(method, "metrics_beside"):  # a method's own figures for the same problems (LD4LG's ceiling)

@@ -30,6 +30,7 @@ so two grids asking for the same run find the same directory and train it once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -38,7 +39,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from time import sleep
+from time import sleep, time
 from typing import Any
 
 from harness.config import PRESET_DIR, RunConfig, build_dataclass, load_config, parse_override, read_yaml
@@ -218,7 +219,7 @@ def _sampled_checkpoint(config: RunConfig, run_dir: Path) -> dict[str, Any] | No
     """What a planned evaluation's `checkpoint` record must say: the final checkpoint of the run's last
     phase once that phase is done (phase and step), its phase alone for a run without weights (a
     restored run, or one not made yet: its copies were evaluated after training), None for a run still
-    training, whose evaluations (e.g. `eval --checkpoint stage1`) are not the planned ones."""
+    training, whose evaluations (e.g. an `eval` of its stage-1 weights) are not the planned ones."""
     from harness.context import RunContext
     from harness.methods import get_method_class
     from harness.train.checkpoint import final_checkpoint, phase_done
@@ -231,7 +232,20 @@ def _sampled_checkpoint(config: RunConfig, run_dir: Path) -> dict[str, Any] | No
         return {"phase": last}
     if not phase_done(run_dir / last):
         return None
-    return {"phase": last, "step": final_checkpoint(run_dir / last)[0]}
+    try:
+        return {"phase": last, "step": final_checkpoint(run_dir / last)[0]}
+    except FileNotFoundError:  # its weights removed (or the folder copied without them): the phase alone
+        return {"phase": last}
+
+
+@functools.lru_cache(maxsize=64)
+def _problems_hash(task: str, options: str, seed: int, split: str, limit: int | None) -> str:
+    """The hash a manifest records of the first `limit` problems of `split` (`options`: the task's
+    options as JSON), loaded once per process however many evaluations are matched against it."""
+    from harness.evaluate.provenance import problems_sha256
+    from tasks import get_task
+
+    return problems_sha256(get_task(task, seed=seed, **json.loads(options)).problems(split)[:limit])
 
 
 def evaluation_matcher(config: RunConfig, run_dir: Path, planned: PlannedEval, eval_spec: EvalSpec,
@@ -243,25 +257,18 @@ def evaluation_matcher(config: RunConfig, run_dir: Path, planned: PlannedEval, e
     weights (`_sampled_checkpoint`), and every sampling knob as `evaluate_run` resolves it (the method's
     defaults, the run's eval settings, the planned knobs; a knob newer than the evaluation reads as its
     default). A manifest older than the problems' hash matches on the rest."""
-    from harness.evaluate.provenance import problems_sha256
     from harness.evaluate.run import config_knobs
     from harness.methods import get_method_class
-    from tasks import get_task
 
     knobs_class = get_method_class(config.method).SampleKnobs
     defaults = asdict(knobs_class())
     expected = {**defaults, **config_knobs(knobs_class, config), **planned.knobs}
     checkpoint = _sampled_checkpoint(config, run_dir)
-    hashes: dict[int | None, str] = {}  # the planned problems' hash at an evaluation's limit
+    options = json.dumps(planned.task_options, sort_keys=True)
 
     def same_problems(manifest: dict[str, Any]) -> bool:
-        if "problems_sha256" not in manifest:
-            return True
-        limit = manifest.get("limit")
-        if limit not in hashes:
-            task = get_task(planned.task, seed=config.seed, **planned.task_options)
-            hashes[limit] = problems_sha256(task.problems(eval_spec.split)[: limit])
-        return manifest["problems_sha256"] == hashes[limit]
+        return ("problems_sha256" not in manifest or manifest["problems_sha256"]
+                == _problems_hash(planned.task, options, config.seed, eval_spec.split, manifest.get("limit")))
 
     def matches(metrics: dict[str, Any], manifest: dict[str, Any]) -> bool:
         knobs = metrics.get("knobs") or {}
@@ -301,6 +308,19 @@ def restored_in_full(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec) -> 
     return [folders[0] for folders in found] if all(len(folders) == 1 for folders in found) else None
 
 
+# A folder set aside or staged (`.retrain-*`, `.restore-*`, ...) older than this was left by a process
+# killed mid-way (each takes seconds to minutes): the next one made beside it removes it. An age, not a
+# pid, so that a runs folder shared by several machines never loses another machine's folder in use.
+ABANDONED_AFTER_S = 24 * 3600
+
+
+def remove_abandoned(parent: Path, prefix: str) -> None:
+    for old in parent.glob(f"{prefix}*"):
+        with contextlib.suppress(FileNotFoundError):
+            if time() - old.stat().st_mtime > ABANDONED_AFTER_S:
+                shutil.rmtree(old, ignore_errors=True)
+
+
 def _restored_evaluations(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec) -> list[Evaluation] | None:
     """A restored run's planned evaluations, when it holds them all; None where the run must train. A
     restored run that lacks one has no weights to sample it with: its folder (copies only, the table
@@ -313,6 +333,7 @@ def _restored_evaluations(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec
     if folders is None:
         console.print(f"{plan.name}: restored without weights, and the grid asks for evaluations it does not "
                       "hold: retrained from the start")
+        remove_abandoned(runs_root, ".retrain-")
         aside = run_dir.with_name(f".retrain-{plan.name}-{os.getpid()}")
         # renamed first, so a second process finds no restored folder to remove (nor a run begun since)
         with contextlib.suppress(FileNotFoundError):

@@ -53,6 +53,7 @@ from harness.tools.ablation import (
     evaluation_matcher,
     finished_evaluations,
     plan_grid,
+    remove_abandoned,
     restored_in_full,
     run_plan,
 )
@@ -170,8 +171,8 @@ def missing_data(spec: TableSpec, table: str, files: dict[str, str]) -> str | No
 
 def _filtered(parts: list[dict], key: str, wanted: list[str] | None, table: str,
               others: list[str] = ()) -> list[dict]:
-    """The train grid's parts restricted to the `wanted` values of `key`; values in `others` (the table's
-    `other_tasks`) join every part that has the key."""
+    """The train grid's parts restricted to the `wanted` values of `key`; wanted values in `others` (the
+    table's `other_tasks`) join every part."""
     if not wanted:
         return parts
     known = {value for part in parts for value in part.get(key, [])}
@@ -179,10 +180,11 @@ def _filtered(parts: list[dict], key: str, wanted: list[str] | None, table: str,
     if unknown:
         allowed = ", ".join(sorted(known | set(others)))
         raise BadInput(f"table {table} has no {key} {', '.join(unknown)} (its {key}s: {allowed})")
-    added = [value for value in wanted if value not in known]
     kept = []
     for part in parts:
-        values = [value for value in part.get(key, []) if value in wanted] + (added if key in part else [])
+        own = part.get(key, [])
+        values = [value for value in own if value in wanted] + [value for value in wanted
+                                                                if value in others and value not in own]
         if values:
             kept.append({**part, key: values})
     return kept
@@ -360,11 +362,15 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
         adopted_steps = sum(steps for _, steps in adopted)
         done += adopted_steps
         shape = _shape(plan.config.to_dict())
-        evals_done = sum(bool(finished_evaluations(ctx.run_dir, plan.config, e, grid.eval)) for e in plan.evals)
+        # a restored run the grid asks more of is set aside and retrained: its copies count for nothing
+        set_aside = (ctx.run_dir / RESTORED).is_file()
+        evals_done = 0 if set_aside else sum(bool(finished_evaluations(ctx.run_dir, plan.config, e, grid.eval))
+                                             for e in plan.evals)
         n_evals += len(plan.evals)
         done_evals += evals_done
         done_runs += done == planned
         note = "".join(f", {phase} shared" for phase, _ in adopted)
+        note += ", its restored copies set aside" if set_aside else ""
         holders = sorted({pid for phase in (ctx.run_dir.iterdir() if ctx.run_dir.is_dir() else [])
                           if phase.is_dir() and (pid := holder(phase))})
         note += "".join(f", training in pid {pid}" for pid in holders)  # another `reproduce` of the grid
@@ -687,19 +693,10 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
 SAMPLES_COPY = ".samples.jsonl.gz"  # beside NAME.metrics.json and NAME.manifest.json (harness.evaluate.stats reads it)
 
 
-# A staging folder older than this was left by a process killed mid-way (writing one takes seconds to
-# minutes): the next one made beside it removes it. An age, not a pid, so that a runs folder shared by
-# several machines never loses another machine's folder in use.
-ABANDONED_AFTER_S = 24 * 3600
-
-
 def _staging_folder(parent: Path, kind: str) -> Path:
     """A fresh folder `parent/.KIND-*` to assemble something in before it is renamed into place, with the
     mode any other folder there gets; abandoned ones of the same kind are removed first."""
-    for old in parent.glob(f".{kind}-*"):
-        with contextlib.suppress(FileNotFoundError):
-            if time.time() - old.stat().st_mtime > ABANDONED_AFTER_S:
-                shutil.rmtree(old, ignore_errors=True)
+    remove_abandoned(parent, f".{kind}-")
     path = tempfile.mkdtemp(prefix=f".{kind}-{os.getpid()}-", dir=parent)
     chmod_as_created(path, 0o777)
     return Path(path)
@@ -825,7 +822,7 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
     minutes) and the table's plots; returns the table text per format."""
     from harness.evaluate.report import load_frame, plot, render_paper_table
 
-    tasks = sorted({e.eval.task for e in evaluations})
+    tasks = list(dict.fromkeys(e.eval.task for e in evaluations))
     layout = spec.layout
     if len(tasks) > 1 and "task" not in layout.rows + layout.columns:  # one column group per task
         layout = replace(layout, columns=["task", *layout.columns])

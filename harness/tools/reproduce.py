@@ -827,7 +827,7 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
     if len(tasks) > 1 and "task" not in layout.rows + layout.columns:  # one column group per task
         layout = replace(layout, columns=["task", *layout.columns])
     header, rows, records = paper_table(spec, layout, layout.metrics, evaluations, grid.eval.k)
-    task_names = ", ".join(str(layout.labels.get("task", {}).get(task, task)) for task in tasks)
+    task_names = ", ".join(_label(layout, "task", task) for task in tasks)
     title = f"{spec.title.replace('{tasks}', task_names)} — ladir-bench reproduce {table} --scale {scale_name}"
     methods = {e.run.config.method for e in evaluations}
     notes = table_notes(spec, scale_name, scale, grid, methods)

@@ -460,7 +460,8 @@ def reproduce_command(
                                                              "(e.g. --seeds 1 --method-seeds ar-sft=3)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, the runs done and the compute left")] = False,
     fmt: Annotated[str, typer.Option("--format", help="markdown, latex or csv (all three are written)")] = "markdown",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder (default: RUNS/<table>-<scale>)")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", help="output folder (default: RUNS/<table>-<scale>, RUNS/<table>-<scale>-<tasks> with --tasks)")] = None,
     data: Annotated[Optional[list[str]], typer.Option("--data", help="a data file the table needs, NAME=PATH "
                                                                      "(math, code: see the refusal)")] = None,
     methods: Annotated[Optional[str], typer.Option(help="only these methods (comma-separated)")] = None,

@@ -637,7 +637,8 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
               method_seeds: dict[str, int] | None = None) -> Reproduced:
     """Plan the table's grid at the scale; with `dry_run`, describe it; else train and evaluate what is
     missing, then write the table (Markdown, LaTeX, CSV), its cells' numbers and its plot under `out_dir`
-    (default runs/<table>-<scale>/) and return it in `fmt`. Seeds: `seeds` for every method (default:
+    (default runs/<table>-<scale>/, or runs/<table>-<scale>-<tasks>/ for a `tasks` selection: another
+    selection is another table) and return it in `fmt`. Seeds: `seeds` for every method (default:
     the scale's, and the scale's `method_seeds` for its headline methods), `method_seeds` for the
     methods it names whatever `seeds` says."""
     if fmt not in FORMATS:
@@ -667,7 +668,7 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
         raise BadInput(f"--method-seeds names {', '.join(unplanned)}, which this table does not train here "
                        f"(it trains {', '.join(sorted(planned))})")
     plans = plan_grid(grid)
-    out_dir = out_dir or runs_root / f"{table}-{scale_name}"
+    out_dir = out_dir or runs_root / "-".join([table, scale_name, *(tasks or [])])
     overwritten = _runs_dropped(out_dir, plans)
     if dry_run:
         plan_text = describe_plan(table, scale_name, scale, grid, plans, runs_root, missing or overwritten,

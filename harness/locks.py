@@ -12,24 +12,29 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from harness.errors import InUse
 from harness.progress import console
 
 LOCK_FILE = ".lock"
+# set by a grid: a shared phase another process holds is given up on (InUse), not waited for, so the
+# grid goes on to runs that do not need it and comes back at the end
+_moving_on = ContextVar("moving_on", default=False)
 
 
 @contextmanager
 def exclusive(directory: Path, what: str, wait: bool = False) -> Iterator[None]:
     """Hold `directory`'s lock for the block. Taken by another process: InUse naming it and its pid,
-    or with `wait` (a shared base checkpoint another run is training), block until it is free."""
+    or with `wait` (a shared base checkpoint another run is training), block until it is free, unless
+    inside `moving_on_from_shared`."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_FILE
     with path.open("a+") as handle:
         if not _try_lock(handle):
             holder = _written_pid(handle)
-            if not wait:
+            if not wait or _moving_on.get():
                 raise InUse(f"{what} {directory} is in use by another process (pid {holder}); "
                             "wait for it to finish or stop it", directory)
             console.print(f"waiting for process {holder}, which holds {what} {directory}")
@@ -42,6 +47,17 @@ def exclusive(directory: Path, what: str, wait: bool = False) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def moving_on_from_shared() -> Iterator[None]:
+    """Within the block, `exclusive(..., wait=True)` on a folder another process holds raises InUse as
+    an unshared one does: for a grid, which has other runs to train meanwhile."""
+    token = _moving_on.set(True)
+    try:
+        yield
+    finally:
+        _moving_on.reset(token)
 
 
 def _written_pid(handle) -> str:

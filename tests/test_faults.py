@@ -328,6 +328,39 @@ def test_a_run_sharing_a_phase_with_a_held_run_waits_for_it_too(tmp_path, monkey
     assert calls == ["first", "other", "first", "first", "second"]
 
 
+def test_a_run_whose_shared_base_another_process_trains_is_left_for_the_end(tmp_path):
+    """A shared phase (the base LM) is waited for by a lone `train`, but a grid moves on to runs that do
+    not need it and comes back once the other process is done."""
+    from contextlib import ExitStack
+
+    import harness.tools.ablation as ablation
+    from harness.errors import InUse
+    from harness.locks import moving_on_from_shared
+
+    base = tmp_path / "_base" / "countdown3-seed0"
+    calls = []
+    with ExitStack() as other_process:
+        other_process.enter_context(exclusive(base, "training phase 'base'"))
+        with moving_on_from_shared(), pytest.raises(InUse, match="in use by another process"):
+            with exclusive(base, "training phase 'base'", wait=True):
+                pass
+
+        def train_and_evaluate(plan, runs_root, eval_spec):
+            calls.append(plan.name)
+            if plan.name == "needs-base":
+                with exclusive(base, "training phase 'base'", wait=True):
+                    return [plan.name]
+            other_process.close()  # it finishes the base while this run trains
+            return [plan.name]
+
+        plans = [SimpleNamespace(name=name) for name in ("needs-base", "other")]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ablation, "_train_and_evaluate", train_and_evaluate)
+            patch.setattr(ablation, "_shared_phases", lambda plan, runs_root: set())
+            assert ablation.run_plan(plans, tmp_path, None) == ["needs-base", "other"]
+    assert calls == ["needs-base", "other", "needs-base"]
+
+
 def test_corrupt_checkpoints_are_named_and_torn_logs_repaired(runs_dir, ar_sft_micro):
     copy_run(ar_sft_micro, "ar-sft", runs_dir, "f")  # checkpoints at steps 4 and 8 (checkpoint_every=4)
     phase = runs_dir / "f" / "sft"

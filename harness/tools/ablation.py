@@ -383,11 +383,13 @@ def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec,
              poll_seconds: float = 60.0) -> list[Evaluation]:
     """Train and evaluate every run, in the plan's order. A run that another process holds (a second
     `reproduce` or `ablate` of the same grid on the same runs folder, as a job array would start them) is
-    left to it, as is a run that would adopt a phase a held run is training (LaDiR's shared VAE), and
-    come back to once every other run is done, waiting for it to be free: N processes on one grid split
-    its runs between them, and each ends with all of them done. Within a multi-process launch nothing is
-    left: its processes must train the same run."""
-    from harness.locks import holder
+    left to it, as is a run whose shared base LM another process is training or that would adopt a phase
+    a held run is training (LaDiR's shared VAE), and come back to once every other run is done, waiting
+    for it to be free: N processes on one grid split its runs between them, and each ends with all of
+    them done. Within a multi-process launch nothing is left: its processes must train the same run."""
+    from contextlib import nullcontext
+
+    from harness.locks import holder, moving_on_from_shared
     from harness.train import distributed
 
     done: dict[int, list[Evaluation]] = {}
@@ -399,10 +401,12 @@ def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec,
             console.print("a run left to another process trains the phase this one shares: back to it at the end")
             held.append(index)
             continue
+        alone = distributed.world_size() == 1
         try:
-            done[index] = _train_and_evaluate(plan, runs_root, eval_spec)
+            with moving_on_from_shared() if alone else nullcontext():
+                done[index] = _train_and_evaluate(plan, runs_root, eval_spec)
         except InUse as busy:
-            if distributed.world_size() > 1:
+            if not alone:
                 raise
             console.print(f"{busy}; on to the next run, back to this one at the end")
             held.append(index)

@@ -1,9 +1,10 @@
 """The reference tables of results/, built from the committed files alone.
 
 A folder `ladir-bench reproduce --out` wrote opens its README.md with the first table of its table.md,
-which this module prints (`--curves`: the validation curves of its runs, from curves/):
+which this module prints (`--curves`: the validation curves of its runs, from curves/; `--decoding`:
+the decoding settings evaluated on its runs, from decoding/):
 
-    python results/reference_table.py results/stage2-reference [--curves]
+    python results/reference_table.py results/stage2-reference [--curves | --decoding]
 
 A folder assembled from single runs has a `table.py` that names its rows (metrics files and a label)
 and calls `main`: it prints the table that opens the folder's README.md, and with `--plot` writes the
@@ -137,6 +138,54 @@ def validation_curves(folder: Path) -> str:
     return "\n".join(["| run | evaluated on | Pass@1 at each checkpoint |", "| :--- | :--- | :--- |", *rows])
 
 
+# MDM's decoding knobs a setting names where they differ from the method's defaults (`steps` has its column)
+MDM_DECODING = ("decoder", "block_length", "cache", "refresh", "threshold", "temperature")
+
+
+def setting(metrics: dict) -> tuple[str, str]:
+    """(setting in words, velocity evaluations per block or unmasking steps) of one decoding evaluation."""
+    knobs = metrics.get("knobs") or {}
+    if metrics["method"] == "ladir":
+        extras = [*(["reencode"] if knobs.get("reencode") else []),
+                  *([] if knobs.get("write_reasoning", True) else ["no reasoning text"])]
+        return ", ".join([knobs["solver"], *extras]), f"{knobs['steps']} NFE / block"
+    if metrics["method"] == "mdm":
+        from baselines.mdm import MdmSampleKnobs  # only here: it imports torch
+
+        defaults = {key: getattr(MdmSampleKnobs(), key) for key in MDM_DECODING}
+        changed = [f"{key}={knobs[key]}" for key, default in defaults.items() if knobs.get(key, default) != default]
+        return ", ".join(changed) or "defaults", f"{knobs['steps']} steps"
+    return ("greedy" if knobs.get("temperature") == 0 else "sampled"), "1 pass / token"
+
+
+RATES_SHOWN = ("pass@10", "chain_valid@1", "uses_given_numbers")
+
+
+def decoding(folder: Path) -> str:
+    """Each decoding setting's Pass@1 and speed on a reference folder's runs (`folder/decoding/`, copies of
+    `ladir-bench eval` metrics at k = 10), its time per sample against AR-SFT's at the same k where an
+    AR-SFT evaluation is among them."""
+    files = sorted((folder / "decoding").glob("*.metrics.json"))
+    evaluations = [json.loads(path.read_text()) for path in files]
+    ar = next((m["samples_per_s"] for m in evaluations if m["method"] == "ar-sft"), None)
+    order = {"ar-sft": 0, "ladir": 1, "mdm": 2}
+    rows = []
+    pairs = sorted(zip(files, evaluations, strict=True),
+                   key=lambda p: (order.get(p[1]["method"], 3), p[1]["split"] != "val", p[0].name))
+    for path, m in pairs:
+        words, cost = setting(m)
+        lo, hi = (m.get("intervals") or {}).get("pass@1", (None, None))
+        interval = f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else ""
+        ratio = f"{ar / m['samples_per_s']:.2f}" if ar else "—"
+        shares = [f"{100 * m[key]:.1f}" if key in m else "" for key in RATES_SHOWN]
+        figures = [f"{100 * m['pass@1']:.1f}{interval}", *shares, f"{m['samples_per_s']:.1f}", ratio]
+        rows.append(f"| {m['method']} | {m['split']} | {words} | {cost} | " + " | ".join(figures)
+                    + f" | `{path.name[: -len('.metrics.json')]}` |")
+    header = ("| method | split | setting | cost | Pass@1 [95%] | Pass@10 | chain_valid@1 | uses given numbers "
+              "| samples/s | time per sample / AR-SFT's | file |")
+    return "\n".join([header, "| :--- | :--- | :--- | :--- |" + " ---: |" * 6 + " :--- |", *rows])
+
+
 def main(folder: Path, table: str, plot_kind: str, plot_files: list[str], plot_figures: tuple[str, ...] = ()) -> None:
     """Print `table`; with --plot, write `plot_kind`.png from `plot_files` (only the Pass@k columns in
     `plot_figures`, when given, so a crowded plot keeps one curve per series)."""
@@ -156,12 +205,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Print the table that opens the README of a folder that "
                                                  "`ladir-bench reproduce --out FOLDER` wrote.")
     parser.add_argument("folder", type=Path, help="e.g. results/stage2-reference")
-    parser.add_argument("--curves", action="store_true", help="the validation curves of its runs (curves/) instead")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--curves", action="store_true", help="the validation curves of its runs (curves/) instead")
+    shown.add_argument("--decoding", action="store_true", help="each decoding setting's Pass@1 and speed (decoding/)")
     args = parser.parse_args()
-    wanted = args.folder / ("curves" if args.curves else "table.md")
+    wanted = args.folder / ("curves" if args.curves else "decoding" if args.decoding else "table.md")
     if not wanted.exists():
-        print(f"{wanted}: not found (" + ("no `ladir-bench curve` output there" if args.curves
-                                          else "not a folder that `ladir-bench reproduce --out` wrote?") + ")",
-              file=sys.stderr)
+        why = ("no `ladir-bench curve` output there" if args.curves else "no decoding evaluations there"
+               if args.decoding else "not a folder that `ladir-bench reproduce --out` wrote?")
+        print(f"{wanted}: not found ({why})", file=sys.stderr)
         sys.exit(2)
-    print(validation_curves(args.folder) if args.curves else reproduced_table(args.folder))
+    print(validation_curves(args.folder) if args.curves else decoding(args.folder) if args.decoding
+          else reproduced_table(args.folder))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reference_table import reproduced_table, validation_curves
+from reference_table import decoding, reproduced_table, validation_curves
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,53 +50,6 @@ def old_vs_new() -> str:
     return "\n".join([header, "| :--- | :--- |" + " ---: |" * len(COMPARED), *rows])
 
 
-# MDM's decoding knobs a setting names where they differ from the method's defaults (`steps` has its column)
-MDM_DECODING = ("decoder", "block_length", "cache", "refresh", "threshold", "temperature")
-
-
-def setting(metrics: dict) -> tuple[str, str]:
-    """(setting in words, velocity evaluations per block or unmasking steps) of one decoding evaluation."""
-    knobs = metrics.get("knobs") or {}
-    if metrics["method"] == "ladir":
-        extras = [*(["reencode"] if knobs.get("reencode") else []),
-                  *([] if knobs.get("write_reasoning", True) else ["no reasoning text"])]
-        return ", ".join([knobs["solver"], *extras]), f"{knobs['steps']} NFE / block"
-    if metrics["method"] == "mdm":
-        from baselines.mdm import MdmSampleKnobs  # only here: it imports torch
-
-        defaults = {key: getattr(MdmSampleKnobs(), key) for key in MDM_DECODING}
-        changed = [f"{key}={knobs[key]}" for key, default in defaults.items() if knobs.get(key, default) != default]
-        return ", ".join(changed) or "defaults", f"{knobs['steps']} steps"
-    return ("greedy" if knobs.get("temperature") == 0 else "sampled"), "1 pass / token"
-
-
-RATES_SHOWN = ("pass@10", "chain_valid@1", "uses_given_numbers")
-
-
-def decoding() -> str:
-    """Each decoding setting's Pass@1 and speed on the reference runs (decoding/, k = 10 on the table's
-    200 test problems), its time per sample against AR-SFT's at the same k."""
-    files = sorted((HERE / "decoding").glob("*.metrics.json"))
-    evaluations = [json.loads(path.read_text()) for path in files]
-    ar = next((m["samples_per_s"] for m in evaluations if m["method"] == "ar-sft"), None)
-    order = {"ar-sft": 0, "ladir": 1, "mdm": 2}
-    rows = []
-    pairs = sorted(zip(files, evaluations, strict=True),
-                   key=lambda p: (order.get(p[1]["method"], 3), p[1]["split"] != "val", p[0].name))
-    for path, m in pairs:
-        words, cost = setting(m)
-        lo, hi = (m.get("intervals") or {}).get("pass@1", (None, None))
-        interval = f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else ""
-        ratio = f"{ar / m['samples_per_s']:.2f}" if ar else "—"
-        shares = [f"{100 * m[key]:.1f}" if key in m else "" for key in RATES_SHOWN]
-        figures = [f"{100 * m['pass@1']:.1f}{interval}", *shares, f"{m['samples_per_s']:.1f}", ratio]
-        rows.append(f"| {m['method']} | {m['split']} | {words} | {cost} | " + " | ".join(figures)
-                    + f" | `{path.name[: -len('.metrics.json')]}` |")
-    header = ("| method | split | setting | cost | Pass@1 [95%] | Pass@10 | chain_valid@1 | uses given numbers "
-              "| samples/s | time per sample / AR-SFT's | file |")
-    return "\n".join([header, "| :--- | :--- | :--- | :--- |" + " ---: |" * 6 + " :--- |", *rows])
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     shown = parser.add_mutually_exclusive_group()
@@ -104,5 +57,5 @@ if __name__ == "__main__":
     shown.add_argument("--old-vs-new", action="store_true", help="the old protocol's figures beside these")
     shown.add_argument("--decoding", action="store_true", help="each decoding setting's Pass@1 and speed (decoding/)")
     args = parser.parse_args()
-    print(validation_curves(HERE) if args.curves else old_vs_new() if args.old_vs_new else decoding() if args.decoding
-          else reproduced_table(HERE))
+    print(validation_curves(HERE) if args.curves else old_vs_new() if args.old_vs_new
+          else decoding(HERE) if args.decoding else reproduced_table(HERE))

@@ -50,10 +50,10 @@ def exclusive(directory: Path, what: str, wait: bool = False) -> Iterator[None]:
 
 
 @contextmanager
-def moving_on_from_shared() -> Iterator[None]:
-    """Within the block, `exclusive(..., wait=True)` on a folder another process holds raises InUse as
-    an unshared one does: for a grid, which has other runs to train meanwhile."""
-    token = _moving_on.set(True)
+def moving_on_from_shared(active: bool = True) -> Iterator[None]:
+    """Within the block (if `active`), `exclusive(..., wait=True)` on a folder another process holds
+    raises InUse as an unshared one does: for a grid, which has other runs to train meanwhile."""
+    token = _moving_on.set(active)
     try:
         yield
     finally:

@@ -328,7 +328,7 @@ def test_a_run_sharing_a_phase_with_a_held_run_waits_for_it_too(tmp_path, monkey
     assert calls == ["first", "other", "first", "first", "second"]
 
 
-def test_a_run_whose_shared_base_another_process_trains_is_left_for_the_end(tmp_path):
+def test_a_run_whose_shared_base_another_process_trains_is_left_for_the_end(tmp_path, monkeypatch):
     """A shared phase (the base LM) is waited for by a lone `train`, but a grid moves on to runs that do
     not need it and comes back once the other process is done."""
     from contextlib import ExitStack
@@ -353,11 +353,10 @@ def test_a_run_whose_shared_base_another_process_trains_is_left_for_the_end(tmp_
             other_process.close()  # it finishes the base while this run trains
             return [plan.name]
 
+        monkeypatch.setattr(ablation, "_train_and_evaluate", train_and_evaluate)
+        monkeypatch.setattr(ablation, "_shared_phases", lambda plan, runs_root: set())
         plans = [SimpleNamespace(name=name) for name in ("needs-base", "other")]
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(ablation, "_train_and_evaluate", train_and_evaluate)
-            patch.setattr(ablation, "_shared_phases", lambda plan, runs_root: set())
-            assert ablation.run_plan(plans, tmp_path, None) == ["needs-base", "other"]
+        assert ablation.run_plan(plans, tmp_path, None) == ["needs-base", "other"]
     assert calls == ["needs-base", "other", "needs-base"]
 
 

@@ -387,23 +387,21 @@ def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec,
     a held run is training (LaDiR's shared VAE), and come back to once every other run is done, waiting
     for it to be free: N processes on one grid split its runs between them, and each ends with all of
     them done. Within a multi-process launch nothing is left: its processes must train the same run."""
-    from contextlib import nullcontext
-
     from harness.locks import holder, moving_on_from_shared
     from harness.train import distributed
 
     done: dict[int, list[Evaluation]] = {}
     held: list[int] = []
     in_flight: set[Path] = set()  # shared phases a held run may be training
+    alone = distributed.world_size() == 1
     for index, plan in enumerate(plans):
         console.print(f"[bold]grid[/] run {index + 1}/{len(plans)}: {plan.name}")
         if in_flight and _shared_phases(plan, runs_root) & in_flight:
             console.print("a run left to another process trains the phase this one shares: back to it at the end")
             held.append(index)
             continue
-        alone = distributed.world_size() == 1
         try:
-            with moving_on_from_shared() if alone else nullcontext():
+            with moving_on_from_shared(alone):
                 done[index] = _train_and_evaluate(plan, runs_root, eval_spec)
         except InUse as busy:
             if not alone:

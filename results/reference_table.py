@@ -134,7 +134,8 @@ def validation_curves(folder: Path) -> str:
     for path in sorted((folder / "curves").glob("*.curve.json")):
         curve = json.loads(path.read_text())
         points = ", ".join(f"{row['phase']}@{row['step']}: {100 * row['pass@1']:.1f}" for row in curve["rows"])
-        rows.append(f"| {curve['run']} | {curve['split']}, k = {curve['k']}, {curve['limit']} problems | {points} |")
+        knobs = "".join(f", {key}={value}" for key, value in (curve.get("knobs") or {}).items())
+        rows.append(f"| {curve['run']} | {curve['split']}, k = {curve['k']}, {curve['limit']} problems{knobs} | {points} |")
     return "\n".join(["| run | evaluated on | Pass@1 at each checkpoint |", "| :--- | :--- | :--- |", *rows])
 
 
@@ -142,19 +143,22 @@ def validation_curves(folder: Path) -> str:
 MDM_DECODING = ("decoder", "block_length", "cache", "refresh", "threshold", "temperature")
 
 
-def setting(metrics: dict) -> tuple[str, str]:
-    """(setting in words, velocity evaluations per block or unmasking steps) of one decoding evaluation."""
+def setting(metrics: dict, trained: dict) -> tuple[str, str]:
+    """(setting in words, velocity evaluations per block or unmasking steps) of one decoding evaluation;
+    `trained` is its run's `method_options` (an MDM run trained otherwise than by default says how)."""
     knobs = metrics.get("knobs") or {}
     if metrics["method"] == "ladir":
         extras = [*(["reencode"] if knobs.get("reencode") else []),
                   *([] if knobs.get("write_reasoning", True) else ["no reasoning text"])]
         return ", ".join([knobs["solver"], *extras]), f"{knobs['steps']} NFE / block"
     if metrics["method"] == "mdm":
-        from baselines.mdm import MdmSampleKnobs  # only here: it imports torch
+        from baselines.mdm import MdmOptions, MdmSampleKnobs  # only here: it imports torch
 
         defaults = {key: getattr(MdmSampleKnobs(), key) for key in MDM_DECODING}
         changed = [f"{key}={knobs[key]}" for key, default in defaults.items() if knobs.get(key, default) != default]
-        return ", ".join(changed) or "defaults", f"{knobs['steps']} steps"
+        training = [f"trained with {key}={trained[key]}" for key in ("recipe", "base")
+                    if trained.get(key, getattr(MdmOptions(), key)) != getattr(MdmOptions(), key)]
+        return ", ".join(training + changed) or "defaults", f"{knobs['steps']} steps"
     return ("greedy" if knobs.get("temperature") == 0 else "sampled"), "1 pass / token"
 
 
@@ -173,7 +177,8 @@ def decoding(folder: Path) -> str:
     pairs = sorted(zip(files, evaluations, strict=True),
                    key=lambda p: (order.get(p[1]["method"], 3), p[1]["split"] != "val", p[0].name))
     for path, m in pairs:
-        words, cost = setting(m)
+        manifest = json.loads(path.with_name(path.name.replace(".metrics.json", ".manifest.json")).read_text())
+        words, cost = setting(m, manifest["config"]["method_options"])
         lo, hi = (m.get("intervals") or {}).get("pass@1", (None, None))
         interval = f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else ""
         ratio = f"{ar / m['samples_per_s']:.2f}" if ar else "—"

@@ -152,12 +152,15 @@ def setting(metrics: dict, trained: dict) -> tuple[str, str]:
                   *([] if knobs.get("write_reasoning", True) else ["no reasoning text"])]
         return ", ".join([knobs["solver"], *extras]), f"{knobs['steps']} NFE / block"
     if metrics["method"] == "mdm":
-        from baselines.mdm import MdmOptions, MdmSampleKnobs  # only here: it imports torch
+        from baselines.mdm import RECIPE_DECODER, MdmOptions, MdmSampleKnobs  # only here: it imports torch
 
         defaults = {key: getattr(MdmSampleKnobs(), key) for key in MDM_DECODING}
         changed = [f"{key}={knobs[key]}" for key, default in defaults.items() if knobs.get(key, default) != default]
         training = [f"trained with {key}={trained[key]}" for key in ("recipe", "base")
                     if trained.get(key, getattr(MdmOptions(), key)) != getattr(MdmOptions(), key)]
+        recipe = trained.get("recipe", MdmOptions().recipe)
+        if training and knobs.get("decoder", "recipe") == "recipe":
+            changed.insert(0, f"its recipe's decoder ({RECIPE_DECODER[recipe]})")
         return ", ".join(training + changed) or "defaults", f"{knobs['steps']} steps"
     return ("greedy" if knobs.get("temperature") == 0 else "sampled"), "1 pass / token"
 

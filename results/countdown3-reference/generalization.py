@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
 
 from baselines.mdm import encode_targets, join_rows, last_logits, masked_cross_entropy, prompt_ids  # noqa: E402
 from harness.evaluate.provenance import evaluated_checkpoint  # noqa: E402
+from harness.jsonl import read_jsonl  # noqa: E402
 from harness.lm import IGNORE, encode_pairs  # noqa: E402
 from harness.runs import open_run  # noqa: E402
 
@@ -75,6 +76,16 @@ def mdm_loss(method, ctx, problems, seed: int) -> dict:
     return out
 
 
+def logged_loss(ctx, phase: str, window: int = 400) -> dict:
+    """The training loss the run logged, averaged over each `window` steps (its own objective, so only
+    its trend compares across methods)."""
+    rows = [row for row in read_jsonl(ctx.run_dir / phase / "log.jsonl") if "loss" in row]
+    windows: dict[int, list[float]] = {}
+    for row in rows:
+        windows.setdefault(-(-row["step"] // window) * window, []).append(row["loss"])
+    return {str(end): sum(losses) / len(losses) for end, losses in sorted(windows.items())}
+
+
 @torch.no_grad()
 def measure(root: Path, name: str, n: int) -> dict:
     method, ctx = open_run(name, root)
@@ -85,7 +96,7 @@ def measure(root: Path, name: str, n: int) -> dict:
     gap = {key: loss["val"][key] - loss["train"][key] for key in loss["train"]}
     return {"run": name, "method": ctx.config.method, "problems": {s: len(p) for s, p in splits.items()},
             "checkpoint": evaluated_checkpoint(method, ctx),
-            "loss": loss, "val_minus_train": gap}
+            "loss": loss, "val_minus_train": gap, "logged_training_loss": logged_loss(ctx, method.stages[-1])}
 
 
 if __name__ == "__main__":

@@ -156,11 +156,11 @@ def setting(metrics: dict, trained: dict) -> tuple[str, str]:
 
         defaults = {key: getattr(MdmSampleKnobs(), key) for key in MDM_DECODING}
         changed = [f"{key}={knobs[key]}" for key, default in defaults.items() if knobs.get(key, default) != default]
+        trained = {**vars(MdmOptions()), **trained}
         training = [f"trained with {key}={trained[key]}" for key in ("recipe", "base")
-                    if trained.get(key, getattr(MdmOptions(), key)) != getattr(MdmOptions(), key)]
-        recipe = trained.get("recipe", MdmOptions().recipe)
+                    if trained[key] != getattr(MdmOptions(), key)]
         if training and knobs.get("decoder", "recipe") == "recipe":
-            changed.insert(0, f"its recipe's decoder ({RECIPE_DECODER[recipe]})")
+            changed.insert(0, f"its recipe's decoder ({RECIPE_DECODER[trained['recipe']]})")
         return ", ".join(training + changed) or "defaults", f"{knobs['steps']} steps"
     return ("greedy" if knobs.get("temperature") == 0 else "sampled"), "1 pass / token"
 

@@ -62,14 +62,13 @@ def mdm_loss(method, ctx, problems, seed: int) -> dict:
             ends = (targets == tokenizer.eos_token_id).float().argmax(1)  # the first </s>, scored
             target_columns = torch.zeros_like(valid)
             target_columns[:, -gen_length:] = True
-            scored = target_columns.clone()
-            scored[:, -gen_length:] = torch.arange(gen_length)[None, :] <= ends[:, None]
             # the padding is masked as in training (visible, it would give the answer's length away)
             masked = target_columns & (torch.rand(valid.shape, generator=generator) < rate)
-            noisy = clean.masked_fill(masked, mask_id)
-            logits = last_logits(method.model, noisy, valid, gen_length + 1)
-            ce = masked_cross_entropy(logits, clean.masked_fill(~(masked & scored), IGNORE))
-            total, count = total + float(ce.sum()), count + int((masked & scored).sum())
+            scored = masked.clone()
+            scored[:, -gen_length:] &= torch.arange(gen_length)[None, :] <= ends[:, None]
+            logits = last_logits(method.model, clean.masked_fill(masked, mask_id), valid, gen_length + 1)
+            ce = masked_cross_entropy(logits, clean.masked_fill(~scored, IGNORE))
+            total, count = total + float(ce.sum()), count + int(scored.sum())
         out[f"mask_rate_{rate}"] = total / count
     # LLaDA's bound on the NLL, per token: E_t[(1/t) sum over masked CE] = L * integral of CE(t) dt
     out["nll_bound"] = sum(out.values()) / len(MASK_RATES)
@@ -105,5 +104,4 @@ if __name__ == "__main__":
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--problems", type=int, default=1000)
     args = parser.parse_args()
-    torch.manual_seed(0)
     print(json.dumps([measure(args.runs_dir, name, args.problems) for name in args.runs], indent=2))

@@ -264,6 +264,42 @@ def table_command(
     print(render_table(load_frame(results or []), fmt, intervals))
 
 
+@app.command("compare")
+def compare_command(
+    results: Annotated[list[Path], typer.Argument(help="configuration A: its evaluation folders (or metrics.json), "
+                                                        "one per training seed")],
+    against: Annotated[list[Path], typer.Option("--against", help="configuration B: an evaluation folder of it; "
+                                                                  "repeat the option for each seed")],
+    metric: Annotated[Optional[str], typer.Option("--metric", help="comma-separated, e.g. pass@1,chain_valid@1 "
+                                                                   "(default: every rate all of them report)")] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap replicates")] = 2000,
+    seed: Annotated[int, typer.Option(help="the bootstrap's seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per metric")] = False,
+) -> None:
+    """A against B on the problems both were evaluated on: each figure with its 95% interval over
+    problems and seeds, and the paired bootstrap difference A - B (marked * where its interval excludes 0)."""
+    from harness.evaluate.stats import Cell, Paired, compare, display_format, format_cell
+
+    metrics = _names(metric)
+    rows = compare(results, against, metrics, n_boot, seed)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = Table(title=f"A ({len(results)} evaluation(s)) against B ({len(against)})")
+    for name, justify in (("metric", "left"), ("A", "right"), ("B", "right"), ("A - B [95%]", "right"),
+                          ("problems", "right")):
+        table.add_column(name, justify=justify)
+    for row in rows:
+        digits, scale = display_format(row["metric"])
+        diff = Paired(**row["a_minus_b"])
+        a, b = (format_cell(Cell(**row[side]), digits, scale) for side in ("a", "b"))
+        table.add_row(row["metric"], a, b,
+                      f"{diff.diff * scale:+.{digits}f} [{diff.lo * scale:+.{digits}f}, {diff.hi * scale:+.{digits}f}]"
+                      + ("*" if diff.significant else ""), str(diff.n_problems))
+    out.print(table)
+
+
 @app.command("plot")
 def plot_command(
     results: Annotated[Optional[list[Path]], typer.Argument(help="metrics.json files or folders (default: runs/)")] = None,

@@ -12,7 +12,8 @@ import pytest
 from harness.errors import BadInput
 from harness.evaluate.metrics import SampleResult, summarize
 from harness.evaluate.score import metrics_of
-from harness.evaluate.stats import Cell, cell, format_cell, paired, per_problem, stderr_of_mean
+from harness.evaluate.stats import Cell, cell, compare, format_cell, paired, per_problem, stderr_of_mean
+from tests.conftest import run_cli
 
 
 def write_eval(folder: Path, successes: list[list[bool]], split_seed: int = 0, chain: list[list[bool]] | None = None,
@@ -177,3 +178,47 @@ def test_diversity_is_a_per_problem_count_of_distinct_correct_solutions_with_an_
     assert 0.0 <= lo < 2.0 < hi <= 4.0
     found = cell([folder], "diversity")
     assert found.mean == pytest.approx(2.0) and format_cell(found, 2, 1.0).startswith("2.00 [")
+
+
+def reporting(folder: Path, *metrics: str) -> Path:
+    """`folder`'s metrics.json as `eval` leaves it, naming the figures it reports (values unread here)."""
+    recorded = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**recorded, **{m: 0.0 for m in metrics}}))
+    return folder
+
+
+def test_compare_gives_each_shared_metric_both_cells_and_the_paired_difference(tmp_path):
+    chain = [[j % 2 == 0 for j in range(4)]] * 40
+    strong = [reporting(write_eval(tmp_path / f"s{s}", bernoulli(0.8, 40, 4, seed=30 + s), split_seed=s, chain=chain),
+                        "pass@1", "pass@4", "chain_valid@1", "uses_given_numbers", "diversity", "distinct-2")
+              for s in range(2)]
+    weak = reporting(write_eval(tmp_path / "w", bernoulli(0.3, 40, 4, seed=40), split_seed=0, chain=chain),
+                     "pass@1", "chain_valid@1", "diversity")
+    rows = compare(strong, [weak])
+    assert [r["metric"] for r in rows] == ["pass@1", "chain_valid@1", "diversity"], "what every evaluation reports"
+    first = rows[0]
+    assert Cell(**first["a"]) == cell(strong, "pass@1") and Cell(**first["b"]) == cell([weak], "pass@1")
+    assert first["a_minus_b"]["n_problems"] == 40, "only seed 0's problem set is shared with B"
+    assert first["a_minus_b"]["significant"] and first["a_minus_b"]["diff"] > 0.3
+    assert rows[1]["a_minus_b"]["diff"] == 0.0 and not rows[1]["a_minus_b"]["significant"]
+    # a metrics.json path stands for its evaluation; named metrics are computed even where not reported
+    named = compare([strong[0] / "metrics.json"], [weak], ["pass@4"])
+    assert [r["metric"] for r in named] == ["pass@4"] and named[0]["b"]["mean"] == pytest.approx(
+        per_problem(weak, "pass@4").mean())
+
+
+def test_compare_command_prints_the_difference_and_refuses_what_it_cannot_pair(tmp_path):
+    a = reporting(write_eval(tmp_path / "a", bernoulli(0.9, 60, 2, seed=50)), "pass@1")
+    b = reporting(write_eval(tmp_path / "b", bernoulli(0.1, 60, 2, seed=51)), "pass@1")
+    lines = run_cli(["compare", str(a), "--against", str(b), "--json"]).stdout.splitlines()
+    found = [json.loads(line) for line in lines]
+    assert [row["metric"] for row in found] == ["pass@1"]
+    assert found[0]["a_minus_b"] == {**found[0]["a_minus_b"], "significant": True, "n_problems": 60}
+    text = run_cli(["compare", str(a), "--against", str(b)]).stdout
+    assert "pass@1" in text and "*" in text
+    other_split = reporting(write_eval(tmp_path / "c", bernoulli(0.1, 60, 2, seed=52), split_seed=1), "pass@1")
+    for args, needle in ((["compare", str(a), "--against", str(other_split)], "no common problems"),
+                         (["compare", str(a), "--against", str(tmp_path)], "no checked samples"),
+                         (["compare", str(a), "--against", str(b), "--metric", "pass@x"], "unknown metric")):
+        refused = run_cli(args, check=False)
+        assert refused.returncode == 2 and needle in refused.stderr and refused.stdout == "", (args, refused.stderr)

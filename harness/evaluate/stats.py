@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +259,58 @@ def format_cell(cell: Cell, digits: int = 1, scale: float = 100) -> str:
     return f"{cell.mean * scale:.{digits}f} [{cell.lo * scale:.{digits}f}, {cell.hi * scale:.{digits}f}]"
 
 
+def display_format(metric: str) -> tuple[int, float]:
+    """(digits, scale) a figure is printed with: rates in percent to one decimal, counts as they are."""
+    return (2, 1.0) if metric in COUNTS else (1, 100.0)
+
+
+def bootstrappable(keys: Sequence[str]) -> list[str]:
+    """The metrics among `keys` that `per_problem` computes, so that they get intervals: pass@k,
+    chain_valid@k, the shares of samples and the counts."""
+    return [key for key in keys if key in SHARES or key in COUNTS
+            or (key.partition("@")[0] in COUNTED and key.partition("@")[2].isdigit())]
+
+
+# ------------------------------------------------------------------------------------ two configurations
+def _evaluation(path: Path) -> Path:
+    """An evaluation as `table` takes it: its folder or its metrics.json (`NAME.metrics.json` stands for
+    the samples beside it), or a samples / verdicts file."""
+    path = Path(path)
+    if path.name == "metrics.json":
+        return path.parent
+    if path.name.endswith(".metrics.json"):
+        stem = path.name[: -len(".metrics.json")]
+        for suffix in _FILE_SUFFIXES[:3]:
+            if path.with_name(stem + suffix).is_file():
+                return path.with_name(stem + suffix)
+    return path
+
+
+def shared_metrics(results_dirs: Sequence[Path]) -> list[str]:
+    """The metrics every evaluation's metrics.json reports and `per_problem` computes, in its order;
+    pass@1 where an evaluation has no metrics.json (a `score` verdicts file)."""
+    reported = [_read_json(_beside(Path(d), "metrics")) for d in results_dirs]
+    if any(not metrics for metrics in reported):
+        return ["pass@1"]
+    return [key for key in bootstrappable(list(reported[0])) if all(key in metrics for metrics in reported[1:])]
+
+
+def compare(a_dirs: Sequence[Path], b_dirs: Sequence[Path], metrics: Sequence[str] | None = None,
+            n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """Configuration A against configuration B, one evaluation folder per training seed on each side:
+    for each metric, A's and B's figures with their intervals (`cell`) and A - B paired on the problems
+    both were evaluated on (`paired`). What `ladir-bench compare` prints."""
+    a_dirs, b_dirs = [_evaluation(d) for d in a_dirs], [_evaluation(d) for d in b_dirs]
+    rows = []
+    for metric in metrics or shared_metrics([*a_dirs, *b_dirs]):
+        rows.append({"metric": metric, "a": asdict(cell(a_dirs, metric, n_boot, seed)),
+                     "b": asdict(cell(b_dirs, metric, n_boot, seed)),
+                     "a_minus_b": asdict(paired(a_dirs, b_dirs, metric, n_boot, seed))})
+    if not rows:
+        raise BadInput("the evaluations report no metric in common")
+    return rows
+
+
 # ------------------------------------------------------------------------------------ one evaluation
 INTERVAL_BOOTSTRAP = 2000
 
@@ -269,8 +321,7 @@ def interval_record(results: Sequence[SampleResult], metrics: dict[str, Any],
     (pass@k, chain_valid@k, uses_given_numbers) and counts (diversity) of one evaluation: a bootstrap
     over its problems, so a metrics.json alone carries its error bars."""
     by_problem = group_by_problem(results)
-    rates = [key for key in metrics if key in SHARES or key in COUNTS
-             or (key.partition("@")[0] in COUNTED and key.partition("@")[2].isdigit())]
+    rates = bootstrappable(list(metrics))
     intervals, stderr = {}, {}
     for key in rates:
         values = pd.Series(per_problem_scores(by_problem, key))

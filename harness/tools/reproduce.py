@@ -61,8 +61,8 @@ from harness.tools.ablation import (
 GRID_DIR = PRESET_DIR / "grids"
 FORMATS = {"markdown": "md", "latex": "tex", "csv": "csv"}
 _DATA_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
-# (digits, scale) of a metric in a cell: rates in percent, diversity as a count of solutions
-METRIC_FORMAT = {"diversity": (2, 1.0), "samples_per_s": (1, 1.0)}
+# (digits, scale) of a metric in a cell where it is not stats.display_format's (rates in percent, counts as they are)
+METRIC_FORMAT = {"samples_per_s": (1, 1.0)}
 METRIC_LABELS = {"diversity": "Div.", "samples_per_s": "samples/s", "uses_given_numbers": "uses given numbers",
                  "step_figures.arithmetic_valid": "own steps exact", "reconstruction_ceiling": "AE ceiling"}
 # read from metrics.json (no interval), not from the samples; a dotted name is a nested figure
@@ -525,9 +525,9 @@ def build_rows(layout: Layout, evaluations: list[Evaluation]) -> tuple[list[_Row
 
 def _cell_text(row: _Row, column: tuple, metric: str, baseline: _Row | None) -> tuple[str, dict[str, Any]]:
     """The formatted cell and its numbers (for cells.csv)."""
-    from harness.evaluate.stats import cell, format_cell, paired
+    from harness.evaluate.stats import cell, display_format, format_cell, paired
 
-    digits, scale = METRIC_FORMAT.get(metric, (1, 100.0))
+    digits, scale = METRIC_FORMAT.get(metric) or display_format(metric)
 
     def recorded_mean() -> tuple[str, dict[str, Any]]:  # the seeds' metrics.json figures, no interval
         values = [recorded(m, metric) for _, _, m in row.groups.get(column, []) if recorded(m, metric) is not None]

@@ -151,6 +151,13 @@ def join_rows(tokenizer, prompts: Sequence[list[int]], targets: torch.Tensor) ->
     return torch.cat([ids, targets], 1), torch.cat([valid, torch.ones_like(targets, dtype=torch.bool)], 1)
 
 
+def target_rows(tokenizer, problems: Sequence[Problem], gen_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training's rows of `problems`: `<s> question` left-padded, then `reference </s> ...` filling the
+    last `gen_length` columns; (ids, valid)."""
+    targets, _ = encode_targets(tokenizer, [p["reference"] for p in problems], gen_length)
+    return join_rows(tokenizer, [prompt_ids(tokenizer, p["prompt"]) for p in problems], targets)
+
+
 def bidirectional_mask(keys_valid: torch.Tensor, dtype: torch.dtype, queries: int | None = None) -> torch.Tensor:
     """Additive (B, 1, Q, K) mask: every query attends to every non-padding key, before or after it
     (Q = K unless `queries` says how many positions are being run against cached keys)."""
@@ -234,9 +241,7 @@ def training_loss(model, tokenizer, problems: Sequence[Problem], gen_length: int
                   device: torch.device | str, recipe: str = "llada",
                   diffusion_steps: int = 20) -> tuple[torch.Tensor, dict[str, float]]:
     """The fine-tuning loss: each row's target masked at its own rate, the question never."""
-    targets, _ = encode_targets(tokenizer, [p["reference"] for p in problems], gen_length)
-    clean, valid = join_rows(tokenizer, [prompt_ids(tokenizer, p["prompt"]) for p in problems], targets)
-    clean, valid = clean.to(device), valid.to(device)
+    clean, valid = (rows.to(device) for rows in target_rows(tokenizer, problems, gen_length))
     maskable = torch.zeros_like(valid)
     maskable[:, -gen_length:] = True
     return masked_diffusion_loss(model, clean, valid, maskable, tokenizer.convert_tokens_to_ids(MASK), gen_length,

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
 
-from baselines.mdm import encode_targets, join_rows, last_logits, masked_cross_entropy, prompt_ids  # noqa: E402
+from baselines.mdm import last_logits, masked_cross_entropy, target_rows  # noqa: E402
 from harness.evaluate.provenance import evaluated_checkpoint  # noqa: E402
 from harness.jsonl import read_jsonl  # noqa: E402
 from harness.lm import IGNORE, encode_pairs  # noqa: E402
@@ -57,9 +57,8 @@ def mdm_loss(method, ctx, problems, seed: int) -> dict:
         total, count = 0.0, 0
         for i in range(0, len(problems), BATCH):
             chunk = problems[i:i + BATCH]
-            targets, _ = encode_targets(tokenizer, [p["reference"] for p in chunk], gen_length)
-            clean, valid = join_rows(tokenizer, [prompt_ids(tokenizer, p["prompt"]) for p in chunk], targets)
-            ends = (targets == tokenizer.eos_token_id).float().argmax(1)  # the first </s>, scored
+            clean, valid = target_rows(tokenizer, chunk, gen_length)
+            ends = (clean[:, -gen_length:] == tokenizer.eos_token_id).float().argmax(1)  # the first </s>, scored
             target_columns = torch.zeros_like(valid)
             target_columns[:, -gen_length:] = True
             # the padding is masked as in training (visible, it would give the answer's length away)

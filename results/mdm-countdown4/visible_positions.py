@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from baselines.mdm import encode_targets, join_rows, last_logits, prompt_ids
+from baselines.mdm import last_logits, target_rows
 from harness.config import RunConfig, build_dataclass
 from harness.context import RunContext
 from harness.methods import get_method_class
@@ -25,8 +25,7 @@ method = get_method_class(config.method)(ctx)
 method.load()
 tokenizer, gen_length = ctx.tokenizer, method.options.gen_length
 problems = ctx.task.problems("test")[:200]
-targets, _ = encode_targets(tokenizer, [p["reference"] for p in problems], gen_length)
-clean, valid = join_rows(tokenizer, [prompt_ids(tokenizer, p["prompt"]) for p in problems], targets)
+clean, valid = target_rows(tokenizer, problems, gen_length)
 torch.manual_seed(0)
 report = {"run": run, "rows": len(problems), "rates": {}}
 for rate in (0.1, 0.5, 0.9):

@@ -89,11 +89,12 @@ def pass_at_k_table(folder: Path, rows: list[Row], ks=(1, 10, 100), extra: tuple
             cells += [str(r["config"]["train"]["steps"]), number(r["options"].get("vae_steps")) or "-",
                       number(knobs.get("steps")) or "-"]
         cells += [*(percent(m.get(f"pass@{k}")) for k in ks), number(m.get("diversity"))]
-        cells += [str(m.get(key, "hf")) if key == "engine" else percent(m.get(key)) if key in RATES else number(m.get(key))
-                  for _, key in extra]
+        cells += [str(m.get(key, "hf")) if key == "engine"
+                  else percent(m.get(key)) if key in RATES else number(m.get(key)) for _, key in extra]
         if validity:
             v = r["validity"]
-            cells += [percent(v.get("step_valid")), percent(v.get("chain_solves"), 2), percent(v.get("answer_follows_chain"))]
+            cells += [percent(v.get("step_valid")), percent(v.get("chain_solves"), 2),
+                      percent(v.get("answer_follows_chain"))]
         lines.append(cells)
     return markdown(header, lines, left=2)
 
@@ -135,7 +136,8 @@ def validation_curves(folder: Path) -> str:
         curve = json.loads(path.read_text())
         points = ", ".join(f"{row['phase']}@{row['step']}: {100 * row['pass@1']:.1f}" for row in curve["rows"])
         knobs = "".join(f", {key}={value}" for key, value in (curve.get("knobs") or {}).items())
-        rows.append(f"| {curve['run']} | {curve['split']}, k = {curve['k']}, {curve['limit']} problems{knobs} | {points} |")
+        setting = f"{curve['split']}, k = {curve['k']}, {curve['limit']} problems{knobs}"
+        rows.append(f"| {curve['run']} | {setting} | {points} |")
     return "\n".join(["| run | evaluated on | Pass@1 at each checkpoint |", "| :--- | :--- | :--- |", *rows])
 
 
@@ -197,7 +199,8 @@ def decoding(folder: Path) -> str:
 def main(folder: Path, table: str, plot_kind: str, plot_files: list[str], plot_figures: tuple[str, ...] = ()) -> None:
     """Print `table`; with --plot, write `plot_kind`.png from `plot_files` (only the Pass@k columns in
     `plot_figures`, when given, so a crowded plot keeps one curve per series)."""
-    parser = argparse.ArgumentParser(description=f"Print the reference table of {folder.name}/ (its README's first table).")
+    parser = argparse.ArgumentParser(
+        description=f"Print the reference table of {folder.name}/ (its README's first table).")
     parser.add_argument("--plot", action="store_true", help=f"also write {folder.name}/{plot_kind}.png")
     args = parser.parse_args()
     print(table)

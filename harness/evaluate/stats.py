@@ -280,7 +280,7 @@ def _evaluation(path: Path) -> Path:
         return path.parent
     if path.name.endswith(".metrics.json"):
         stem = path.name[: -len(".metrics.json")]
-        for suffix in _FILE_SUFFIXES[:3]:
+        for suffix in _FILE_SUFFIXES:
             if path.with_name(stem + suffix).is_file():
                 return path.with_name(stem + suffix)
     return path

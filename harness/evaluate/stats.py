@@ -125,16 +125,20 @@ def per_problem(results_dir: Path, metric: str = "pass@1") -> pd.Series:
     the unbiased pass@k / chain_valid@k from that problem's n samples and c successes, or its share
     of samples (`uses_given_numbers`), or its count of distinct correct solutions (`diversity`). Its
     mean is the figure `summarize` reports."""
-    results = read_results(Path(results_dir))
+    return _scores(read_results(Path(results_dir)), metric, results_dir)
+
+
+def _scores(results: Sequence[SampleResult], metric: str, source: Path) -> pd.Series:
+    """`per_problem` of results already read from `source`."""
     try:
         scores = per_problem_scores(group_by_problem(results), metric)
     except ValueError as error:
         raise BadInput(str(error)) from None
     name = metric.partition("@")[0]
     if name not in COUNTS and not carries(results, COUNTED.get(name, name)):
-        raise BadInput(f"{results_dir}: its task does not record {COUNTED.get(name, name)!r}, so there is no {metric}")
+        raise BadInput(f"{source}: its task does not record {COUNTED.get(name, name)!r}, so there is no {metric}")
     if not scores:
-        raise BadInput(f"{results_dir}: no problem has enough samples for {metric}")
+        raise BadInput(f"{source}: no problem has enough samples for {metric}")
     return pd.Series(scores, name=metric, dtype=float).rename_axis("task_id")
 
 
@@ -245,8 +249,12 @@ def paired(a_dirs: list[Path], b_dirs: list[Path], metric: str = "pass@1", n_boo
            seed: int = 0) -> Paired:
     """A against B on the problems both were evaluated on (seeds of each, as in `cell`): the paired
     bootstrap of mean(a) - mean(b), the same problems resampled for both."""
+    return _paired_of(_units(a_dirs, metric), _units(b_dirs, metric), n_boot, seed)
+
+
+def _paired_of(a_units: list[_Unit], b_units: list[_Unit], n_boot: int, seed: int) -> Paired:
     _check_boot(n_boot)
-    strata = _strata([_units(a_dirs, metric), _units(b_dirs, metric)])
+    strata = _strata([a_units, b_units])
     if not strata:
         raise BadInput("the two configurations were evaluated on no common problems (same task, split and split seed)")
     diff, replicates = _hierarchical(strata, n_boot, seed)
@@ -301,11 +309,19 @@ def compare(a_dirs: Sequence[Path], b_dirs: Sequence[Path], metrics: Sequence[st
     for each metric, A's and B's figures with their intervals (`cell`) and A - B paired on the problems
     both were evaluated on (`paired`). What `ladir-bench compare` prints."""
     a_dirs, b_dirs = [_evaluation(d) for d in a_dirs], [_evaluation(d) for d in b_dirs]
+    if not a_dirs or not b_dirs:
+        raise BadInput("no results folders given")
+    # each evaluation's samples read once, whatever the number of metrics
+    read = {d: (problem_set(d), read_results(d)) for d in dict.fromkeys([*a_dirs, *b_dirs])}
+
+    def units(dirs: list[Path], metric: str) -> list[_Unit]:
+        return [_Unit(read[d][0], _scores(read[d][1], metric, d)) for d in dirs]
+
     rows = []
     for metric in metrics or shared_metrics([*a_dirs, *b_dirs]):
-        rows.append({"metric": metric, "a": asdict(cell(a_dirs, metric, n_boot, seed)),
-                     "b": asdict(cell(b_dirs, metric, n_boot, seed)),
-                     "a_minus_b": asdict(paired(a_dirs, b_dirs, metric, n_boot, seed))})
+        a, b = units(a_dirs, metric), units(b_dirs, metric)
+        rows.append({"metric": metric, "a": asdict(_cell_of(a, n_boot, seed)), "b": asdict(_cell_of(b, n_boot, seed)),
+                     "a_minus_b": asdict(_paired_of(a, b, n_boot, seed))})
     if not rows:
         raise BadInput("the evaluations report no metric in common")
     return rows

@@ -502,6 +502,9 @@ def reproduce_command(
                                                                      "(math, code: see the refusal)")] = None,
     methods: Annotated[Optional[str], typer.Option(help="only these methods (comma-separated)")] = None,
     tasks: Annotated[Optional[str], typer.Option(help="only these tasks (comma-separated)")] = None,
+    knob: Annotated[Optional[list[str]], typer.Option(
+        "--knob", help="only the sampling grid's points with these values, KNOB=V1,V2 (every method's grid) or "
+                       "METHOD.KNOB=V1,V2 (e.g. --knob mdm.steps=8,16); repeatable")] = None,
     runs_dir: RunsDirOpt = None,
 ) -> None:
     """One of the paper's tables from its shipped grid: trains and evaluates what is missing (resumable;
@@ -514,8 +517,10 @@ def reproduce_command(
     for method, count in counts.items():
         if not count.isdigit():
             raise BadInput(f"--method-seeds {f'{method}={count}'!r} is not METHOD=N")
+    knobs = {name: _names(values) for name, values in _assignments(knob or [], "--knob", "KNOB=V1,V2").items()}
     result = reproduce(table, scale, seeds, dry_run, fmt, out_dir, runs_root(runs_dir), files, _names(methods),
-                       _names(tasks), method_seeds={method: int(count) for method, count in counts.items()})
+                       _names(tasks), method_seeds={method: int(count) for method, count in counts.items()},
+                       knobs=knobs)
     print(result.text)
 
 

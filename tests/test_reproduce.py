@@ -127,6 +127,42 @@ def test_seeds_and_filters_shape_the_plan(tmp_path):
         reproduce("countdown", "tiny", dry_run=True, runs_root=tmp_path, methods=["nope"])
 
 
+def test_knob_selects_part_of_the_sampling_grid_and_never_writes_over_more_of_it(tmp_path):
+    """`--knob mdm.steps=8,16` plans MDM's evaluations at those step counts only and leaves the other
+    methods' grids whole; an unscoped knob selects in every grid that sets it; what the grids lack is
+    refused; a part of a grid goes to its own folder and may not replace a table of more of it."""
+    from harness.tools.ablation import plan_grid
+    from harness.tools.reproduce import load_scale, resolve_grid
+
+    def planned_steps(knobs, methods=None):
+        grid = resolve_grid("step-scaling", load_table("step-scaling"), "tiny", load_scale("tiny"), 1, {},
+                            methods, ["countdown3"], knobs=knobs)
+        return {plan.cell["method"]: [e.knobs.get("steps") for e in plan.evals] for plan in plan_grid(grid)}
+
+    whole = planned_steps(None)
+    assert whole == {"ladir": [1, 2, 5, 10, 30, 50], "mdm": [8, 16, 32, 64], "ar-sft": [None]}
+    assert planned_steps({"mdm.steps": ["8", "16"]}) == {**whole, "mdm": [8, 16]}
+    assert planned_steps({"steps": ["2", "5"]}, ["ladir"]) == {"ladir": [2, 5]}
+    for knobs, methods, message in (
+            ({"steps": ["8"]}, None, "steps=8 leaves ladir no sampling setting"),
+            ({"mdm.steps": ["7"]}, None, "has no steps 7 \\(its values: 8, 16, 32, 64\\)"),
+            ({"mdm.cfg_scale": ["1"]}, None, "sets no cfg_scale \\(it sets: steps\\)"),
+            ({"coconut.steps": ["8"]}, None, "samples no method coconut")):
+        with pytest.raises(BadInput, match=message):
+            planned_steps(knobs, methods)
+
+    part = reproduce("step-scaling", "tiny", dry_run=True, runs_root=tmp_path, tasks=["countdown3"],
+                     methods=["mdm"], knobs={"mdm.steps": ["8", "16"]})
+    assert part.out_dir == tmp_path / "step-scaling-tiny-countdown3-mdm.steps8-16"
+    assert ": 1 runs, 2 evaluations" in part.text, part.text
+    whole_table = tmp_path / "whole"
+    whole_table.mkdir()
+    (whole_table / "reproduce.json").write_text(json.dumps({"runs": [], "results": ["a", "b", "c"]}))
+    with pytest.raises(BadInput, match="holds a table of the whole sampling grid"):
+        reproduce("step-scaling", "tiny", runs_root=tmp_path, tasks=["countdown3"], methods=["mdm"],
+                  knobs={"mdm.steps": ["8"]}, out_dir=whole_table)
+
+
 def test_an_ablation_runs_on_another_task_with_the_same_runs_as_the_main_table(tmp_path):
     """`--tasks` may name a table's `other_tasks`: the step-scaling ablation on Countdown-3 plans the very
     runs the Countdown table trains there; two tasks make one column group each."""

@@ -190,13 +190,53 @@ def _filtered(parts: list[dict], key: str, wanted: list[str] | None, table: str,
     return kept
 
 
+def _selected_knobs(data: dict[str, Any], knobs: dict[str, list[str]], table: str) -> None:
+    """The sampling grids of the planned methods restricted, in place, to the points that set each knob
+    of `knobs` (`KNOB` for every method's grid, `METHOD.KNOB` for one method's) to one of its values
+    (compared as written: `steps=8` selects the grid's 8). A point that leaves the knob at its default is
+    not selected; a knob, method or value the grids do not have is refused, as is a method left with
+    no point."""
+    from harness.tools.ablation import union_of_products
+
+    planned = list(dict.fromkeys(method for part in data["train_grid"]
+                                 for method in part.get("method", [data.get("method", "ladir")])))
+    own = data.get("method_eval_grid") or {}
+    # each planned method's points, its own grid's or the shared eval_grid's
+    points = {method: union_of_products(own.get(method, data.get("eval_grid") or {}), "eval_grid")
+              for method in planned}
+    for name, values in knobs.items():
+        scope, _, knob = name.rpartition(".")
+        given = f"--knob {name}={','.join(values)}"
+        if scope and scope not in planned:
+            raise BadInput(f"{given}: table {table} samples no method {scope} here "
+                           f"(its methods: {', '.join(planned)})")
+        targets = [scope] if scope else [m for m in planned if any(knob in point for point in points[m])]
+        grid_values = list(dict.fromkeys(str(point[knob]) for m in targets for point in points[m] if knob in point))
+        if not grid_values:
+            known = sorted({key for m in ([scope] if scope else planned) for point in points[m] for key in point})
+            raise BadInput(f"{given}: table {table}'s sampling grid sets no {knob} "
+                           f"(it sets: {', '.join(known) or 'nothing, the defaults only'})")
+        unknown = [value for value in values if value not in grid_values]
+        if unknown:
+            raise BadInput(f"{given}: table {table} has no {knob} {', '.join(unknown)} "
+                           f"(its values: {', '.join(grid_values)})")
+        for method in targets:
+            points[method] = [point for point in points[method] if str(point.get(knob)) in values]
+            if not points[method]:
+                raise BadInput(f"{given} leaves {method} no sampling setting: select the other methods "
+                               f"with --methods, or scope the knob (METHOD.{knob})")
+    data["method_eval_grid"] = {method: [{key: [value] for key, value in point.items()} for point in chosen]
+                                for method, chosen in points.items()}
+
+
 def resolve_grid(table: str, spec: TableSpec, scale_name: str, scale: Scale, seeds: int,
                  files: dict[str, str], methods: list[str] | None = None, tasks: list[str] | None = None,
-                 overrides: dict[str, Any] | None = None, method_seeds: dict[str, int] | None = None) -> Grid:
+                 overrides: dict[str, Any] | None = None, method_seeds: dict[str, int] | None = None,
+                 knobs: dict[str, list[str]] | None = None) -> Grid:
     """The table's grid at this scale: the scale's shared settings, then the table's grid, then the
     table's own settings for this scale, then `overrides` (the demo's budget options); the
     train grid restricted to `methods` / `tasks` and crossed with seeds 0..seeds-1, or as many as
-    `method_seeds` gives the methods it names."""
+    `method_seeds` gives the methods it names; the sampling grids restricted to `knobs`' values."""
     data: dict[str, Any] = {"name": table, "preset": scale.preset, "settings": scale.settings,
                             "method_settings": scale.method_settings, "method_config": scale.method_config,
                             "eval": scale.eval, "run_names": "config"}
@@ -219,6 +259,8 @@ def resolve_grid(table: str, spec: TableSpec, scale_name: str, scale: Scale, see
     for part in seeded:
         part.setdefault("seed", list(range(seeds)))
     data["train_grid"] = seeded
+    if knobs:
+        _selected_knobs(data, knobs, table)
     return build_dataclass(Grid, _substitute(data, files), f"{table}.yaml at scale {scale_name}")
 
 
@@ -634,13 +676,14 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
               fmt: str = "markdown", out_dir: Path | None = None, runs_root: Path = Path("runs"),
               data_files: dict[str, str] | None = None, methods: list[str] | None = None,
               tasks: list[str] | None = None, overrides: dict[str, Any] | None = None,
-              method_seeds: dict[str, int] | None = None) -> Reproduced:
+              method_seeds: dict[str, int] | None = None, knobs: dict[str, list[str]] | None = None) -> Reproduced:
     """Plan the table's grid at the scale; with `dry_run`, describe it; else train and evaluate what is
     missing, then write the table (Markdown, LaTeX, CSV), its cells' numbers and its plot under `out_dir`
     (default runs/<table>-<scale>/, or runs/<table>-<scale>-<tasks>/ for a `tasks` selection: another
     selection is another table) and return it in `fmt`. Seeds: `seeds` for every method (default:
     the scale's, and the scale's `method_seeds` for its headline methods), `method_seeds` for the
-    methods it names whatever `seeds` says."""
+    methods it names whatever `seeds` says. `knobs` ({KNOB or METHOD.KNOB: values}) keeps the sampling
+    grid's points with those values, a part of the table (its default folder is named after them)."""
     if fmt not in FORMATS:
         raise BadInput(f"unknown table format {fmt!r} (markdown, latex, csv)")
     spec, scale = load_table(table), load_scale(scale_name)
@@ -661,15 +704,17 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
         raise BadInput(missing)
     headline_seeds = scale.method_seeds if explicit_seeds is None else {}
     grid = resolve_grid(table, spec, scale_name, scale, seeds, files, methods, tasks, overrides,
-                        {**headline_seeds, **(method_seeds or {})})
+                        {**headline_seeds, **(method_seeds or {})}, knobs)
     planned = {method for part in grid.train_grid for method in part.get("method", [])}
     unplanned = sorted(set(method_seeds or {}) - planned)
     if unplanned:
         raise BadInput(f"--method-seeds names {', '.join(unplanned)}, which this table does not train here "
                        f"(it trains {', '.join(sorted(planned))})")
     plans = plan_grid(grid)
-    out_dir = out_dir or runs_root / "-".join([table, scale_name, *(tasks or [])])
-    overwritten = _runs_dropped(out_dir, plans)
+    selection = {name: list(values) for name, values in (knobs or {}).items()}
+    out_dir = out_dir or runs_root / "-".join([table, scale_name, *(tasks or []),
+                                               *(f"{name}{'-'.join(values)}" for name, values in selection.items())])
+    overwritten = _runs_dropped(out_dir, plans) or _rows_dropped(out_dir, selection)
     if dry_run:
         plan_text = describe_plan(table, scale_name, scale, grid, plans, runs_root, missing or overwritten,
                                   _restorable(out_dir, runs_root, plans, grid.eval))
@@ -686,7 +731,7 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
     restore_runs(out_dir, runs_root, plans, grid.eval)
     evaluations = run_plan(plans, runs_root, grid.eval)
     written = write_outputs(table, spec, scale_name, scale, grid, evaluations, out_dir,
-                            time.time() - started)
+                            time.time() - started, selection)
     return Reproduced(written[fmt], out_dir, evaluations)
 
 
@@ -730,6 +775,17 @@ def _runs_dropped(out_dir: Path, plans: list[PlannedRun]) -> str | None:
         return None
     return (f"{out_dir} holds a table of runs this call does not plan ({', '.join(dropped)}); writing this one "
             f"there would drop their record: use another --out, or the grid that wrote it")
+
+
+def _rows_dropped(out_dir: Path, selection: dict[str, list[str]]) -> str | None:
+    """Why a `--knob` selection may not write into `out_dir`: the table there was not made by the same
+    selection, so it may hold rows this part of the grid lacks (a whole grid may write over a part)."""
+    record = _read_record(out_dir)
+    if not selection or not record or record.get("knobs") == selection:
+        return None
+    made_by = ", ".join(f"{name}={','.join(values)}" for name, values in (record.get("knobs") or {}).items())
+    return (f"{out_dir} holds a table of {'--knob ' + made_by if made_by else 'the whole sampling grid'}; a part "
+            f"of the grid written there would drop its other rows: use another --out")
 
 
 def _restorable(out_dir: Path, runs_root: Path, plans: list[PlannedRun], eval_spec: EvalSpec) -> dict[str, list[Path]]:
@@ -818,7 +874,8 @@ def restore_runs(out_dir: Path, runs_root: Path, plans: list[PlannedRun], eval_s
 
 
 def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, grid: Grid,
-                  evaluations: list[Evaluation], out_dir: Path, seconds: float) -> dict[str, str]:
+                  evaluations: list[Evaluation], out_dir: Path, seconds: float,
+                  selection: dict[str, list[str]] | None = None) -> dict[str, str]:
     """table.{md,tex,csv} in the paper's layout, cells.csv (every number), reproduce.json (what ran, the
     minutes) and the table's plots; returns the table text per format."""
     from harness.evaluate.report import load_frame, plot, render_paper_table
@@ -892,6 +949,7 @@ def write_outputs(table: str, spec: TableSpec, scale_name: str, scale: Scale, gr
         "train_minutes": round(sum(json.loads((e.folder / "metrics.json").read_text()).get("train_minutes") or 0
                                    for e in {e.run.name: e for e in evaluations}.values()), 2),
         "plots": plot_paths,
+        **({"knobs": selection} if selection else {}),  # a part of the sampling grid (`--knob`)
     })
     console.print(f"reproduce {table}: written to {out_dir}")
     return texts

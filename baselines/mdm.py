@@ -112,11 +112,16 @@ class MdmSampleKnobs:
     threshold: float = 0.0  # low_confidence: also commit every masked token this confident (Fast-dLLM); 0 = off
     cache: str = "none"  # none | prefix | dual: Fast-dLLM's approximate KV cache within a block
     refresh: str = "all"  # all (Fast-dLLM) | last_block: what a block's first pass recomputes of the cache
+    # target positions decoded; 0 = method_options.gen_length, the trained one. A length is a sampling
+    # choice (LLaDA samples at other lengths than its SFT targets'): what training teaches is the </s>
+    # padding after the text, so a task whose texts are short is decoded over fewer positions
+    gen_length: int = 0
     batch_size: int = 100  # rows per forward pass
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.temperature < 0 or self.block_length < 0 or self.batch_size < 1:
-            raise BadInput("bad MDM knob: need steps >= 1, temperature >= 0, block_length >= 0, batch_size >= 1")
+        if self.steps < 1 or self.temperature < 0 or self.block_length < 0 or self.batch_size < 1 or self.gen_length < 0:
+            raise BadInput("bad MDM knob: need steps >= 1, temperature >= 0, block_length >= 0, batch_size >= 1, "
+                           "gen_length >= 0")
         if self.decoder not in ("recipe", *DECODERS):
             raise BadInput(f"knob decoder must be one of recipe, {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.cache not in CACHES:
@@ -494,9 +499,12 @@ class MaskedDiffusion(Method):
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
-        if self.options.gen_length >= ctx.config.model.max_length:
-            raise BadInput(f"method_options.gen_length={self.options.gen_length} leaves no room for the question "
-                           f"within model.max_length={ctx.config.model.max_length}")
+        self._check_room(self.options.gen_length, "method_options.gen_length")
+
+    def _check_room(self, gen_length: int, name: str) -> None:
+        if gen_length >= self.ctx.config.model.max_length:
+            raise BadInput(f"{name}={gen_length} leaves no room for the question "
+                           f"within model.max_length={self.ctx.config.model.max_length}")
 
     @property
     def mask_id(self) -> int:
@@ -536,11 +544,16 @@ class MaskedDiffusion(Method):
         self.model = load_final_model(self.ctx, self.phase_name)
 
     def sample_knobs(self, knobs: dict) -> MdmSampleKnobs:
-        """The knobs, `decoder=recipe` resolved to the trained recipe's decoder."""
+        """The knobs, `decoder=recipe` resolved to the trained recipe's decoder and `gen_length=0` to the
+        trained length."""
         settings = super().sample_knobs(knobs)
-        if settings.decoder == "recipe":
-            settings = super().sample_knobs({**knobs, "decoder": RECIPE_DECODER[self.options.recipe]})
-        block_plan(self.options.gen_length, settings.block_length, settings.steps)  # fail before any sampling
+        resolved = {"decoder": RECIPE_DECODER[self.options.recipe]} if settings.decoder == "recipe" else {}
+        if not settings.gen_length:
+            resolved["gen_length"] = self.options.gen_length
+        if resolved:
+            settings = super().sample_knobs({**knobs, **resolved})
+        self._check_room(settings.gen_length, "knob gen_length")
+        block_plan(settings.gen_length, settings.block_length, settings.steps)  # fail before any sampling
         return settings
 
     def sample(self, problems: list[Problem], n: int, **knobs) -> list[list[str]]:
@@ -549,7 +562,7 @@ class MaskedDiffusion(Method):
         prompts = [prompt_ids(tokenizer, problem["prompt"]) for problem in problems]
 
         def run_batch(rows: list[Trajectory]) -> list[str]:
-            *_, targets = unmasking_steps(self.model, [prompts[r.problem] for r in rows], self.options.gen_length,
+            *_, targets = unmasking_steps(self.model, [prompts[r.problem] for r in rows], settings.gen_length,
                                           self.mask_id, settings.steps, settings.temperature, settings.block_length,
                                           RowNoise.of(rows), settings.decoder, settings.threshold,
                                           settings.remask_noise, settings.cache, settings.refresh,

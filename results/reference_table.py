@@ -142,7 +142,7 @@ def validation_curves(folder: Path) -> str:
 
 
 # MDM's decoding knobs a setting names where they differ from the method's defaults (`steps` has its column)
-MDM_DECODING = ("decoder", "block_length", "cache", "refresh", "threshold", "temperature")
+MDM_DECODING = ("decoder", "gen_length", "block_length", "cache", "refresh", "threshold", "temperature")
 
 
 def setting(metrics: dict, trained: dict) -> tuple[str, str]:

@@ -204,3 +204,13 @@ def test_train_then_eval_through_the_cli(runs_dir):
     assert metrics["n_problems"] == 3 and metrics["n_samples"] == 6 and metrics["knobs"]["steps"] == 4
     (metrics_file,) = (runs_dir / "mdm" / "results").rglob("metrics.json")
     assert json.loads(metrics_file.read_text())["method"] == "mdm"
+
+    # A shorter generation length than the trained one is a sampling knob: the text ends within it (the
+    # character tokenizer: a character a position), in a folder of its own; one past the model's is refused
+    run_cli(["eval", "--run", "mdm", "--k", "2", "--limit", "3", "--steps", "4", "--knob", "gen_length=8"], runs_dir)
+    (short,) = (runs_dir / "mdm" / "results").rglob("*gen_length8*/samples.jsonl")
+    completions = [json.loads(line)["completion"] for line in short.read_text().splitlines()]
+    assert len(completions) == 6 and max(map(len, completions)) <= 8
+    refused = run_cli(["eval", "--run", "mdm", "--k", "2", "--limit", "3", "--knob", "gen_length=256"], runs_dir,
+                      check=False)
+    assert refused.returncode == 2 and "knob gen_length=256 leaves no room" in refused.stderr

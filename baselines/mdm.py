@@ -119,7 +119,7 @@ class MdmSampleKnobs:
     batch_size: int = 100  # rows per forward pass
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.temperature < 0 or self.block_length < 0 or self.batch_size < 1 or self.gen_length < 0:
+        if min(self.steps - 1, self.temperature, self.block_length, self.batch_size - 1, self.gen_length) < 0:
             raise BadInput("bad MDM knob: need steps >= 1, temperature >= 0, block_length >= 0, batch_size >= 1, "
                            "gen_length >= 0")
         if self.decoder not in ("recipe", *DECODERS):

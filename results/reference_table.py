@@ -135,7 +135,7 @@ def validation_curves(folder: Path) -> str:
     for path in sorted((folder / "curves").glob("*.curve.json")):
         curve = json.loads(path.read_text())
         points = ", ".join(f"{row['phase']}@{row['step']}: {100 * row['pass@1']:.1f}" for row in curve["rows"])
-        knobs = "".join(f", {key}={value}" for key, value in (curve.get("knobs") or {}).items())
+        knobs = "".join(f", {knob}" for knob in curve.get("knobs") or [])  # `curve` writes them as KEY=VALUE
         setting = f"{curve['split']}, k = {curve['k']}, {curve['limit']} problems{knobs}"
         rows.append(f"| {curve['run']} | {setting} | {points} |")
     return "\n".join(["| run | evaluated on | Pass@1 at each checkpoint |", "| :--- | :--- | :--- |", *rows])

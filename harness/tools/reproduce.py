@@ -199,7 +199,7 @@ def _selected_knobs(data: dict[str, Any], knobs: dict[str, list[str]], table: st
     from harness.tools.ablation import union_of_products
 
     planned = list(dict.fromkeys(method for part in data["train_grid"]
-                                 for method in part.get("method", [data.get("method", "ladir")])))
+                                 for method in part.get("method", [data.get("method", Grid.method)])))
     own = data.get("method_eval_grid") or {}
     # each planned method's points, its own grid's or the shared eval_grid's
     points = {method: union_of_products(own.get(method, data.get("eval_grid") or {}), "eval_grid")

@@ -293,6 +293,24 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
     assert len(rows) == 5 * MICRO["eval"]["k"] and "AR-SFT" in again.text  # 5 problems, sampled anew
 
 
+def test_the_countdown_table_decodes_mdm_as_llada_and_with_a_confidence_threshold(tmp_path):
+    """MDM's two rows: LLaDA's low-confidence remasking (the paper's reference figures beside it) and
+    Fast-dLLM's 0.9 threshold, in a decoder column that a table without MDM leaves out."""
+    result = reproduce("countdown", "tiny", runs_root=tmp_path, methods=["mdm"], tasks=["countdown3"],
+                       overrides=MICRO)
+    lines = result.text.splitlines()
+    header = next(line for line in lines if line.startswith("| Method"))
+    assert [c.strip() for c in header.strip("|").split("|")][:3] == ["Method", "MDM decoder", "CD-3 P@1"]
+    rows = [line for line in lines[:6] if line.startswith("| MDM")]
+    assert len(rows) == 2
+    assert "low-confidence" in rows[0] and "LLaDA 8B SFT" in rows[0]
+    assert "threshold 0.9" in rows[1] and "LLaDA 8B SFT" not in rows[1]
+    knobs = [json.loads((tmp_path / folder / "metrics.json").read_text())["knobs"]
+             for folder in json.loads((result.out_dir / "reproduce.json").read_text())["results"]]
+    assert sorted(k["threshold"] for k in knobs) == [0.0, 0.9]
+    assert (result.out_dir / "cells.csv").read_text().startswith("method,threshold,task,metric")
+
+
 def test_refusals_are_one_line_with_exit_2(tmp_path, capsys, monkeypatch):
     from harness.cli import main
 

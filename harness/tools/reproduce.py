@@ -599,8 +599,10 @@ def paper_table(spec: TableSpec, layout: Layout, metrics: list[str], evaluations
                 reference: bool = True) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
     """(header, rows of text, the numbers of every cell) in the paper's layout."""
     rows, columns, baseline = build_rows(layout, evaluations)
+    # a row field none of these runs has is left out: the MDM decoder's column of a table without MDM
+    shown = [name for name in layout.rows if name == "method" or any(row.values[name] is not None for row in rows)]
     names = [_metric_name(m, k) for m in metrics]
-    header = [layout.headers.get(name, name.split(".")[-1]) for name in layout.rows]
+    header = [layout.headers.get(name, name.split(".")[-1]) for name in shown]
     for column in columns:
         prefix = " ".join(_label(layout, name, value) for name, value in zip(layout.columns, column, strict=True))
         header += [f"{prefix} {_metric_label(m)}".strip() for m in names]
@@ -608,14 +610,15 @@ def paper_table(spec: TableSpec, layout: Layout, metrics: list[str], evaluations
         header.append(f"paper ({spec.paper})" if spec.paper else "paper")
     text_rows, records = [], []
     for row in rows:
-        text = [_label(layout, name, row.values[name]) for name in layout.rows]
+        values = {name: row.values[name] for name in shown}
+        text = [_label(layout, name, value) for name, value in values.items()]
         for column in columns:
             column_values = dict(zip(layout.columns, column, strict=True))
             for metric in names:
                 cell_text, numbers = _cell_text(row, column, metric, baseline)
                 text.append(cell_text)
                 if numbers:
-                    records.append({**row.values, **column_values, "metric": metric, **numbers})
+                    records.append({**values, **column_values, "metric": metric, **numbers})
         if reference:
             found = next((entry.get("text", "") for entry in layout.reference
                           if _matches(row.values, entry.get("when") or {})), "")

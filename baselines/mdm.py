@@ -562,11 +562,16 @@ class MaskedDiffusion(Method):
         prompts = [prompt_ids(tokenizer, problem["prompt"]) for problem in problems]
 
         def run_batch(rows: list[Trajectory]) -> list[str]:
-            *_, targets = unmasking_steps(self.model, [prompts[r.problem] for r in rows], settings.gen_length,
-                                          self.mask_id, settings.steps, settings.temperature, settings.block_length,
-                                          RowNoise.of(rows), settings.decoder, settings.threshold,
-                                          settings.remask_noise, settings.cache, settings.refresh,
-                                          tokenizer.eos_token_id)
+            *_, targets = self.unmasking([prompts[r.problem] for r in rows], RowNoise.of(rows), settings)
             return [decode_target(tokenizer, row) for row in targets]
 
         return self.sample_batched(problems, n, settings.batch_size, run_batch)
+
+    def unmasking(self, prompts: Sequence[list[int]], noise: RowNoise,
+                  settings: MdmSampleKnobs) -> Iterator[torch.Tensor]:
+        """`unmasking_steps` under resolved knobs (`sample_knobs`): the targets after each step, a row
+        whose text has ended stopping at the next block."""
+        return unmasking_steps(self.model, prompts, settings.gen_length, self.mask_id, settings.steps,
+                               settings.temperature, settings.block_length, noise, settings.decoder,
+                               settings.threshold, settings.remask_noise, settings.cache, settings.refresh,
+                               self.ctx.tokenizer.eos_token_id)

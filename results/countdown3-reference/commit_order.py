@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
 
-from baselines.mdm import decode_target, prompt_ids, unmasking_steps  # noqa: E402
+from baselines.mdm import decode_target, prompt_ids  # noqa: E402
 from harness.evaluate.provenance import evaluated_checkpoint  # noqa: E402
 from harness.runs import open_run  # noqa: E402
 from harness.sampling import RowNoise, trajectories  # noqa: E402
@@ -39,9 +39,7 @@ def commit_order(method, ctx, problems, k: int, knobs: dict) -> dict:
     tokenizer, eos = ctx.tokenizer, ctx.tokenizer.eos_token_id
     rows = trajectories(problems, k, method.eval_seed)  # the draws `eval` makes
     prompts = [prompt_ids(tokenizer, problems[r.problem]["prompt"]) for r in rows]
-    states = list(unmasking_steps(method.model, prompts, settings.gen_length, method.mask_id, settings.steps,
-                                  settings.temperature, settings.block_length, RowNoise.of(rows), settings.decoder,
-                                  settings.threshold, settings.remask_noise, settings.cache, settings.refresh))
+    states = list(method.unmasking(prompts, RowNoise.of(rows), settings))  # as `eval` decodes, every step kept
     masked = torch.stack([state == method.mask_id for state in states])  # (steps, rows, positions)
     # the step each position was committed at: the first step after which it is no longer masked
     committed_at = (~masked).int().argmax(0)

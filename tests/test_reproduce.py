@@ -309,6 +309,19 @@ def test_the_countdown_table_decodes_mdm_as_llada_and_with_a_confidence_threshol
              for folder in json.loads((result.out_dir / "reproduce.json").read_text())["results"]]
     assert sorted(k["threshold"] for k in knobs) == [0.0, 0.9]
     assert (result.out_dir / "cells.csv").read_text().startswith("method,threshold,task,metric")
+    # The plan of a second seed charges each of its evaluations at the rate measured here at the same
+    # knobs (the threshold's cost is not the default decoder's), where a method without any finished
+    # evaluation falls back to the scale's estimate for its default knobs
+    rates = {knob["threshold"]: 1 / json.loads((tmp_path / folder / "metrics.json").read_text())["samples_per_s"]
+             for knob, folder in zip(knobs, json.loads((result.out_dir / "reproduce.json").read_text())["results"],
+                                     strict=True)}
+    plan = reproduce("countdown", "tiny", runs_root=tmp_path, methods=["mdm", "ar-sft"], tasks=["countdown3"],
+                     overrides=MICRO, seeds=2, dry_run=True).text
+    estimate = next(line for line in plan.splitlines() if "samples to draw and check" in line)
+    assert f"mdm {rates[0.0]:.3g} s/sample (wall, from finished evaluations here at these knobs)" in estimate
+    assert f"mdm threshold=0.9 {rates[0.9]:.3g} s/sample (wall, from finished evaluations here at these knobs)" \
+        in estimate
+    assert "ar-sft 0.012 s/sample (scale estimate, at the method's default knobs)" in estimate
 
 
 def test_refusals_are_one_line_with_exit_2(tmp_path, capsys, monkeypatch):

@@ -248,6 +248,23 @@ def _problems_hash(task: str, options: str, seed: int, split: str, limit: int | 
     return problems_sha256(get_task(task, seed=seed, **json.loads(options)).problems(split)[:limit])
 
 
+def resolved_knobs(config: RunConfig, planned: PlannedEval) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the method's default sampling knobs, every knob as `evaluate_run` resolves it for `planned`: the
+    defaults, the run's eval settings, the planned knobs), with no method built."""
+    from harness.evaluate.run import config_knobs
+    from harness.methods import get_method_class
+
+    knobs_class = get_method_class(config.method).SampleKnobs
+    defaults = asdict(knobs_class())
+    return defaults, {**defaults, **config_knobs(knobs_class, config), **planned.knobs}
+
+
+def sampled_at(knobs: dict[str, Any], defaults: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether an evaluation that recorded `knobs` sampled at `expected` (a knob newer than the
+    evaluation, so not recorded, reads as its default)."""
+    return all(knobs.get(name, defaults.get(name)) == value for name, value in expected.items())
+
+
 def evaluation_matcher(config: RunConfig, run_dir: Path, planned: PlannedEval, eval_spec: EvalSpec,
                        exact_limit: bool = False) -> Callable[[dict[str, Any], dict[str, Any]], bool]:
     """Whether an evaluation (its metrics.json and manifest.json) is `planned` for the run of `config` at
@@ -257,12 +274,7 @@ def evaluation_matcher(config: RunConfig, run_dir: Path, planned: PlannedEval, e
     weights (`_sampled_checkpoint`), and every sampling knob as `evaluate_run` resolves it (the method's
     defaults, the run's eval settings, the planned knobs; a knob newer than the evaluation reads as its
     default). A manifest older than the problems' hash matches on the rest."""
-    from harness.evaluate.run import config_knobs
-    from harness.methods import get_method_class
-
-    knobs_class = get_method_class(config.method).SampleKnobs
-    defaults = asdict(knobs_class())
-    expected = {**defaults, **config_knobs(knobs_class, config), **planned.knobs}
+    defaults, expected = resolved_knobs(config, planned)
     checkpoint = _sampled_checkpoint(config, run_dir)
     options = json.dumps(planned.task_options, sort_keys=True)
 
@@ -278,7 +290,7 @@ def evaluation_matcher(config: RunConfig, run_dir: Path, planned: PlannedEval, e
                 and metrics.get("task") == planned.task and metrics.get("k") == eval_spec.k
                 and metrics.get("split") == eval_spec.split and metrics.get("seed") == config.seed
                 and "engine" not in metrics  # only another engine than the method's own records one
-                and all(knobs.get(name, defaults.get(name)) == value for name, value in expected.items())
+                and sampled_at(knobs, defaults, expected)
                 and (eval_spec.limit is None
                      or (problems == eval_spec.limit if exact_limit else problems >= eval_spec.limit))
                 and same_problems(manifest))

@@ -54,8 +54,10 @@ from harness.tools.ablation import (
     finished_evaluations,
     plan_grid,
     remove_abandoned,
+    resolved_knobs,
     restored_in_full,
     run_plan,
+    sampled_at,
 )
 
 GRID_DIR = PRESET_DIR / "grids"
@@ -324,17 +326,27 @@ def _stages(run_dir: Path) -> tuple[str, ...]:
         return ()
 
 
-def measured_rates(runs_root: Path) -> tuple[dict[tuple, list[float]], dict[tuple, list[float]]]:
-    """(seconds per training step, seconds per sample) per run shape under `runs_root`, as [total
-    seconds, total steps or samples]: from runs whose every phase is finished (`phase_seconds`; a run
-    halfway through phases of unequal cost would misstate its method's rate) and from the finished
-    evaluations' metrics.json (samples_per_s)."""
+@dataclass
+class MeasuredSampling:
+    """A finished evaluation's wall time: its run's shape, the knobs it sampled at, seconds and samples."""
+
+    shape: tuple
+    knobs: dict[str, Any]
+    seconds: float
+    samples: int
+
+
+def measured_rates(runs_root: Path) -> tuple[dict[tuple, list[float]], list[MeasuredSampling]]:
+    """(seconds per training step per run shape under `runs_root`, as [total seconds, total steps]; every
+    finished evaluation's sampling time): from runs whose every phase is finished (`phase_seconds`; a run
+    halfway through phases of unequal cost would misstate its method's rate) and from the evaluations'
+    metrics.json (samples_per_s, and the knobs: a knob can change the cost several times over)."""
     import yaml
 
     from harness.train.checkpoint import DONE_MARKER
 
     train: dict[tuple, list[float]] = {}
-    sampling: dict[tuple, list[float]] = {}
+    sampling: list[MeasuredSampling] = []
     for config_path in runs_root.glob("[!.]*/config.yaml") if runs_root.is_dir() else []:  # not a restore's staging
         try:
             config = yaml.safe_load(config_path.read_text()) or {}
@@ -352,10 +364,25 @@ def measured_rates(runs_root: Path) -> tuple[dict[tuple, list[float]], dict[tupl
         for metrics_path in config_path.parent.glob("results/*/*/metrics.json"):
             metrics = json.loads(metrics_path.read_text())
             if metrics.get("samples_per_s") and metrics.get("n_samples"):
-                total = sampling.setdefault(shape, [0.0, 0.0])
-                total[0] += metrics["n_samples"] / metrics["samples_per_s"]
-                total[1] += metrics["n_samples"]
+                sampling.append(MeasuredSampling(shape, metrics.get("knobs") or {},
+                                                 metrics["n_samples"] / metrics["samples_per_s"], metrics["n_samples"]))
     return train, sampling
+
+
+def sampling_rate(shape: tuple, defaults: dict[str, Any], expected: dict[str, Any], measured: list[MeasuredSampling],
+                  fallback: dict[str, float]) -> tuple[float | None, str]:
+    """Seconds per sample of an evaluation still to run, and where the figure comes from: finished
+    evaluations here of the same model shape at the same knobs, else at other knobs (the method's cost at
+    some setting), else the scale's estimate for the method (measured at its default knobs)."""
+    same_shape = [m for m in measured if m.shape == shape]
+    for found, source in (([m for m in same_shape if sampled_at(m.knobs, defaults, expected)], "wall, from "
+                           "finished evaluations here at these knobs"),
+                          (same_shape, "wall, from finished evaluations here at other knobs")):
+        if found:
+            return sum(m.seconds for m in found) / sum(m.samples for m in found), source
+    if shape[0] in fallback:
+        return float(fallback[shape[0]]), "scale estimate, at the method's default knobs"
+    return None, ""
 
 
 def _hours(seconds: float) -> str:
@@ -406,8 +433,9 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
         shape = _shape(plan.config.to_dict())
         # a restored run the grid asks more of is set aside and retrained: its copies count for nothing
         set_aside = (ctx.run_dir / RESTORED).is_file()
-        evals_done = 0 if set_aside else sum(bool(finished_evaluations(ctx.run_dir, plan.config, e, grid.eval))
-                                             for e in plan.evals)
+        evals_left = plan.evals if set_aside else [e for e in plan.evals
+                                                   if not finished_evaluations(ctx.run_dir, plan.config, e, grid.eval)]
+        evals_done = len(plan.evals) - len(evals_left)
         n_evals += len(plan.evals)
         done_evals += evals_done
         done_runs += done == planned
@@ -422,10 +450,13 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
                      f"{evals_done}/{len(plan.evals)}"])
         left_steps[shape] = left_steps.get(shape, 0) + planned - done
         if grid.eval.limit is None:
-            whole_splits_left += len(plan.evals) - evals_done
-        else:
-            samples = (len(plan.evals) - evals_done) * grid.eval.k * grid.eval.limit
-            left_samples[shape] = left_samples.get(shape, 0) + samples
+            whole_splits_left += len(evals_left)
+        for planned in evals_left if grid.eval.limit is not None else []:
+            setting = f"{plan.config.method}{''.join(f' {k}={v}' for k, v in sorted(planned.knobs.items()))}"
+            rate, source = sampling_rate(shape, *resolved_knobs(plan.config, planned), measured_sampling,
+                                         scale.seconds_per_sample)
+            left_samples[setting, rate, source] = left_samples.get((setting, rate, source), 0) + \
+                grid.eval.k * grid.eval.limit
         backbone = ctx.backbone
         if plan.config.model.from_scratch and plan.config.train.base_steps and backbone.objective != SCRATCH:
             base_dir = backbone.base_directory(backbone.objective)
@@ -435,26 +466,23 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
     for base_shape, steps in bases.values():
         left_steps[base_shape] = left_steps.get(base_shape, 0) + steps
 
-    def seconds(left: dict, measured: dict, fallback: dict[str, float], unit: str) -> tuple[float, list[str], int]:
-        total, sources, unknown = 0.0, [], 0
-        for shape, count in left.items():
-            if not count:
-                continue
-            method = shape[0]
-            if shape in measured:
-                rate, source = measured[shape][0] / measured[shape][1], "wall, from finished runs here"
-            elif method in fallback:
-                rate, source = float(fallback[method]), "scale estimate"
-            else:
-                unknown += count
-                continue
-            total += rate * count
-            sources.append(f"{method} {rate:.3g} s/{unit} ({source})")
-        return total, sorted(set(sources)), unknown
-
-    train_s, train_sources, train_unknown = seconds(left_steps, measured_train, scale.seconds_per_step, "step")
-    sample_s, sample_sources, sample_unknown = seconds(left_samples, measured_sampling, scale.seconds_per_sample,
-                                                       "sample")
+    train_s, train_sources, train_unknown = 0.0, set(), 0
+    for shape, count in left_steps.items():
+        if not count:
+            continue
+        if shape in measured_train:
+            rate, source = measured_train[shape][0] / measured_train[shape][1], "wall, from finished runs here"
+        elif shape[0] in scale.seconds_per_step:
+            rate, source = float(scale.seconds_per_step[shape[0]]), "scale estimate"
+        else:
+            train_unknown += count
+            continue
+        train_s += rate * count
+        train_sources.add(f"{shape[0]} {rate:.3g} s/step ({source})")
+    sample_s = sum(rate * count for (_, rate, _), count in left_samples.items() if rate is not None)
+    sample_unknown = sum(count for (_, rate, _), count in left_samples.items() if rate is None)
+    sample_sources = sorted({f"{setting} {rate:.3g} s/sample ({source})"
+                             for setting, rate, source in left_samples if rate is not None})
     frame = pd.DataFrame(rows, columns=["run", "method", "task", "seed", "training", "evaluations"])
     limit = "all" if grid.eval.limit is None else grid.eval.limit
     header = (f"reproduce {table} --scale {scale_name}: {len(plans)} runs, {n_evals} evaluations "
@@ -463,7 +491,7 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
                 f" ({len(bases)} shared base LM(s) included)" if bases else "",
                 f", ~{_hours(train_s)}" if train_s else "",
                 f" (+{train_unknown} steps with no estimate)" if train_unknown else "",
-                f" [{'; '.join(train_sources)}]" if train_sources else ""]
+                f" [{'; '.join(sorted(train_sources))}]" if train_sources else ""]
     sampling = [f"              {sum(left_samples.values())} samples to draw and check",
                 f", ~{_hours(sample_s)}" if sample_s else "",
                 f" (+{sample_unknown} with no estimate)" if sample_unknown else "",

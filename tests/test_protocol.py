@@ -105,6 +105,21 @@ def test_eval_writes_results_and_resumes_without_duplicates(runs_dir, ar_sft_mic
     assert sitting["problems"] == 4 and sitting["git_revision"] == manifest["git_revision"]
     run_cli(["eval", "--run", "ev", "--k", "3", "--limit", "4"], runs_dir)
     assert json.loads((out_dir / "manifest.json").read_text())["sampled_by"] == [sitting]
+    # A re-score that changes no figure writes nothing: files written by older code (its revision, a
+    # knob list without a knob added since, read as its default) stay as they are; a figure the code
+    # now computes otherwise is rewritten, with the revision that computed it
+    older_manifest = {**json.loads((out_dir / "manifest.json").read_text()), "git_revision": "0" * 40}
+    older_metrics = json.loads((out_dir / "metrics.json").read_text())
+    del older_metrics["knobs"]["top_p"]
+    (out_dir / "manifest.json").write_text(json.dumps(older_manifest))
+    (out_dir / "metrics.json").write_text(json.dumps(older_metrics))
+    held = {name: (out_dir / name).read_bytes() for name in ("manifest.json", "metrics.json")}
+    run_cli(["eval", "--run", "ev", "--k", "3", "--limit", "4"], runs_dir)
+    assert {name: (out_dir / name).read_bytes() for name in held} == held
+    (out_dir / "metrics.json").write_text(json.dumps({**older_metrics, "pass@1": 2.0}))
+    run_cli(["eval", "--run", "ev", "--k", "3", "--limit", "4"], runs_dir)
+    assert json.loads((out_dir / "metrics.json").read_text())["pass@1"] == metrics["pass@1"]
+    assert json.loads((out_dir / "manifest.json").read_text())["git_revision"] == manifest["git_revision"]
 
     # Simulate an interruption: the last problem only half written. The re-run drops and redoes it.
     lines = samples_path.read_text().splitlines()

@@ -234,12 +234,32 @@ def evaluate_run(method: Method, ctx: RunContext, task: Task, split: str, k: int
         trained = training_compute(ctx.run_dir, base_phase(ctx))
         metrics.update({"train_flops": trained["flops"], "train_tokens": trained["forward_tokens"],
                         "train_compute": trained})
-        write_json_atomic(out_dir / "metrics.json", metrics)
-        write_json_atomic(out_dir / "manifest.json", manifest(ctx, {"task": task.name, "split": split, "k": k,
-                                                                     "limit": limit, "knobs": resolved, "eval_seed": seed,
-                                                                     "checkpoint": evaluated,
-                                                                     "engine": engine_record(engine),
-                                                                     "problems_sha256": problems_sha256(problems),
-                                                                     "checker": task.checker_settings(),
-                                                                     "sampled_by": sampled_by(out_dir)}))
+        record = manifest(ctx, {"task": task.name, "split": split, "k": k, "limit": limit, "knobs": resolved,
+                                "eval_seed": seed, "checkpoint": evaluated, "engine": engine_record(engine),
+                                "problems_sha256": problems_sha256(problems), "checker": task.checker_settings(),
+                                "sampled_by": sampled_by(out_dir)})
+        if not _holds_already(out_dir, metrics, record, defaults):
+            write_json_atomic(out_dir / "metrics.json", metrics)
+            write_json_atomic(out_dir / "manifest.json", record)
     return metrics, out_dir
+
+
+def _holds_already(out_dir: Path, metrics: dict[str, Any], record: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """Whether `out_dir` already holds this evaluation as scored now: the same figures (a knob newer than
+    its metrics.json reads as its default) from the same samples (the same sittings of the same weights
+    on the same problems, checked the same way). Re-scoring a finished evaluation then writes nothing,
+    and its files keep the revision that made them; a figure the code now computes otherwise rewrites both."""
+    try:
+        held = json.loads((out_dir / "metrics.json").read_text())
+        held_record = json.loads((out_dir / "manifest.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    held["knobs"] = {**defaults, **(held.get("knobs") or {})}
+
+    def canonical(value: Any) -> str:
+        return json.dumps(value, sort_keys=True)
+
+    return canonical(held) == canonical(metrics) and all(
+        canonical(held_record.get(key)) == canonical(record[key])
+        for key in ("task", "split", "k", "limit", "eval_seed", "checkpoint", "engine", "problems_sha256", "checker",
+                    "sampled_by"))

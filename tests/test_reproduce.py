@@ -150,6 +150,18 @@ def test_knob_selects_part_of_the_sampling_grid_and_never_writes_over_more_of_it
             ({"coconut.steps": ["8"]}, None, "samples no method coconut")):
         with pytest.raises(BadInput, match=message):
             planned_steps(knobs, methods)
+    # A point that leaves the knob unset is selected by the method's default (the countdown grid's MDM
+    # rows: LLaDA's decoder, threshold 0.0 by default, and the 0.9 threshold); numbers compare as numbers
+    def planned_mdm(knobs):
+        grid = resolve_grid("countdown", load_table("countdown"), "tiny", load_scale("tiny"), 1, {}, ["mdm"],
+                            ["countdown3"], knobs=knobs)
+        return [e.knobs for plan in plan_grid(grid) for e in plan.evals]
+
+    assert planned_mdm(None) == [{}, {"threshold": 0.9}]
+    assert planned_mdm({"mdm.threshold": ["0"]}) == [{}]
+    assert planned_mdm({"threshold": ["0.90"]}) == [{"threshold": 0.9}]
+    with pytest.raises(BadInput, match="has no threshold 0.5 \\(its values: 0.0, 0.9\\)"):
+        planned_mdm({"mdm.threshold": ["0.5"]})
 
     part = reproduce("step-scaling", "tiny", dry_run=True, runs_root=tmp_path, tasks=["countdown3"],
                      methods=["mdm"], knobs={"mdm.steps": ["8", "16"]})

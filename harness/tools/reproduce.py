@@ -195,10 +195,20 @@ def _filtered(parts: list[dict], key: str, wanted: list[str] | None, table: str,
 def _selected_knobs(data: dict[str, Any], knobs: dict[str, list[str]], table: str) -> None:
     """The sampling grids of the planned methods restricted, in place, to the points that set each knob
     of `knobs` (`KNOB` for every method's grid, `METHOD.KNOB` for one method's) to one of its values
-    (compared as written: `steps=8` selects the grid's 8). A point that leaves the knob at its default is
-    not selected; a knob, method or value the grids do not have is refused, as is a method left with
-    no point."""
+    (`steps=8` selects the grid's 8; numbers compare as numbers). A point that leaves the knob unset
+    samples at the method's default and is selected by that value (`mdm.threshold=0` selects the
+    countdown grid's LLaDA decoder); a knob, method or value the grids do not have is refused, as is a
+    method left with no point."""
+    from harness.methods import get_method_class
     from harness.tools.ablation import union_of_products
+
+    def default(method: str, knob: str) -> Any:
+        return getattr(get_method_class(method).SampleKnobs(), knob, None)
+
+    def same(value: Any, given: str) -> bool:
+        with contextlib.suppress(TypeError, ValueError):
+            return float(value) == float(given)
+        return str(value) == given
 
     planned = list(dict.fromkeys(method for part in data["train_grid"]
                                  for method in part.get("method", [data.get("method", Grid.method)])))
@@ -213,17 +223,18 @@ def _selected_knobs(data: dict[str, Any], knobs: dict[str, list[str]], table: st
             raise BadInput(f"{given}: table {table} samples no method {scope} here "
                            f"(its methods: {', '.join(planned)})")
         targets = [scope] if scope else [m for m in planned if any(knob in point for point in points[m])]
-        grid_values = list(dict.fromkeys(str(point[knob]) for m in targets for point in points[m] if knob in point))
-        if not grid_values:
+        if not any(knob in point for m in targets for point in points[m]):
             known = sorted({key for m in ([scope] if scope else planned) for point in points[m] for key in point})
             raise BadInput(f"{given}: table {table}'s sampling grid sets no {knob} "
                            f"(it sets: {', '.join(known) or 'nothing, the defaults only'})")
-        unknown = [value for value in values if value not in grid_values]
+        grid_values = list(dict.fromkeys(point.get(knob, default(m, knob)) for m in targets for point in points[m]))
+        unknown = [value for value in values if not any(same(v, value) for v in grid_values)]
         if unknown:
             raise BadInput(f"{given}: table {table} has no {knob} {', '.join(unknown)} "
-                           f"(its values: {', '.join(grid_values)})")
+                           f"(its values: {', '.join(map(str, grid_values))})")
         for method in targets:
-            points[method] = [point for point in points[method] if str(point.get(knob)) in values]
+            points[method] = [point for point in points[method]
+                              if any(same(point.get(knob, default(method, knob)), value) for value in values)]
             if not points[method]:
                 raise BadInput(f"{given} leaves {method} no sampling setting: select the other methods "
                                f"with --methods, or scope the knob (METHOD.{knob})")

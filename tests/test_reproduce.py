@@ -162,6 +162,9 @@ def test_knob_selects_part_of_the_sampling_grid_and_never_writes_over_more_of_it
     assert planned_mdm({"threshold": ["0.90"]}) == [{"threshold": 0.9}]
     with pytest.raises(BadInput, match="has no threshold 0.5 \\(its values: 0.0, 0.9\\)"):
         planned_mdm({"mdm.threshold": ["0.5"]})
+    grid = resolve_grid("countdown", load_table("countdown"), "tiny", load_scale("tiny"), 1, {}, ["ladir"],
+                        ["countdown3"], knobs={"ladir.reencode": ["true"]})
+    assert [e.knobs for plan in plan_grid(grid) for e in plan.evals] == [{"reencode": True, "steps": 1}]
 
     part = reproduce("step-scaling", "tiny", dry_run=True, runs_root=tmp_path, tasks=["countdown3"],
                      methods=["mdm"], knobs={"mdm.steps": ["8", "16"]})

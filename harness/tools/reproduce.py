@@ -195,10 +195,10 @@ def _filtered(parts: list[dict], key: str, wanted: list[str] | None, table: str,
 def _selected_knobs(data: dict[str, Any], knobs: dict[str, list[str]], table: str) -> None:
     """The sampling grids of the planned methods restricted, in place, to the points that set each knob
     of `knobs` (`KNOB` for every method's grid, `METHOD.KNOB` for one method's) to one of its values
-    (`steps=8` selects the grid's 8; numbers compare as numbers). A point that leaves the knob unset
-    samples at the method's default and is selected by that value (`mdm.threshold=0` selects the
-    countdown grid's LLaDA decoder); a knob, method or value the grids do not have is refused, as is a
-    method left with no point."""
+    (`steps=8` selects the grid's 8; numbers compare as numbers, booleans in any case). A point that
+    leaves the knob unset samples at the method's default and is selected by that value
+    (`mdm.threshold=0` selects the countdown grid's LLaDA decoder); a knob, method or value the grids
+    do not have is refused, as is a method left with no point."""
     from harness.methods import get_method_class
     from harness.tools.ablation import union_of_products
 
@@ -206,6 +206,8 @@ def _selected_knobs(data: dict[str, Any], knobs: dict[str, list[str]], table: st
         return getattr(get_method_class(method).SampleKnobs(), knob, None)
 
     def same(value: Any, given: str) -> bool:
+        if isinstance(value, bool):
+            return given.lower() == str(value).lower()
         with contextlib.suppress(TypeError, ValueError):
             return float(value) == float(given)
         return str(value) == given

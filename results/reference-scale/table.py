@@ -12,12 +12,15 @@ from reference_table import markdown, percent
 
 HERE = Path(__file__).resolve().parent
 TRAINING_PROBLEMS = 50_000  # Countdown-3's and -4's training splits: epochs = step x batch / this
-# (label, task, curve file, its run's config): the curve that fixed the scale on Countdown-4, and
-# AR-SFT's run at that scale on Countdown-3 (../countdown3-reference/), the task lever
+# (label, task, curve file, its run's config): the curve that fixed the scale on Countdown-4, AR-SFT's
+# run at that scale on Countdown-3 (../countdown3-reference/), the task lever, and the same Countdown-4
+# run with a wider or a deeper model, the size lever
 CD3_RUN = "ar-sft-countdown3-seed0-53ee81f0fe"
 CURVES = [("AR-SFT", "Countdown-4", "lc-ar.curve.json", "lc-ar.config.json"),
           ("AR-SFT", "Countdown-3", f"../countdown3-reference/curves/{CD3_RUN}.curve.json",
-           f"../countdown3-reference/configs/{CD3_RUN}.yaml")]
+           f"../countdown3-reference/configs/{CD3_RUN}.yaml"),
+          ("AR-SFT", "Countdown-4", "lc-ar-d192.curve.json", "lc-ar-d192.config.json"),
+          ("AR-SFT", "Countdown-4", "lc-ar-l8.curve.json", "lc-ar-l8.config.json")]
 COLUMNS = [("Pass@1", "pass@1"), ("Pass@10", "pass@10"), ("chain_valid@1", "chain_valid@1"),
            ("uses given numbers", "uses_given_numbers"), ("arithmetic exact, all steps", "arithmetic_valid"),
            ("before the last", "arithmetic_valid_before_last"), ("last step", "arithmetic_valid_last"),
@@ -30,19 +33,27 @@ def curves() -> list[tuple[str, str, dict, dict]]:
     import yaml
 
     return [(label, task, json.loads((HERE / curve).read_text()), yaml.safe_load((HERE / config).read_text()))
-            for label, task, curve, config in CURVES]
+            for label, task, curve, config in CURVES if (HERE / curve).is_file()]
+
+
+def model(config: dict) -> str:
+    """The model's width and depth, and its parameters outside the embeddings (attention 4 d^2 and the
+    gated MLP 3 d x intermediate per layer, what the matmul FLOPs scale with)."""
+    m = config["model"]
+    blocks = m["num_layers"] * (4 * m["hidden_size"] ** 2 + 3 * m["hidden_size"] * m["intermediate_size"])
+    return f"d {m['hidden_size']}, {m['num_layers']} layers ({blocks / 1e6:.2f}M)"
 
 
 def table() -> str:
-    header = ["method", "task", "fine-tuning step", "of", "epochs", *(name for name, _ in COLUMNS)]
+    header = ["method", "task", "model", "fine-tuning step", "of", "epochs", *(name for name, _ in COLUMNS)]
     lines = []
     for label, task, curve, config in curves():
         steps, batch = config["train"]["steps"], config["train"]["batch_size"]
         for row in curve["rows"]:
-            lines.append([label, task, str(row["step"]), str(steps),
+            lines.append([label, task, model(config), str(row["step"]), str(steps),
                           f"{row['step'] * batch / TRAINING_PROBLEMS:.1f}",
                           *(percent(row.get(key)) for _, key in COLUMNS)])
-    return markdown(header, lines, left=2)
+    return markdown(header, lines, left=3)
 
 
 def plot(out: Path) -> Path:
@@ -52,11 +63,12 @@ def plot(out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (label, task, curve, _), color in zip(curves(), ("tab:blue", "tab:orange"), strict=False):
+    for (label, task, curve, config), color in zip(curves(), ("tab:blue", "tab:orange", "tab:green", "tab:red"),
+                                                   strict=False):
         steps = [row["step"] for row in curve["rows"]]
         for key, style in (("pass@1", "-o"), ("arithmetic_valid", "--s"), ("arithmetic_valid_before_last", ":^")):
             ax.plot(steps, [100 * row[key] for row in curve["rows"]], style, color=color,
-                    label=f"{label} {task} {key}")
+                    label=f"{label} {task}, {model(config)}: {key}")
     ax.axhline(80, color="grey", linewidth=0.8)
     ax.set_xlabel("fine-tuning step (batch 64)")
     ax.set_ylabel("%")

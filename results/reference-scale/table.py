@@ -14,13 +14,12 @@ HERE = Path(__file__).resolve().parent
 TRAINING_PROBLEMS = 50_000  # Countdown-3's and -4's training splits: epochs = step x batch / this
 # (label, task, curve file, its run's config): the curve that fixed the scale on Countdown-4, AR-SFT's
 # run at that scale on Countdown-3 (../countdown3-reference/), the task lever, and the same Countdown-4
-# run with a wider or a deeper model, the size lever
+# run with a wider model, the size lever
 CD3_RUN = "ar-sft-countdown3-seed0-53ee81f0fe"
 CURVES = [("AR-SFT", "Countdown-4", "lc-ar.curve.json", "lc-ar.config.json"),
           ("AR-SFT", "Countdown-3", f"../countdown3-reference/curves/{CD3_RUN}.curve.json",
            f"../countdown3-reference/configs/{CD3_RUN}.yaml"),
-          ("AR-SFT", "Countdown-4", "lc-ar-d192.curve.json", "lc-ar-d192.config.json"),
-          ("AR-SFT", "Countdown-4", "lc-ar-l8.curve.json", "lc-ar-l8.config.json")]
+          ("AR-SFT", "Countdown-4", "lc-ar-d192.curve.json", "lc-ar-d192.config.json")]
 COLUMNS = [("Pass@1", "pass@1"), ("Pass@10", "pass@10"), ("chain_valid@1", "chain_valid@1"),
            ("uses given numbers", "uses_given_numbers"), ("arithmetic exact, all steps", "arithmetic_valid"),
            ("before the last", "arithmetic_valid_before_last"), ("last step", "arithmetic_valid_last"),
@@ -63,7 +62,7 @@ def plot(out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (label, task, curve, config), color in zip(curves(), ("tab:blue", "tab:orange", "tab:green", "tab:red"),
+    for (label, task, curve, config), color in zip(curves(), ("tab:blue", "tab:orange", "tab:green"),
                                                    strict=False):
         steps = [row["step"] for row in curve["rows"]]
         for key, style in (("pass@1", "-o"), ("arithmetic_valid", "--s"), ("arithmetic_valid_before_last", ":^")):

@@ -159,7 +159,7 @@ def setting(metrics: dict, trained: dict) -> tuple[str, str]:
         defaults = {key: getattr(MdmSampleKnobs(), key) for key in MDM_DECODING}
         changed = [f"{key}={knobs[key]}" for key, default in defaults.items() if knobs.get(key, default) != default]
         trained = {**vars(MdmOptions()), **trained}
-        training = [f"trained with {key}={trained[key]}" for key in ("recipe", "base")
+        training = [f"trained with {key}={trained[key]}" for key in ("recipe", "base", "gen_length")
                     if trained[key] != getattr(MdmOptions(), key)]
         if training and knobs.get("decoder", "recipe") == "recipe":
             changed.insert(0, f"its recipe's decoder ({RECIPE_DECODER[trained['recipe']]})")

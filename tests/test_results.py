@@ -171,18 +171,21 @@ def test_the_front_page_shows_the_committed_headline_table():
 
 
 def test_the_decoding_table_says_how_an_mdm_run_was_trained_where_it_differs(tmp_path):
-    """Two MDM runs under one decoder: the one trained with MGDM's recipe is named so, the default one is not."""
+    """MDM runs under one decoder: one trained with MGDM's recipe, or over fewer target positions, is named
+    so, the default one is not."""
     decoding = runpy.run_path(str(RESULTS / "reference_table.py"))["decoding"]
     (tmp_path / "decoding").mkdir()
-    for run, recipe, decoder in (("mdm-a", "llada", "low_confidence"), ("mdm-b", "mgdm", "low_confidence"),
-                                 ("mdm-c", "mgdm", "recipe")):
+    for run, recipe, decoder, length in (("mdm-a", "llada", "low_confidence", 96),
+                                         ("mdm-b", "mgdm", "low_confidence", 96), ("mdm-c", "mgdm", "recipe", 96),
+                                         ("mdm-d", "llada", "low_confidence", 48)):
         stem = tmp_path / "decoding" / f"{run}.countdown3-val.k10"
         metrics = {"run": run, "method": "mdm", "split": "val", "knobs": {"steps": 32, "decoder": decoder},
                    "pass@1": 0.05, "samples_per_s": 2.0}
         stem.with_name(stem.name + ".metrics.json").write_text(json.dumps(metrics))
-        manifest = {"config": {"method_options": {"recipe": recipe, "base": "masked-diffusion"}}}
+        manifest = {"config": {"method_options": {"recipe": recipe, "base": "masked-diffusion", "gen_length": length}}}
         stem.with_name(stem.name + ".manifest.json").write_text(json.dumps(manifest))
     rows = {line.split("`")[-2]: line for line in decoding(tmp_path).splitlines()[2:]}
     assert "trained with recipe=mgdm, decoder=low_confidence" in rows["mdm-b.countdown3-val.k10"]
     assert "trained with" not in rows["mdm-a.countdown3-val.k10"]
     assert "trained with recipe=mgdm, its recipe's decoder (easy_first)" in rows["mdm-c.countdown3-val.k10"]
+    assert "trained with gen_length=48, decoder=low_confidence" in rows["mdm-d.countdown3-val.k10"]

@@ -161,7 +161,7 @@ def setting(metrics: dict, trained: dict) -> tuple[str, str]:
         trained = {**vars(MdmOptions()), **trained}
         training = [f"trained with {key}={trained[key]}" for key in ("recipe", "base", "gen_length")
                     if trained[key] != getattr(MdmOptions(), key)]
-        if training and knobs.get("decoder", "recipe") == "recipe":
+        if trained["recipe"] != MdmOptions().recipe and knobs.get("decoder", "recipe") == "recipe":
             changed.insert(0, f"its recipe's decoder ({RECIPE_DECODER[trained['recipe']]})")
         return ", ".join(training + changed) or "defaults", f"{knobs['steps']} steps"
     return ("greedy" if knobs.get("temperature") == 0 else "sampled"), "1 pass / token"

@@ -464,12 +464,12 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
         left_steps[shape] = left_steps.get(shape, 0) + planned - done
         if grid.eval.limit is None:
             whole_splits_left += len(evals_left)
-        for planned in evals_left if grid.eval.limit is not None else []:
-            setting = f"{plan.config.method}{''.join(f' {k}={v}' for k, v in sorted(planned.knobs.items()))}"
-            rate, source = sampling_rate(shape, *resolved_knobs(plan.config, planned), measured_sampling,
-                                         scale.seconds_per_sample)
-            left_samples[setting, rate, source] = left_samples.get((setting, rate, source), 0) + \
-                grid.eval.k * grid.eval.limit
+        else:
+            for planned in evals_left:
+                setting = f"{plan.config.method}{''.join(f' {k}={v}' for k, v in sorted(planned.knobs.items()))}"
+                key = (setting, *sampling_rate(shape, *resolved_knobs(plan.config, planned), measured_sampling,
+                                               scale.seconds_per_sample))
+                left_samples[key] = left_samples.get(key, 0) + grid.eval.k * grid.eval.limit
         backbone = ctx.backbone
         if plan.config.model.from_scratch and plan.config.train.base_steps and backbone.objective != SCRATCH:
             base_dir = backbone.base_directory(backbone.objective)

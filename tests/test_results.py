@@ -189,3 +189,25 @@ def test_the_decoding_table_says_how_an_mdm_run_was_trained_where_it_differs(tmp
     assert "trained with" not in rows["mdm-a.countdown3-val.k10"]
     assert "trained with recipe=mgdm, its recipe's decoder (easy_first)" in rows["mdm-c.countdown3-val.k10"]
     assert "trained with gen_length=48, decoder=low_confidence" in rows["mdm-d.countdown3-val.k10"]
+
+
+def test_step_validity_reads_the_problems_of_the_evaluation_it_is_given(tmp_path, capsys, monkeypatch):
+    """The script behind the committed step-validity files scores samples against their own evaluation's
+    problems (task, seed and options from the manifest beside them), not Countdown-4's at seed 0."""
+    from tasks import get_task
+
+    problems = get_task("countdown3", seed=1).problems("test")[:3]
+    steps, answer = problems[0]["reference"].rsplit(" The answer is ", 1)
+    rows = [{"task_id": p["task_id"], "completion": p["reference"], "passed": True} for p in problems]
+    rows.append({"task_id": problems[0]["task_id"], "completion": "1+1=3. The answer is " + answer, "passed": True})
+    evaluation = tmp_path / "countdown3-test" / "k1"
+    evaluation.mkdir(parents=True)
+    (evaluation / "samples.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (evaluation / "manifest.json").write_text(json.dumps(
+        {"task": "countdown3", "split": "test", "config": {"seed": 1, "task_options": {}}}))
+    monkeypatch.setattr(sys, "argv", ["step_validity.py", str(evaluation / "samples.jsonl")])
+    runpy.run_path(str(RESULTS / "ladir-countdown4" / "step_validity.py"), run_name="__main__")
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["samples"] == 4 and figures["steps"] == 7
+    assert figures["step_valid"] == pytest.approx(6 / 7)  # the references' six steps, not the made-up one
+    assert figures["chain_solves"] == pytest.approx(3 / 4) and figures["passed_without_chain"] == pytest.approx(1 / 4)

@@ -1,6 +1,6 @@
 """The learning curves that fix the `reference` scale, from the committed curve files (`ladir-bench curve`).
 
-    python results/reference-scale/table.py [--plot]
+    python results/reference-scale/table.py [--plot] [--needed]
 """
 import argparse
 import json
@@ -55,6 +55,23 @@ def table() -> str:
     return markdown(header, lines, left=3)
 
 
+def needed(aim: float = 0.8) -> str:
+    """What the last step would have to reach for all of a curve's steps to be `aim` exact at its last
+    checkpoint. With S steps a sample, the steps before the last exact at rate b and the last at l, all
+    steps are exact at ((S - 1) b + l) / S, so l must reach S aim - (S - 1) b. The last step writes
+    "= target" in every sample, so it is exact about as often as the answer is right (Pass@1)."""
+    header = ["method", "task", "model", "step", "steps a sample", "before the last", "last step",
+              f"last step needed for {100 * aim:.0f}% of all", "Pass@1"]
+    lines = []
+    for label, task, curve, config in curves():
+        row = curve["rows"][-1]
+        steps, before = row["steps_per_sample"], row["arithmetic_valid_before_last"]
+        lines.append([label, task, model(config), str(row["step"]), f"{steps:.2f}", percent(before),
+                      percent(row["arithmetic_valid_last"]), percent(steps * aim - (steps - 1) * before),
+                      percent(row["pass@1"])])
+    return markdown(header, lines, left=3)
+
+
 def plot(out: Path) -> Path:
     import matplotlib
 
@@ -82,7 +99,12 @@ def plot(out: Path) -> Path:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Print the learning-curve table (README's first table).")
     parser.add_argument("--plot", action="store_true", help="also write learning-curves.png")
+    parser.add_argument("--needed", action="store_true",
+                        help="also print what the last step must reach for 80%% of all steps to be exact")
     args = parser.parse_args()
     print(table())
+    if args.needed:
+        print()
+        print(needed())
     if args.plot:
         print(f"wrote {plot(HERE / 'learning-curves.png')}", file=sys.stderr)

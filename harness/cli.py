@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 interna
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -595,6 +596,19 @@ def selfcheck_command(
         err.print("re-run with --runs-dir DIR to keep the failed checks' logs")
     if not report["ok"]:
         raise SystemExit(1)  # through click's standalone_mode=False, which returns a typer.Exit's code instead
+
+
+def _one_line_command_list() -> None:
+    """typer's rich help lists each command by its docstring's first paragraph but keeps that
+    paragraph's own line breaks, so the list reads as ragged lines; give each command that paragraph
+    as one line to wrap to the terminal."""
+    for command in app.registered_commands:
+        if command.short_help is None:
+            first = inspect.cleandoc(command.help or command.callback.__doc__ or "").split("\n\n")[0]
+            command.short_help = " ".join(first.split())
+
+
+_one_line_command_list()
 
 
 def main() -> None:

@@ -323,3 +323,16 @@ def test_training_minutes_add_up_the_finished_phases_and_a_phase_of_no_steps_tra
     assert training_minutes(tmp_path) == 2.0
     done("older", {"steps": 5, "last": {"step": 5}})  # written before elapsed_s was recorded
     assert training_minutes(tmp_path) is None
+
+
+def test_the_command_list_gives_each_command_its_first_paragraph_on_one_line():
+    """`ladir-bench --help` lists each command by its docstring's first paragraph, wrapped to the terminal
+    rather than broken where the docstring's lines break."""
+    import inspect
+
+    from harness.cli import app
+
+    listing = run_cli(["--help"], env={**os.environ, "COLUMNS": "1000"}).stdout
+    for command in app.registered_commands:
+        first = " ".join(inspect.cleandoc(command.callback.__doc__).split("\n\n")[0].split())
+        assert first in listing, (command.name, first)

@@ -73,24 +73,31 @@ def needed(aim: float = 0.8) -> str:
 
 
 def plot(out: Path) -> Path:
+    """Pass@1 (left) and the arithmetic of the sampled steps (right: all steps, and the steps before the
+    last) against the fine-tuning step, one colour per curve, the 80% aimed at as a grey line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (label, task, curve, config), color in zip(curves(), ("tab:blue", "tab:orange", "tab:green"),
-                                                   strict=False):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (label, task, curve, config), color in zip(curves(), colors, strict=False):
         steps = [row["step"] for row in curve["rows"]]
-        for key, style in (("pass@1", "-o"), ("arithmetic_valid", "--s"), ("arithmetic_valid_before_last", ":^")):
-            ax.plot(steps, [100 * row[key] for row in curve["rows"]], style, color=color,
-                    label=f"{label} {task}, {model(config)}: {key}")
-    ax.axhline(80, color="grey", linewidth=0.8)
-    ax.set_xlabel("fine-tuning step (batch 64)")
-    ax.set_ylabel("%")
+        name = f"{label} {task}, {model(config)}, {config['train']['steps']} steps"
+        left.plot(steps, [100 * row["pass@1"] for row in curve["rows"]], "-o", color=color, label=name)
+        right.plot(steps, [100 * row["arithmetic_valid"] for row in curve["rows"]], "-s", color=color)
+        right.plot(steps, [100 * row["arithmetic_valid_before_last"] for row in curve["rows"]], ":^", color=color)
+    right.axhline(80, color="grey", linewidth=0.8)
+    left.set_ylabel("Pass@1 (%)")
+    right.set_ylabel("arithmetic exact (%)")
+    right.set_title("sampled steps: all (solid), before the last (dotted)", fontsize=9)
+    for ax in (left, right):
+        ax.set_xlabel("fine-tuning step (batch 64)")
     first = curves()[0][2]
-    ax.set_title(f"{first['split']} split, first {first['limit']} problems, k = {first['k']}")
-    ax.legend(fontsize=7)
+    fig.suptitle(f"AR-SFT learning curves: {first['split']} split, first {first['limit']} problems, k = {first['k']}")
+    left.set_title("answers", fontsize=9)
+    left.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     return out

@@ -14,12 +14,14 @@ HERE = Path(__file__).resolve().parent
 TRAINING_PROBLEMS = 50_000  # Countdown-3's and -4's training splits: epochs = step x batch / this
 # (label, task, curve file, its run's config): the curve that fixed the scale on Countdown-4, AR-SFT's
 # run at that scale on Countdown-3 (../countdown3-reference/), the task lever, and the same Countdown-4
-# run with a wider model, the size lever
+# run with a wider model (the size lever), a deeper one (depth) and twice the steps (budget)
 CD3_RUN = "ar-sft-countdown3-seed0-53ee81f0fe"
 CURVES = [("AR-SFT", "Countdown-4", "lc-ar.curve.json", "lc-ar.config.json"),
           ("AR-SFT", "Countdown-3", f"../countdown3-reference/curves/{CD3_RUN}.curve.json",
            f"../countdown3-reference/configs/{CD3_RUN}.yaml"),
-          ("AR-SFT", "Countdown-4", "lc-ar-d192.curve.json", "lc-ar-d192.config.json")]
+          ("AR-SFT", "Countdown-4", "lc-ar-d192.curve.json", "lc-ar-d192.config.json"),
+          ("AR-SFT", "Countdown-4", "lc-ar-l8.curve.json", "lc-ar-l8.config.json"),
+          ("AR-SFT", "Countdown-4", "lc-ar-9600.curve.json", "lc-ar-9600.config.json")]
 COLUMNS = [("Pass@1", "pass@1"), ("Pass@10", "pass@10"), ("chain_valid@1", "chain_valid@1"),
            ("uses given numbers", "uses_given_numbers"), ("arithmetic exact, all steps", "arithmetic_valid"),
            ("before the last", "arithmetic_valid_before_last"), ("last step", "arithmetic_valid_last"),

@@ -197,7 +197,7 @@ def test_step_validity_reads_the_problems_of_the_evaluation_it_is_given(tmp_path
     from tasks import get_task
 
     problems = get_task("countdown3", seed=1).problems("test")[:3]
-    steps, answer = problems[0]["reference"].rsplit(" The answer is ", 1)
+    answer = problems[0]["reference"].rsplit(" The answer is ", 1)[1]
     rows = [{"task_id": p["task_id"], "completion": p["reference"], "passed": True} for p in problems]
     rows.append({"task_id": problems[0]["task_id"], "completion": "1+1=3. The answer is " + answer, "passed": True})
     evaluation = tmp_path / "countdown3-test" / "k1"

@@ -84,7 +84,8 @@ def plot(out: Path) -> Path:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for (label, task, curve, config), color in zip(curves(), colors, strict=False):
+    loaded = curves()
+    for (label, task, curve, config), color in zip(loaded, colors, strict=False):
         steps = [row["step"] for row in curve["rows"]]
         name = f"{label} {task}, {model(config)}, {config['train']['steps']} steps"
         left.plot(steps, [100 * row["pass@1"] for row in curve["rows"]], "-o", color=color, label=name)
@@ -96,7 +97,7 @@ def plot(out: Path) -> Path:
     right.set_title("sampled steps: all (solid), before the last (dotted)", fontsize=9)
     for ax in (left, right):
         ax.set_xlabel("fine-tuning step (batch 64)")
-    first = curves()[0][2]
+    first = loaded[0][2]
     fig.suptitle(f"AR-SFT learning curves: {first['split']} split, first {first['limit']} problems, k = {first['k']}")
     left.set_title("answers", fontsize=9)
     left.legend(fontsize=7)

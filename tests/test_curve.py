@@ -47,6 +47,16 @@ def test_an_ar_curve_has_a_row_per_checkpoint_and_its_last_is_the_finished_runs_
     run_cli(["curve", "--run", "c", "--k", "2", "--limit", "3"], runs)
     assert json.loads((folder / "curve.json").read_text()) == curve
 
+    # each row carries its evaluation's 95% intervals; a row saved without them (an older curve file)
+    # gets them back from its kept evaluation on a re-run, still evaluating nothing
+    for row in curve["rows"]:
+        lo, hi = row["intervals"]["pass@1"]
+        assert lo <= row["pass@1"] <= hi
+    older = {**curve, "rows": [{k: v for k, v in row.items() if k != "intervals"} for row in curve["rows"]]}
+    (folder / "curve.json").write_text(json.dumps(older))
+    run_cli(["curve", "--run", "c", "--k", "2", "--limit", "3"], runs)
+    assert json.loads((folder / "curve.json").read_text()) == curve
+
 
 def test_a_ladir_curve_over_both_stages_samples_each_stage_as_it_was(tmp_path, ladir_micro):
     runs = tmp_path / "runs"

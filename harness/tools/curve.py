@@ -10,10 +10,11 @@ copied; under `RUNS/_curves/`): the stages after its phase are left out and the 
 its phase removed, so the method loads that step, which the evaluation's own record of its checkpoint
 must confirm. The copy is removed afterwards; its evaluation folder (samples.jsonl, metrics.json,
 manifest.json) moves to `RUN/curve/SPLIT-kK-limitN[_KNOBvalue]/PHASE-step-N/`, and one row per
-checkpoint (its metrics, step figures and the training compute spent up to it) goes to the curve file;
-a re-run skips the checkpoints already there. `follow` waits for new checkpoints until the phases
-write DONE, so a curve can be drawn beside a training run before `keep_checkpoints` prunes them (a
-checkpoint pruned before its turn is skipped).
+checkpoint (its metrics with their 95% intervals, step figures and the training compute spent up to it)
+goes to the curve file; a re-run skips the checkpoints already there, rebuilding their rows from the
+kept evaluations (a row written by an older version gains the figures added since). `follow` waits
+for new checkpoints until the phases write DONE, so a curve can be drawn beside a training run before
+`keep_checkpoints` prunes them (a checkpoint pruned before its turn is skipped).
 """
 
 from __future__ import annotations
@@ -91,10 +92,25 @@ def evaluate_checkpoint(root: Path, run: str, stages: list[str], phase: str, ste
         shutil.rmtree(kept, ignore_errors=True)
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(out_dir, kept)  # the samples stay with the run
-        return {"phase": phase, "step": step, **{k: v for k, v in metrics.items() if not isinstance(v, dict | list)},
-                **metrics.get("step_figures", {}), "run": run}
+        return curve_row(run, phase, step, metrics)
     finally:
         shutil.rmtree(copy, ignore_errors=True)
+
+
+def curve_row(run: str, phase: str, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's row: its evaluation's figures, step figures and 95% intervals (a bootstrap over
+    the problems, `metrics.json`'s `intervals`), so a curve says which of its differences are noise."""
+    return {"phase": phase, "step": step, **{k: v for k, v in metrics.items() if not isinstance(v, dict | list)},
+            **metrics.get("step_figures", {}), "intervals": metrics.get("intervals", {}), "run": run}
+
+
+def kept_row(run_dir: Path, folder: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """A row already in the curve file, rebuilt from its checkpoint's kept evaluation where that is still
+    beside the run (so a row written before a figure existed gains it, with no sampling); else as saved."""
+    metrics = folder / f"{row['phase']}-step-{row['step']}" / "metrics.json"
+    if not metrics.is_file():
+        return row
+    return curve_row(row.get("run", run_dir.name), row["phase"], row["step"], json.loads(metrics.read_text()))
 
 
 def learning_curve(root: Path, run: str, phases: list[str] | None, split: str, k: int, limit: int,
@@ -117,7 +133,10 @@ def learning_curve(root: Path, run: str, phases: list[str] | None, split: str, k
     for key in ("k", "limit", "split", "knobs"):
         if saved and saved.get(key) != header[key]:
             raise BadInput(f"{out} holds a curve of {key} {saved.get(key)!r}, not {header[key]!r}: pass another --out")
-    rows = [{"phase": saved.get("phase"), **row} for row in saved.get("rows", [])]
+    kept = curve_folder(run_dir, split, k, limit, knobs)
+    rows = [kept_row(run_dir, kept, {"phase": saved.get("phase"), **row}) for row in saved.get("rows", [])]
+    if saved and rows != saved.get("rows"):
+        write_json_atomic(out, {**header, "rows": rows})
     while True:
         done = all(phase_done(run_dir / name) for name in chosen)  # read before listing the checkpoints
         seen = {(row["phase"], row["step"]) for row in rows}

@@ -1,6 +1,9 @@
 """The learning curves that fix the `reference` scale, from the committed curve files (`ladir-bench curve`).
 
-    python results/reference-scale/table.py [--plot] [--needed]
+    python results/reference-scale/table.py [--plot] [--needed] [--paired]
+
+Pass@1 carries its 95% interval (a bootstrap over the 100 problems) where the curve file has it: the
+curves whose runs' evaluations were still kept when `ladir-bench curve` began recording intervals.
 """
 import argparse
 import json
@@ -37,6 +40,12 @@ def curves() -> list[tuple[str, str, dict, dict]]:
             for label, task, curve, config in CURVES]
 
 
+def with_interval(row: dict, key: str) -> str:
+    """`31.6 [26.9, 36.1]` where the row carries the figure's interval, else the figure alone."""
+    bounds = row.get("intervals", {}).get(key)
+    return percent(row.get(key)) + (f" [{percent(bounds[0])}, {percent(bounds[1])}]" if bounds else "")
+
+
 def model(config: dict) -> str:
     """The model's width and depth, and its parameters outside the embeddings (attention 4 d^2 and the
     gated MLP 3 d x intermediate per layer, what the matmul FLOPs scale with)."""
@@ -53,7 +62,26 @@ def table() -> str:
         for row in curve["rows"]:
             lines.append([label, task, model(config), str(row["step"]), str(steps),
                           f"{row['step'] * batch / TRAINING_PROBLEMS:.1f}",
-                          *(percent(row.get(key)) for _, key in COLUMNS)])
+                          *(with_interval(row, key) if key == "pass@1" else percent(row.get(key))
+                            for _, key in COLUMNS)])
+    return markdown(header, lines, left=3)
+
+
+def paired() -> str:
+    """paired.json (`paired.py`): checkpoint A against checkpoint B on the same problems, A - B with its
+    95% interval (paired bootstrap over problems; * where it excludes 0)."""
+    def name(side: dict) -> str:
+        return f"{side['run']} @ {side['step']}"
+
+    header = ["A", "B", "metric", "A", "B", "A - B"]
+    lines = []
+    for pair in json.loads((HERE / "paired.json").read_text())["pairs"]:
+        for row in pair["metrics"]:
+            cells = [f"{percent(row[s]['mean'])} [{percent(row[s]['lo'])}, {percent(row[s]['hi'])}]" for s in "ab"]
+            d = row["a_minus_b"]
+            cells.append(f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+                         + ("*" if d["significant"] else ""))
+            lines.append([name(pair["a"]), name(pair["b"]), row["metric"], *cells])
     return markdown(header, lines, left=3)
 
 
@@ -89,6 +117,11 @@ def plot(out: Path) -> Path:
         steps = [row["step"] for row in curve["rows"]]
         name = f"{label} {task}, {model(config)}, {config['train']['steps']} steps"
         left.plot(steps, [100 * row["pass@1"] for row in curve["rows"]], "-o", color=color, label=name)
+        bounded = [row for row in curve["rows"] if "pass@1" in row.get("intervals", {})]
+        if bounded:  # the 95% interval over problems, where the curve file records it
+            left.fill_between([row["step"] for row in bounded],
+                              [100 * row["intervals"]["pass@1"][0] for row in bounded],
+                              [100 * row["intervals"]["pass@1"][1] for row in bounded], color=color, alpha=0.12)
         right.plot(steps, [100 * row["arithmetic_valid"] for row in curve["rows"]], "-s", color=color)
         right.plot(steps, [100 * row["arithmetic_valid_before_last"] for row in curve["rows"]], ":^", color=color)
     right.axhline(80, color="grey", linewidth=0.8)
@@ -111,10 +144,15 @@ if __name__ == "__main__":
     parser.add_argument("--plot", action="store_true", help="also write learning-curves.png")
     parser.add_argument("--needed", action="store_true",
                         help="also print what the last step must reach for 80%% of all steps to be exact")
+    parser.add_argument("--paired", action="store_true",
+                        help="also print the paired differences between checkpoints (paired.json)")
     args = parser.parse_args()
     print(table())
     if args.needed:
         print()
         print(needed())
+    if args.paired:
+        print()
+        print(paired())
     if args.plot:
         print(f"wrote {plot(HERE / 'learning-curves.png')}", file=sys.stderr)

@@ -452,9 +452,16 @@ def curve_command(
     table = Table(title=f"{run}: {split}, k = {k}, {limit} problems")
     for column in ("checkpoint", "pass@1", f"pass@{k}", "steps valid", "arithmetic exact"):
         table.add_column(column, justify="left" if column == "checkpoint" else "right")
+
+    def cell(row: dict, key: str) -> str:
+        if key not in row:
+            return "-"
+        bounds = row.get("intervals", {}).get(key)  # the 95% interval over problems, where recorded
+        return f"{100 * row[key]:.1f}" + (f" [{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]" if bounds else "")
+
     for row in curve["rows"]:
-        table.add_row(f"{row['phase']}@{row['step']}", *(f"{100 * row[key]:.1f}" if key in row else "-"
-                      for key in ("pass@1", f"pass@{k}", "step_valid", "arithmetic_valid")))
+        table.add_row(f"{row['phase']}@{row['step']}",
+                      *(cell(row, key) for key in ("pass@1", f"pass@{k}", "step_valid", "arithmetic_valid")))
     out.print(table)
 
 

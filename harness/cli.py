@@ -279,7 +279,7 @@ def compare_command(
 ) -> None:
     """A against B on the problems both were evaluated on: each figure with its 95% interval over
     problems and seeds, and the paired bootstrap difference A - B (marked * where its interval excludes 0)."""
-    from harness.evaluate.stats import Cell, Paired, compare, display_format, format_cell
+    from harness.evaluate.stats import Cell, Paired, compare, display_format, format_cell, format_paired
 
     metrics = _names(metric)
     rows = compare(results, against, metrics, n_boot, seed)
@@ -295,9 +295,7 @@ def compare_command(
         digits, scale = display_format(row["metric"])
         diff = Paired(**row["a_minus_b"])
         a, b = (format_cell(Cell(**row[side]), digits, scale) for side in ("a", "b"))
-        table.add_row(row["metric"], a, b,
-                      f"{diff.diff * scale:+.{digits}f} [{diff.lo * scale:+.{digits}f}, {diff.hi * scale:+.{digits}f}]"
-                      + ("*" if diff.significant else ""), str(diff.n_problems))
+        table.add_row(row["metric"], a, b, format_paired(diff, digits, scale), str(diff.n_problems))
     out.print(table)
 
 
@@ -434,6 +432,7 @@ def curve_command(
     """A learning curve: each checkpoint evaluated as if training had stopped there (Pass@k, and step
     validity where the task checks steps), so a table can say whether each method had plateaued."""
     from harness.config import parse_override
+    from harness.evaluate.stats import Cell, format_cell
     from harness.runs import runs_root
     from harness.tools.curve import learning_curve
 
@@ -457,7 +456,7 @@ def curve_command(
         if key not in row:
             return "-"
         bounds = row.get("intervals", {}).get(key)  # the 95% interval over problems, where recorded
-        return f"{100 * row[key]:.1f}" + (f" [{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]" if bounds else "")
+        return format_cell(Cell(row[key], *bounds, float("nan"), 0, 1)) if bounds else f"{100 * row[key]:.1f}"
 
     for row in curve["rows"]:
         table.add_row(f"{row['phase']}@{row['step']}",

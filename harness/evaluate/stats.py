@@ -267,6 +267,12 @@ def format_cell(cell: Cell, digits: int = 1, scale: float = 100) -> str:
     return f"{cell.mean * scale:.{digits}f} [{cell.lo * scale:.{digits}f}, {cell.hi * scale:.{digits}f}]"
 
 
+def format_paired(diff: Paired, digits: int = 1, scale: float = 100) -> str:
+    """`+2.4 [-0.1, +5.0]`: A - B and its 95% interval, scaled, marked * where the interval excludes 0."""
+    return (f"{diff.diff * scale:+.{digits}f} [{diff.lo * scale:+.{digits}f}, {diff.hi * scale:+.{digits}f}]"
+            + ("*" if diff.significant else ""))
+
+
 def display_format(metric: str) -> tuple[int, float]:
     """(digits, scale) a figure is printed with: rates in percent to one decimal, counts as they are."""
     return (2, 1.0) if metric in COUNTS else (1, 100.0)

@@ -13,6 +13,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reference_table import markdown, percent
 
+from harness.evaluate.stats import Paired, format_paired
+
 HERE = Path(__file__).resolve().parent
 TRAINING_PROBLEMS = 50_000  # Countdown-3's and -4's training splits: epochs = step x batch / this
 # (label, task, curve file, its run's config): the curve that fixed the scale on Countdown-4, AR-SFT's
@@ -40,10 +42,9 @@ def curves() -> list[tuple[str, str, dict, dict]]:
             for label, task, curve, config in CURVES]
 
 
-def with_interval(row: dict, key: str) -> str:
-    """`31.6 [26.9, 36.1]` where the row carries the figure's interval, else the figure alone."""
-    bounds = row.get("intervals", {}).get(key)
-    return percent(row.get(key)) + (f" [{percent(bounds[0])}, {percent(bounds[1])}]" if bounds else "")
+def with_interval(value: float | None, bounds: list[float] | None) -> str:
+    """`31.6 [26.9, 36.1]` where the figure has its interval, else the figure alone."""
+    return percent(value) + (f" [{percent(bounds[0])}, {percent(bounds[1])}]" if bounds else "")
 
 
 def model(config: dict) -> str:
@@ -62,7 +63,8 @@ def table() -> str:
         for row in curve["rows"]:
             lines.append([label, task, model(config), str(row["step"]), str(steps),
                           f"{row['step'] * batch / TRAINING_PROBLEMS:.1f}",
-                          *(with_interval(row, key) if key == "pass@1" else percent(row.get(key))
+                          *(with_interval(row.get(key), row.get("intervals", {}).get(key)) if key == "pass@1"
+                            else percent(row.get(key))
                             for _, key in COLUMNS)])
     return markdown(header, lines, left=3)
 
@@ -77,11 +79,9 @@ def paired() -> str:
     lines = []
     for pair in json.loads((HERE / "paired.json").read_text())["pairs"]:
         for row in pair["metrics"]:
-            cells = [f"{percent(row[s]['mean'])} [{percent(row[s]['lo'])}, {percent(row[s]['hi'])}]" for s in "ab"]
-            d = row["a_minus_b"]
-            cells.append(f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
-                         + ("*" if d["significant"] else ""))
-            lines.append([name(pair["a"]), name(pair["b"]), row["metric"], *cells])
+            a, b = (with_interval(row[side]["mean"], [row[side]["lo"], row[side]["hi"]]) for side in ("a", "b"))
+            lines.append([name(pair["a"]), name(pair["b"]), row["metric"], a, b,
+                          format_paired(Paired(**row["a_minus_b"]))])
     return markdown(header, lines, left=3)
 
 

@@ -76,7 +76,9 @@ def test_tables_asking_for_the_same_run_share_it(tmp_path):
                                                                    "vae"))
     ladir4 = {name for name in countdown if name.startswith("ladir-countdown4-seed0-")}
     assert len(ladir4) == 1 and ladir4 <= steps and ladir4 <= diversity and ladir4 <= stage2 and ladir4 <= vae
-    assert {n for n in countdown if n.startswith(("ar-sft-countdown4", "mdm-countdown4"))} <= steps
+    # AR-SFT's run and MDM's from its own family's base; the table's second MDM row (from the AR base) is its own
+    shared = {n for n in countdown if n.startswith(("ar-sft-countdown4", "mdm-countdown4"))}
+    assert len(shared) == 2 + 1 and len(shared - steps) == 1
     assert len(stage2) == 2  # with stage 2 (the shared run) and without
     # ...which differ only after the VAE: the first trains it (300 + 300 steps), the second adopts it
     text = reproduce("stage2", "tiny", dry_run=True, runs_root=tmp_path).text
@@ -97,13 +99,14 @@ def test_the_reference_scale_gives_the_headline_methods_three_seeds_unless_told(
         return {method: sorted(int(n.rsplit("-seed", 1)[1].split("-")[0]) for n in names if n.startswith(method + "-"))
                 for method in ("ar-sft", "ladir", "mdm", "coconut", "mtp", "ld4lg")}
 
-    assert seeds() == {"ar-sft": [0, 1, 2], "ladir": [0, 1, 2], "mdm": [0, 1, 2], "coconut": [0], "mtp": [0],
+    # MDM's two rows (its own family's base, the AR base) each get the headline seeds
+    assert seeds() == {"ar-sft": [0, 1, 2], "ladir": [0, 1, 2], "mdm": [0, 0, 1, 1, 2, 2], "coconut": [0], "mtp": [0],
                        "ld4lg": [0]}
-    assert set(map(tuple, seeds(seeds=1).values())) == {(0,)}  # --seeds sets every method's
+    assert set(map(tuple, seeds(seeds=1).values())) == {(0,), (0, 0)}  # --seeds sets every method's
     # --method-seeds gives the methods it names their own count, more or fewer, whatever --seeds says
-    assert seeds(seeds=1, method_seeds={"ar-sft": 3}) == {"ar-sft": [0, 1, 2], "ladir": [0], "mdm": [0],
+    assert seeds(seeds=1, method_seeds={"ar-sft": 3}) == {"ar-sft": [0, 1, 2], "ladir": [0], "mdm": [0, 0],
                                                            "coconut": [0], "mtp": [0], "ld4lg": [0]}
-    assert seeds(method_seeds={"ladir": 1, "mtp": 2}) == {"ar-sft": [0, 1, 2], "ladir": [0], "mdm": [0, 1, 2],
+    assert seeds(method_seeds={"ladir": 1, "mtp": 2}) == {"ar-sft": [0, 1, 2], "ladir": [0], "mdm": [0, 0, 1, 1, 2, 2],
                                                           "coconut": [0], "mtp": [0, 1], "ld4lg": [0]}
     # the plan (and so the table's rows) keeps the grid's method order whatever the seed counts
     plan = reproduce("countdown", "reference", dry_run=True, runs_root=tmp_path, tasks=["countdown4"], seeds=1,
@@ -155,7 +158,9 @@ def test_knob_selects_part_of_the_sampling_grid_and_never_writes_over_more_of_it
     def planned_mdm(knobs):
         grid = resolve_grid("countdown", load_table("countdown"), "tiny", load_scale("tiny"), 1, {}, ["mdm"],
                             ["countdown3"], knobs=knobs)
-        return [e.knobs for plan in plan_grid(grid) for e in plan.evals]
+        evals = [[e.knobs for e in plan.evals] for plan in plan_grid(grid)]
+        assert len(evals) == 2 and evals[0] == evals[1]  # MDM's two bases sample at the same points
+        return evals[0]
 
     assert planned_mdm(None) == [{}, {"threshold": 0.9}]
     assert planned_mdm({"mdm.threshold": ["0"]}) == [{}]
@@ -309,27 +314,33 @@ def test_micro_reproduce_prints_the_paper_layout_then_resumes(tmp_path, monkeypa
 
 
 def test_the_countdown_table_decodes_mdm_as_llada_and_with_a_confidence_threshold(tmp_path):
-    """MDM's two rows: LLaDA's low-confidence remasking (the paper's reference figures beside it) and
-    Fast-dLLM's 0.9 threshold, in a decoder column that a table without MDM leaves out."""
+    """MDM's rows: from its own family's base and from the AR base, each decoded with LLaDA's low-confidence
+    remasking (the paper's reference figures beside the first) and with Fast-dLLM's 0.9 threshold, in base
+    and decoder columns that a table without MDM leaves out."""
     result = reproduce("countdown", "tiny", runs_root=tmp_path, methods=["mdm"], tasks=["countdown3"],
                        overrides=MICRO)
     lines = result.text.splitlines()
     header = next(line for line in lines if line.startswith("| Method"))
-    assert [c.strip() for c in header.strip("|").split("|")][:3] == ["Method", "MDM decoder", "CD-3 P@1"]
-    rows = [line for line in lines[:6] if line.startswith("| MDM")]
-    assert len(rows) == 2
+    assert [c.strip() for c in header.strip("|").split("|")][:4] == ["Method", "MDM base", "MDM decoder", "CD-3 P@1"]
+    rows = [line for line in lines[:8] if line.startswith("| MDM")]
+    assert len(rows) == 4
+    assert all("masked-diffusion" in row for row in rows[:2]) and all("AR (the others' base)" in row for row in rows[2:])
     assert "low-confidence" in rows[0] and "LLaDA 8B SFT" in rows[0]
-    assert "threshold 0.9" in rows[1] and "LLaDA 8B SFT" not in rows[1]
-    knobs = [json.loads((tmp_path / folder / "metrics.json").read_text())["knobs"]
-             for folder in json.loads((result.out_dir / "reproduce.json").read_text())["results"]]
-    assert sorted(k["threshold"] for k in knobs) == [0.0, 0.9]
-    assert (result.out_dir / "cells.csv").read_text().startswith("method,threshold,task,metric")
+    assert "threshold 0.9" in rows[1] and not any("LLaDA 8B SFT" in row for row in rows[1:])
+    record = json.loads((result.out_dir / "reproduce.json").read_text())
+    configs = {run: (result.out_dir / "configs" / f"{run}.yaml").read_text() for run in record["runs"]}
+    assert sorted("base: ar\n" in text for text in configs.values()) == [False, True]
+    knobs = [json.loads((tmp_path / folder / "metrics.json").read_text())["knobs"] for folder in record["results"]]
+    assert sorted(k["threshold"] for k in knobs) == [0.0, 0.0, 0.9, 0.9]
+    assert (result.out_dir / "cells.csv").read_text().startswith("method,method_options.base,threshold,task,metric")
     # The plan of a second seed charges each of its evaluations at the rate measured here at the same
     # knobs (the threshold's cost is not the default decoder's), where a method without any finished
     # evaluation falls back to the scale's estimate for its default knobs
-    rates = {knob["threshold"]: 1 / json.loads((tmp_path / folder / "metrics.json").read_text())["samples_per_s"]
-             for knob, folder in zip(knobs, json.loads((result.out_dir / "reproduce.json").read_text())["results"],
-                                     strict=True)}
+    seconds: dict[float, list[float]] = {}
+    for knob, folder in zip(knobs, record["results"], strict=True):
+        seconds.setdefault(knob["threshold"], []).append(
+            1 / json.loads((tmp_path / folder / "metrics.json").read_text())["samples_per_s"])
+    rates = {threshold: sum(values) / len(values) for threshold, values in seconds.items()}
     plan = reproduce("countdown", "tiny", runs_root=tmp_path, methods=["mdm", "ar-sft"], tasks=["countdown3"],
                      overrides=MICRO, seeds=2, dry_run=True).text
     estimate = next(line for line in plan.splitlines() if "samples to draw and check" in line)

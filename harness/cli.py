@@ -432,7 +432,7 @@ def curve_command(
     """A learning curve: each checkpoint evaluated as if training had stopped there (Pass@k, and step
     validity where the task checks steps), so a table can say whether each method had plateaued."""
     from harness.config import parse_override
-    from harness.evaluate.stats import Cell, format_cell
+    from harness.evaluate.stats import format_interval
     from harness.runs import runs_root
     from harness.tools.curve import learning_curve
 
@@ -456,7 +456,7 @@ def curve_command(
         if key not in row:
             return "-"
         bounds = row.get("intervals", {}).get(key)  # the 95% interval over problems, where recorded
-        return format_cell(Cell(row[key], *bounds, float("nan"), 0, 1)) if bounds else f"{100 * row[key]:.1f}"
+        return format_interval(row[key], *bounds) if bounds else f"{100 * row[key]:.1f}"
 
     for row in curve["rows"]:
         table.add_row(f"{row['phase']}@{row['step']}",

@@ -330,16 +330,15 @@ def test_the_countdown_table_decodes_mdm_as_llada_and_with_a_confidence_threshol
     record = json.loads((result.out_dir / "reproduce.json").read_text())
     configs = {run: (result.out_dir / "configs" / f"{run}.yaml").read_text() for run in record["runs"]}
     assert sorted("base: ar\n" in text for text in configs.values()) == [False, True]
-    knobs = [json.loads((tmp_path / folder / "metrics.json").read_text())["knobs"] for folder in record["results"]]
-    assert sorted(k["threshold"] for k in knobs) == [0.0, 0.0, 0.9, 0.9]
+    metrics = [json.loads((tmp_path / folder / "metrics.json").read_text()) for folder in record["results"]]
+    assert sorted(m["knobs"]["threshold"] for m in metrics) == [0.0, 0.0, 0.9, 0.9]
     assert (result.out_dir / "cells.csv").read_text().startswith("method,method_options.base,threshold,task,metric")
     # The plan of a second seed charges each of its evaluations at the rate measured here at the same
     # knobs (the threshold's cost is not the default decoder's), where a method without any finished
     # evaluation falls back to the scale's estimate for its default knobs
     seconds: dict[float, list[float]] = {}
-    for knob, folder in zip(knobs, record["results"], strict=True):
-        seconds.setdefault(knob["threshold"], []).append(
-            1 / json.loads((tmp_path / folder / "metrics.json").read_text())["samples_per_s"])
+    for m in metrics:
+        seconds.setdefault(m["knobs"]["threshold"], []).append(1 / m["samples_per_s"])
     rates = {threshold: sum(values) / len(values) for threshold, values in seconds.items()}
     plan = reproduce("countdown", "tiny", runs_root=tmp_path, methods=["mdm", "ar-sft"], tasks=["countdown3"],
                      overrides=MICRO, seeds=2, dry_run=True).text

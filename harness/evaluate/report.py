@@ -149,7 +149,7 @@ def load_probe_frame(paths: list[str | Path]) -> pd.DataFrame:
 def render_table(frame: pd.DataFrame, fmt: str, intervals: bool = True) -> str:
     """The frame as Markdown, LaTeX or CSV, rates in percent. A rate with a 95% interval reads
     `29.0 [25.1, 33.2]` (CSV: its own `RATE.lo` / `RATE.hi` columns); `intervals=False` hides them."""
-    from harness.evaluate.stats import Cell, format_cell
+    from harness.evaluate.stats import display_format, format_interval
 
     shown = frame.copy()
     for column in shown.columns:
@@ -161,9 +161,9 @@ def render_table(frame: pd.DataFrame, fmt: str, intervals: bool = True) -> str:
         for figure in [*rates, *COUNTS]:
             if f"{figure}.lo" not in shown.columns:
                 continue
-            digits, scale = (2, 1.0) if figure in COUNTS else (1, 100.0)
+            digits, scale = display_format(figure)
             shown[figure] = [
-                format_cell(Cell(mean, lo, hi, float("nan"), 0, 1), digits, scale) if pd.notna(lo) and pd.notna(mean)
+                format_interval(mean, lo, hi, digits, scale) if pd.notna(lo) and pd.notna(mean)
                 else (f"{scale * mean:.{digits}f}" if pd.notna(mean) else "")
                 for mean, lo, hi in zip(shown[figure], shown[f"{figure}.lo"], shown[f"{figure}.hi"])]
     if not intervals or fmt != "csv":

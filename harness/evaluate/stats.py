@@ -262,9 +262,14 @@ def _paired_of(a_units: list[_Unit], b_units: list[_Unit], n_boot: int, seed: in
     return Paired(diff, lo, hi, bool(lo > 0 or hi < 0), sum(sides[0].shape[1] for sides in strata))
 
 
+def format_interval(mean: float, lo: float, hi: float, digits: int = 1, scale: float = 100) -> str:
+    """`29.0 [25.1, 33.2]`: a figure and its 95% interval, scaled (100: percent)."""
+    return f"{mean * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+
+
 def format_cell(cell: Cell, digits: int = 1, scale: float = 100) -> str:
-    """`29.0 [25.1, 33.2]`: the mean and its 95% interval, scaled (100: percent)."""
-    return f"{cell.mean * scale:.{digits}f} [{cell.lo * scale:.{digits}f}, {cell.hi * scale:.{digits}f}]"
+    """A cell as `format_interval` writes it: its mean and its 95% interval."""
+    return format_interval(cell.mean, cell.lo, cell.hi, digits, scale)
 
 
 def format_paired(diff: Paired, digits: int = 1, scale: float = 100) -> str:

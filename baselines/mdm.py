@@ -28,6 +28,10 @@ Decoding (`decoder`; "recipe" = the recipe's own):
 
 - low_confidence (LLaDA): every masked token drawn at `temperature` in one forward pass, the most
   confident kept so that the masked count falls linearly to 0; a committed token is never revisited.
+  `confidence` is what ranks the masked positions: the probability of the drawn token (LLaDA), the
+  margin between the two most probable tokens (Kim et al. 2025, "Train for the worst, plan for the
+  best": it ranks a position whose top two candidates tie as unsure) or the negative entropy of the
+  position's distribution (Dream's `entropy`), each from the untempered distribution.
   `threshold` > 0 (Fast-dLLM's parallel decoding) also commits every masked token whose confidence
   reaches it, at least one per step, so a block may finish before its steps run out; a row whose
   block is finished runs no forward pass until the next block.
@@ -75,6 +79,7 @@ LLADA_MIN_MASK_RATE = 1e-3  # LLaDA's eps: t ~ U(eps, 1) keeps the 1/t weight bo
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0  # MGDM's token reweighting alpha (1 - e^-l)^gamma
 RECIPE_DECODER = {"llada": "low_confidence", "mgdm": "easy_first"}
 DECODERS = ("low_confidence", "easy_first")
+CONFIDENCES = ("probability", "margin", "entropy")
 CACHES = ("none", "prefix", "dual")
 REFRESHES = ("all", "last_block")
 
@@ -110,6 +115,7 @@ class MdmSampleKnobs:
     remask_noise: float = 0.5  # easy_first: Gumbel noise on the remasking scores, times t/T; 0 = deterministic
     block_length: int = 0  # semi-autoregressive blocks of this many target tokens; 0 = one block
     threshold: float = 0.0  # low_confidence: also commit every masked token this confident (Fast-dLLM); 0 = off
+    confidence: str = "probability"  # low_confidence: probability | margin | entropy, what ranks the positions
     cache: str = "none"  # none | prefix | dual: Fast-dLLM's approximate KV cache within a block
     refresh: str = "all"  # all (Fast-dLLM) | last_block: what a block's first pass recomputes of the cache
     # target positions decoded; 0 = method_options.gen_length, the trained one. A length is a sampling
@@ -132,6 +138,12 @@ class MdmSampleKnobs:
             raise BadInput("bad MDM knob: need 0 <= threshold < 1 and remask_noise >= 0")
         if self.threshold > 0 and self.decoder == "easy_first":
             raise BadInput("knob threshold applies to the low_confidence decoder, not easy_first")
+        if self.confidence not in CONFIDENCES:
+            raise BadInput(f"knob confidence must be one of {', '.join(CONFIDENCES)}, got {self.confidence!r}")
+        if self.confidence != "probability" and self.decoder == "easy_first":
+            raise BadInput("knob confidence applies to the low_confidence decoder, not easy_first")
+        if self.threshold > 0 and self.confidence == "entropy":
+            raise BadInput("knob threshold is a probability (or a margin): it does not apply to confidence=entropy")
 
 
 # ------------------------------------------------------------------------------------------ sequences
@@ -391,23 +403,35 @@ def ranks_of(scores: torch.Tensor, descending: bool) -> torch.Tensor:
     return torch.empty_like(order).scatter_(1, order, torch.arange(scores.size(1), device=scores.device).expand_as(order))
 
 
+def position_confidence(logits: torch.Tensor, drawn: torch.Tensor, confidence: str) -> torch.Tensor:
+    """(M,) how sure the model is at each of M positions, from its (M, V) untempered logits."""
+    probs = logits.float().softmax(-1)
+    if confidence == "probability":
+        return probs.gather(1, drawn[:, None]).squeeze(1)
+    if confidence == "margin":
+        top = probs.topk(2, dim=-1).values
+        return top[:, 0] - top[:, 1]
+    return (probs * probs.clamp_min(1e-30).log()).sum(-1)  # negative entropy
+
+
 def low_confidence_step(block: torch.Tensor, logits: torch.Tensor, mask_id: int, remaining_after: int,
-                        temperature: float, threshold: float, uniforms: torch.Tensor | None) -> torch.Tensor:
+                        temperature: float, threshold: float, uniforms: torch.Tensor | None,
+                        confidence: str = "probability") -> torch.Tensor:
     """LLaDA: draw every masked token, keep the most confident ones (each row down to
     `remaining_after` masked, and with `threshold` every one at least that confident, at least one)."""
     candidates = block == mask_id
     logits = logits[candidates]
     logits[:, mask_id] = float("-inf")  # never a training target; drawing it would leave a hole
     drawn = draw_tokens(logits, temperature, None if uniforms is None else uniforms[candidates])
-    confidence = torch.full(block.shape, float("-inf"), device=block.device)
-    confidence[candidates] = logits.float().softmax(-1).gather(1, drawn[:, None]).squeeze(1)
+    scores = torch.full(block.shape, float("-inf"), device=block.device)
+    scores[candidates] = position_confidence(logits, drawn, confidence)
     masked = candidates.sum(1)
     count = (masked - remaining_after).clamp_min(0)
     if threshold > 0:
-        count = torch.maximum(count, (confidence >= threshold).sum(1)).clamp_min(1).minimum(masked)
+        count = torch.maximum(count, (scores >= threshold).sum(1)).clamp_min(1).minimum(masked)
     proposal = block.clone()
     proposal[candidates] = drawn
-    commit = ranks_of(confidence, descending=True) < count[:, None]
+    commit = ranks_of(scores, descending=True) < count[:, None]
     return torch.where(commit, proposal, block)
 
 
@@ -431,11 +455,12 @@ def easy_first_step(logits: torch.Tensor, mask_id: int, t: int, steps: int, rema
 def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_id: int, steps: int,
                     temperature: float = 1.0, block_length: int = 0, noise: RowNoise | None = None,
                     decoder: str = "low_confidence", threshold: float = 0.0, remask_noise: float = 0.5,
-                    cache: str = "none", refresh: str = "all", stop_id: int | None = None) -> Iterator[torch.Tensor]:
+                    cache: str = "none", refresh: str = "all", stop_id: int | None = None,
+                    confidence: str = "probability") -> Iterator[torch.Tensor]:
     """Decode one row per prompt from a fully masked target; yields the targets after each step.
 
-    low_confidence (LLaDA): confidence is the model's probability of the drawn token (untempered, as
-    LLaDA). easy_first (MGDM): step j of a block's T re-predicts the block at MGDM's time t = T-1-j.
+    low_confidence (LLaDA): positions ranked by `confidence` (`position_confidence`; by default the
+    model's probability of the drawn token, untempered, as LLaDA). easy_first (MGDM): step j of a block's T re-predicts the block at MGDM's time t = T-1-j.
     A step with nothing to do (more steps than tokens, or a block finished early by `threshold`)
     runs no forward pass. With `stop_id` (`</s>`), a row whose text has ended before a block starts
     is not decoded further and the rest of its target is filled with `stop_id` (what follows the
@@ -476,7 +501,7 @@ def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_i
                 target[active[busy], start:end] = low_confidence_step(
                     block[busy], logits_of(target[active], None if bool(busy.all()) else busy), mask_id,
                     remaining[j + 1], temperature, threshold,
-                    None if step_uniforms is None else step_uniforms[busy])
+                    None if step_uniforms is None else step_uniforms[busy], confidence)
             step += 1
             yield target.clone()
 
@@ -574,4 +599,4 @@ class MaskedDiffusion(Method):
         return unmasking_steps(self.model, prompts, settings.gen_length, self.mask_id, settings.steps,
                                settings.temperature, settings.block_length, noise, settings.decoder,
                                settings.threshold, settings.remask_noise, settings.cache, settings.refresh,
-                               self.ctx.tokenizer.eos_token_id)
+                               self.ctx.tokenizer.eos_token_id, settings.confidence)

@@ -104,7 +104,8 @@ def test_options_and_knobs_refuse_unknown_recipes_decoders_and_caches():
         with pytest.raises(BadInput):
             build_dataclass(MdmOptions, options, "method_options")
     for knobs in ({"decoder": "beam"}, {"cache": "full"}, {"threshold": 1.0},
-                  {"decoder": "easy_first", "threshold": 0.9}, {"remask_noise": -1}):
+                  {"decoder": "easy_first", "threshold": 0.9}, {"remask_noise": -1}, {"confidence": "random"},
+                  {"decoder": "easy_first", "confidence": "margin"}, {"confidence": "entropy", "threshold": 0.9}):
         with pytest.raises(BadInput):
             build_dataclass(MdmSampleKnobs, knobs, "knob")
 
@@ -131,6 +132,25 @@ def test_low_confidence_step_commits_the_most_confident_and_threshold_at_least_o
     assert step(3, 0.8) == [[2, 4, 3, mask], [mask, mask, 3, 4]]
     assert step(3, 0.9999) == [[mask, 4, 3, mask], [mask, mask, 3, mask]]  # none that sure: one each
     assert step(0, 0.5) == [[2, 4, 3, 5], [1, 2, 3, 4]]  # the schedule's end leaves nothing masked
+
+
+def test_low_confidence_step_ranks_positions_by_margin_or_entropy_when_asked():
+    mask = 0
+    block = torch.full((2, 2), mask)
+    # the probabilities of tokens 1..5 (the mask token never drawn): each row commits one of its two positions
+    probs = torch.tensor([
+        [[0.45, 0.45, 0.10, 0.0, 0.0], [0.44, 0.28, 0.28, 0.0, 0.0]],  # a tie at the top, no margin | a margin
+        [[0.50, 0.50, 0.0, 0.0, 0.0], [0.52, 0.12, 0.12, 0.12, 0.12]],  # two candidates | one likelier, the rest spread
+    ])
+    logits = torch.cat([torch.zeros(2, 2, 1), probs.clamp_min(1e-12).log()], -1)
+
+    def committed_position(confidence):
+        committed = low_confidence_step(block, logits.clone(), mask, 1, 0.0, 0.0, None, confidence)
+        return (committed != mask).float().argmax(1).tolist()
+
+    assert committed_position("probability") == [0, 1]  # 0.45 > 0.44; 0.52 > 0.50
+    assert committed_position("margin") == [1, 1]  # margins 0 < 0.16; 0 < 0.40
+    assert committed_position("entropy") == [0, 0]  # entropies 0.95 < 1.07; 0.69 < 1.36
 
 
 def test_easy_first_step_takes_the_argmax_everywhere_and_masks_the_least_sure_again():

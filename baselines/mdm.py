@@ -460,7 +460,8 @@ def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_i
     """Decode one row per prompt from a fully masked target; yields the targets after each step.
 
     low_confidence (LLaDA): positions ranked by `confidence` (`position_confidence`; by default the
-    model's probability of the drawn token, untempered, as LLaDA). easy_first (MGDM): step j of a block's T re-predicts the block at MGDM's time t = T-1-j.
+    model's probability of the drawn token, untempered, as LLaDA). easy_first (MGDM): step j of a
+    block's T re-predicts the block at MGDM's time t = T-1-j.
     A step with nothing to do (more steps than tokens, or a block finished early by `threshold`)
     runs no forward pass. With `stop_id` (`</s>`), a row whose text has ended before a block starts
     is not decoded further and the rest of its target is filled with `stop_id` (what follows the

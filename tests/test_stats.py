@@ -217,8 +217,12 @@ def test_compare_command_prints_the_difference_and_refuses_what_it_cannot_pair(t
     text = run_cli(["compare", str(a), "--against", str(b)]).stdout
     assert "pass@1" in text and "*" in text
     other_split = reporting(write_eval(tmp_path / "c", bernoulli(0.1, 60, 2, seed=52), split_seed=1), "pass@1")
+    alone = tmp_path / "copied" / "run.countdown4-test.k100.metrics.json"  # a metrics.json kept without its samples
+    alone.parent.mkdir()
+    alone.write_text((b / "metrics.json").read_text())
     for args, needle in ((["compare", str(a), "--against", str(other_split)], "no common problems"),
                          (["compare", str(a), "--against", str(tmp_path)], "no checked samples"),
+                         (["compare", str(a), "--against", str(alone)], "no checked samples beside it"),
                          (["compare", str(a), "--against", str(b), "--metric", "pass@x"], "unknown metric")):
         refused = run_cli(args, check=False)
         assert refused.returncode == 2 and needle in refused.stderr and refused.stdout == "", (args, refused.stderr)

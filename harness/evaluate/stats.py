@@ -302,6 +302,9 @@ def _evaluation(path: Path) -> Path:
         for suffix in _FILE_SUFFIXES:
             if path.with_name(stem + suffix).is_file():
                 return path.with_name(stem + suffix)
+        # a metrics.json alone holds no per-problem verdicts: nothing to pair or bootstrap
+        raise BadInput(f"{path}: no checked samples beside it ({stem}.samples.jsonl[.gz]): a comparison "
+                       "reads each sample's verdict")
     return path
 
 

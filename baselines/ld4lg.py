@@ -47,7 +47,7 @@ from harness.methods import Method
 from harness.sampling import RowNoise, Trajectory
 from harness.train import distributed
 from harness.train.checkpoint import final_checkpoint, load_modules
-from harness.train.seeding import Shard
+from harness.train.seeding import Shard, seed_initialisation
 from harness.train.trainer import Trainer
 from ladir.pipeline import start_sequence
 from ladir.probe import (
@@ -267,6 +267,7 @@ class LD4LG(Method):
             return done
         ctx, o = self.ctx, self.options
         backbone = ctx.backbone
+        seed_initialisation(ctx.seed, "autoencoder")
         vae = self._vae(backbone.base_model(), backbone.base_model())
         phase = ctx.phase("autoencoder", steps=o.vae_steps, lr=o.vae_lr)
         final = Trainer(phase, vae).fit(lambda step, shard: vae.loss(self.text_pairs(ctx.batch("autoencoder", step, shard=shard))))
@@ -304,6 +305,7 @@ class LD4LG(Method):
         if done := self.finished("diffusion"):
             return done
         ctx = self.ctx
+        seed_initialisation(ctx.seed, "diffusion")
         denoiser = self._denoiser(ctx.backbone.base_model())
         prob = self.options.self_condition_prob
 

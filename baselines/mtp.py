@@ -25,7 +25,7 @@ from baselines.ar_sft import ArSft
 from harness.errors import BadInput
 from harness.lm import IGNORE, lm_loss
 from harness.train.checkpoint import final_checkpoint, load_modules
-from harness.train.seeding import Shard
+from harness.train.seeding import Shard, seed_initialisation
 from harness.train.trainer import Trainer
 
 
@@ -97,6 +97,7 @@ class MultiTokenPrediction(ArSft):
         if done := self.finished(self.phase_name):
             return done
         ctx, o = self.ctx, self.options
+        seed_initialisation(ctx.seed, self.phase_name)
         module = self._module(ctx.backbone.base_model())
 
         def loss_fn(step: int, shard: Shard):

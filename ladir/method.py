@@ -33,7 +33,7 @@ from harness.methods import Method
 from harness.sampling import RowNoise, Trajectory
 from harness.train import distributed
 from harness.train.checkpoint import final_checkpoint, load_modules, phase_done
-from harness.train.seeding import Shard
+from harness.train.seeding import Shard, seed_initialisation
 from harness.train.trainer import COSINE_FLOOR, Trainer
 from ladir.pipeline import (
     commit_block,
@@ -430,6 +430,7 @@ class LaDiR(Method):
         if done := finished_vae_phase(self, "vae", self.shared_vae_directory(), VAE_RECIPE):
             return done
         ctx, o = self.ctx, self.options
+        seed_initialisation(ctx.seed, "vae")
         vae = self._vae(ctx.backbone.base_model(), ctx.backbone.base_model())
         phase = ctx.phase("vae", steps=o.vae_steps, lr=o.vae_lr)
         size = o.vae_batch_size or None
@@ -469,6 +470,7 @@ class LaDiR(Method):
         if done := self.finished("stage1"):
             return done
         ctx = self.ctx
+        seed_initialisation(ctx.seed, "stage1")
         reasoner = self._initial_reasoner()
         phase = ctx.phase("stage1", steps=self._stage_steps()[0])
 

@@ -24,6 +24,15 @@ def step_seed(seed: int, phase: str, step: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(phase.encode()) * 7_919 + step) % (2**63 - 1)
 
 
+def seed_initialisation(seed: int, phase: str) -> None:
+    """Seed torch's global generator before a phase builds what it adds to the base model (a VAE's
+    latent queries and projections, a reasoner's, MTP's heads), so their initial weights are a function
+    of (seed, phase) like every later draw. torch seeds that generator from the OS at start-up, so
+    without this two processes with the same seed start such a phase from different weights, and a run
+    resumed at a phase boundary from others than an uninterrupted one."""
+    torch.manual_seed(step_seed(seed, phase + "/init", 0))
+
+
 def micro_seed(seed: int, phase: str, step: int, micro: int, micro_batches: int) -> int:
     """The torch seed of micro-batch `micro` of a step: its noise (flow matching, dropout) is the same
     whichever process and accumulation slot runs it. One micro-batch keeps the step's seed, so

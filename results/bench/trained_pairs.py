@@ -2,7 +2,7 @@
 countdown3; `--run` / `--ar` name others, e.g. the reference runs), their own lengths, k = 10, the
 first LIMIT test problems, the eval's batch size: each method's own `sample`, timed in back-to-back
 pairs (median ratio) so that the machine's load drifts between pairs, not within one. One setting
-of the diffusion run's knobs per argument, knobs separated by commas.
+of the diffusion run's knobs per argument, knobs separated by commas (`default`: none).
 
     python results/bench/trained_pairs.py RUNS_DIR LIMIT PAIRS steps=2 steps=10 steps=2,write_reasoning=false
     python results/bench/trained_pairs.py RUNS_DIR LIMIT PAIRS --run RUN --ar AR_RUN SETTING...
@@ -22,12 +22,14 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("runs_dir", type=Path)
 parser.add_argument("limit", type=int)
 parser.add_argument("pairs", type=int)
-parser.add_argument("settings", nargs="*", help="knobs of the diffusion run, comma-separated, one setting each")
+parser.add_argument("settings", nargs="*", help="knobs of the diffusion run, comma-separated, one setting each "
+                                                "(default: the method's defaults)")
 parser.add_argument("--run", default="ladir-cd3", help="the diffusion run (LaDiR, MDM, ...)")
 parser.add_argument("--ar", default="ar-cd3", help="the AR-SFT run it is timed against")
 args = parser.parse_intermixed_args()
 root, limit, pairs = args.runs_dir, args.limit, args.pairs
-settings = [group.split(",") for group in args.settings] or [[]]  # each: the `--knob` texts of one setting
+# each: the `--knob` texts of one setting; `default` (or no setting at all) samples at the method's defaults
+settings = [[] if group == "default" else group.split(",") for group in args.settings] or [[]]
 ar, ctx = open_run(args.ar, root)
 ladir, _ = open_run(args.run, root)
 problems = ctx.task.problems("test")[:limit]

@@ -16,6 +16,7 @@ import torch
 
 from harness.config import load_config, parse_override
 from harness.errors import BadInput
+from harness.methods import BUILTIN_METHODS
 from tests.conftest import AR_SFT_MICRO, copy_run, micro_args, run_cli
 
 
@@ -31,17 +32,18 @@ def test_config_layers_and_validation(tmp_path):
         load_config("no-such-preset")
 
 
+# micro sizes for the methods whose defaults are too large for a test; the others train as they are
 MICRO_PHASE_OPTIONS = {
     "ladir": ["method_options={latent_tokens: 2, latent_dim: 4, vae_steps: 3, stage2_steps: 2, stage2_euler_steps: 2, "
               "stats_problems: 20, report_problems: 4}"],
     "ld4lg": ["method_options={vae_steps: 3, latent_tokens: 2, latent_dim: 4, stats_problems: 20, report_problems: 4, "
               "max_text_tokens: 64}"],
     "mtp": ["method_options.future_tokens=3"],
-    "ar-sft": [], "coconut": [], "mdm": [],  # nothing added to the base: the test holds them to it too
 }
 
 
-@pytest.mark.parametrize("method", sorted(MICRO_PHASE_OPTIONS))
+# every built-in method that trains (`pretrained` trains nothing), so a new one is held to it too
+@pytest.mark.parametrize("method", sorted(set(BUILTIN_METHODS) - {"pretrained"}))
 def test_a_runs_weights_do_not_depend_on_the_process_random_state(tmp_path, micro_base, method):
     """torch seeds its global generator from the OS at start-up: what a phase adds to the base (a VAE's
     latent queries, a reasoner's or a denoiser's projections, MTP's heads) is initialised from the run's
@@ -56,12 +58,12 @@ def test_a_runs_weights_do_not_depend_on_the_process_random_state(tmp_path, micr
         shutil.copytree(micro_base / "_base", runs / "_base")
         torch.manual_seed(process_state)  # what another process would start from
         run_cli(["train", "--method", method, "--task", "countdown3", "--run", "r", "--steps", "4",
-                 *micro_args(*MICRO_PHASE_OPTIONS[method])], runs)
+                 *micro_args(*MICRO_PHASE_OPTIONS.get(method, []))], runs)
         phases = sorted(p for p in (runs / "r").iterdir() if (p / "checkpoints").is_dir())
         finals.append({f"{phase.name}/{file.relative_to(final_checkpoint(phase)[1])}/{key}": value
                        for phase in phases for file in sorted(final_checkpoint(phase)[1].rglob("*.safetensors"))
                        for key, value in load_file(str(file)).items()})
-    assert finals[0].keys() == finals[1].keys() and len({k.split("/")[0] for k in finals[0]}) >= 1
+    assert finals[0] and finals[0].keys() == finals[1].keys()
     assert [k for k in finals[0] if not torch.equal(finals[0][k], finals[1][k])] == []
 
 

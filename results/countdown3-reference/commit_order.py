@@ -8,9 +8,13 @@ the padding, about half of the 96 positions, takes its share of the steps. The t
 every token the model gives at least 0.9, and the padding is such a token: committed in bulk, it puts
 the masked count below the linear schedule, after which a step commits the confident tokens or one.
 This measures that on the run's own validation problems, with the sampler's own noise (`eval`'s draws).
+`masked_per_pass` is how many of the target's positions are still masked when a pass starts (for a
+decoder in one block, the block's): what a pass must predict, against the block's width that every pass
+now reads (a cache of the committed columns,
+as dKV-Cache keeps, would leave only these, and the columns that predict them, to run).
 
     python results/countdown3-reference/commit_order.py RUNS RUN [--problems 50] [--k 10] \
-        > results/countdown3-reference/commit-order.json
+        [--setting LABEL=KNOB=VALUE,KNOB=VALUE ...] > results/countdown3-reference/commit-order.json
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
 
 from baselines.mdm import decode_target, prompt_ids  # noqa: E402
+from harness.config import parse_override  # noqa: E402
 from harness.evaluate.provenance import evaluated_checkpoint  # noqa: E402
 from harness.runs import open_run  # noqa: E402
 from harness.sampling import RowNoise, trajectories  # noqa: E402
@@ -46,8 +51,14 @@ def commit_order(method, ctx, problems, k: int, knobs: dict) -> dict:
     final = states[-1]
     figures: dict[str, list[float]] = {name: [] for name in (
         "forward_passes", "passes_writing_text", "passes_on_padding_only", "text_characters_per_step",
-        "digits_per_step")}
+        "digits_per_step", "masked_per_pass")}
+    # masked positions of each row's block when step s starts (every position before the first step)
+    masked_before = torch.cat([masked.new_ones(1, *masked.shape[1:]), masked[:-1]]).sum(-1)  # (steps, rows), one block
     passed = 0
+
+    def mean(values):
+        return sum(values) / len(values)
+
     for row, (trajectory, target) in enumerate(zip(rows, final, strict=True)):
         ids = target.tolist()
         end = ids.index(eos) if eos in ids else len(ids) - 1  # the text and its first </s>
@@ -59,25 +70,23 @@ def commit_order(method, ctx, problems, k: int, knobs: dict) -> dict:
         figures["forward_passes"].append(len(all_steps))
         figures["passes_writing_text"].append(len(text_steps))
         figures["passes_on_padding_only"].append(len(all_steps - text_steps))
+        figures["masked_per_pass"].append(mean([int(masked_before[step, row]) for step in all_steps]))
         figures["text_characters_per_step"].append((end + 1) / len(text_steps))
         if digit_positions:
             figures["digits_per_step"].append(len(digit_positions) / len(digit_steps))
         passed += ctx.task.check(problems[trajectory.problem], text).passed
-
-    def mean(values):
-        return sum(values) / len(values)
 
     return {"knobs": {name: getattr(settings, name) for name in ("steps", "threshold", "gen_length")},
             "samples": len(rows), "pass@1": passed / len(rows),
             **{name: mean(values) for name, values in figures.items()}}
 
 
-def measure(root: Path, name: str, n: int, k: int) -> dict:
+def measure(root: Path, name: str, n: int, k: int, settings: dict[str, dict] = SETTINGS) -> dict:
     method, ctx = open_run(name, root)
     method.model.eval()
     problems = ctx.task.problems("val")[:n]
     return {"run": name, "problems": len(problems), "k": k, "checkpoint": evaluated_checkpoint(method, ctx),
-            "decoders": {label: commit_order(method, ctx, problems, k, knobs) for label, knobs in SETTINGS.items()}}
+            "decoders": {label: commit_order(method, ctx, problems, k, knobs) for label, knobs in settings.items()}}
 
 
 if __name__ == "__main__":
@@ -86,5 +95,13 @@ if __name__ == "__main__":
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--problems", type=int, default=50)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--setting", action="append", default=[],
+                        help="LABEL=KNOB=VALUE,KNOB=VALUE: a decoder to measure instead of the three above")
     args = parser.parse_args()
-    print(json.dumps([measure(args.runs_dir, name, args.problems, args.k) for name in args.runs], indent=2))
+    settings = SETTINGS
+    if args.setting:
+        settings = {}
+        for text in args.setting:
+            label, _, knobs = text.partition("=")
+            settings[label] = {key: value for item in knobs.split(",") for key, value in parse_override(item).items()}
+    print(json.dumps([measure(args.runs_dir, name, args.problems, args.k, settings) for name in args.runs], indent=2))

@@ -619,6 +619,9 @@ _one_line_command_list()
 
 def main() -> None:
     """Entry point: BadInput -> one line on stderr and exit 2; anything else propagates (exit 1)."""
+    from harness.revision import git_revision
+
+    git_revision()  # the code this process runs, before a long command can outlive the checkout's state
     try:
         # outside standalone mode click returns a `typer.Exit`'s code instead of exiting with it
         code = app(standalone_mode=False)

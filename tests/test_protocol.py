@@ -372,3 +372,34 @@ def test_the_command_list_gives_each_command_its_first_paragraph_on_one_line():
     for command in app.registered_commands:
         first = " ".join(inspect.cleandoc(command.callback.__doc__).split("\n\n")[0].split())
         assert first in listing, (command.name, first)
+
+
+def test_a_process_records_the_revision_it_started_from_not_a_commit_made_while_it_ran(monkeypatch):
+    """A long `reproduce` or `eval` outlives commits to its checkout: its manifests must name the code it
+    imported. `ladir-bench` reads the revision as it starts; a commit afterwards does not change it."""
+    from harness import cli, revision
+    from harness.evaluate.provenance import manifest
+
+    heads, calls = iter(["a" * 40, "b" * 40]), []
+
+    def fake_git(args, **kwargs):
+        calls.append(args[1])
+        out = next(heads) if args[1] == "rev-parse" else ""
+        return subprocess.CompletedProcess(args, 0, stdout=out + "\n", stderr="")
+
+    revision.git_revision.cache_clear()
+    monkeypatch.setattr(revision.subprocess, "run", fake_git)
+    monkeypatch.setattr(sys, "argv", ["ladir-bench", "tasks"])
+    try:
+        cli.main()  # the revision is read here, as the process starts: HEAD is "a..."
+        assert calls == ["rev-parse", "status"]
+        # HEAD is "b..." from now on; what the process records is still the revision it started from
+        assert revision.git_revision() == {"git_revision": "a" * 40, "git_dirty": False}
+
+        class Context:
+            config, seed, backbone, device = None, 0, type("Backbone", (), {"objective": "ar"}), "cpu"
+
+        Context.config = type("Config", (), {"to_dict": lambda self: {}})()
+        assert manifest(Context, {})["git_revision"] == "a" * 40
+    finally:
+        revision.git_revision.cache_clear()

@@ -8,33 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from harness.context import RunContext
 from harness.methods import Method
+from harness.revision import git_revision
 from harness.train.checkpoint import DONE_MARKER, final_checkpoint
 from tasks import Problem
-
-
-def git_revision() -> dict[str, Any]:
-    """The source's commit and whether tracked files differ from it; nulls outside a git checkout."""
-    source = Path(__file__).parent
-
-    def git(*args: str) -> subprocess.CompletedProcess | None:
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=source)
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    head = git("rev-parse", "--verify", "HEAD")
-    if head is None or head.returncode != 0:
-        return {"git_revision": None, "git_dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no")
-    dirty = None if status is None or status.returncode != 0 else bool(status.stdout.strip())
-    return {"git_revision": head.stdout.strip(), "git_dirty": dirty}
 
 
 def sha256_of(paths: list[Path]) -> str:

@@ -19,18 +19,13 @@ from harness.compute import ComputeCounter, training_compute
 from harness.config import RunConfig
 from harness.context import RunContext
 from harness.errors import BadInput
-from harness.evaluate.provenance import (
-    evaluated_checkpoint,
-    git_revision,
-    manifest,
-    problems_sha256,
-    training_minutes,
-)
+from harness.evaluate.provenance import evaluated_checkpoint, manifest, problems_sha256, training_minutes
 from harness.evaluate.score import metrics_of
 from harness.jsonl import read_append_log, write_json_atomic, write_jsonl_atomic
 from harness.locks import exclusive
 from harness.methods import Method
 from harness.progress import console, progress_bar
+from harness.revision import git_revision
 from tasks import Problem, Task
 
 

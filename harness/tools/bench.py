@@ -403,7 +403,7 @@ def run_bench(preset: str = "tiny", device: str = "auto", repeats: int = 3, scal
     import tempfile
     from pathlib import Path
 
-    from harness.evaluate.provenance import git_revision
+    from harness.revision import git_revision
     from harness.tools.bench_checkers import checker_figures
 
     figures: dict[str, float] = {}

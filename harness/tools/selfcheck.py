@@ -387,7 +387,7 @@ def resolve(device: str) -> str:
 
 
 def environment(device: str) -> dict[str, Any]:
-    from harness.evaluate.provenance import git_revision
+    from harness.revision import git_revision
 
     found = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
              "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), **git_revision()}

@@ -20,6 +20,7 @@ F="${T}_cacheprefix_gen_length48_steps16_threshold0.9"
 pair "$F" "$O/${T}_gen_length48_steps48" test-prefix-threshold-against-one-token-a-step
 pair "$F" "results/countdown3-reference/bases/${T}_block_length24_cachedual_refreshlast_block_threshold0.9" test-prefix-threshold-against-cached-blocks
 pair "$F" results/countdown3-reference/evaluations/ar-sft-countdown3-seed0-53ee81f0fe.countdown3-test.k100 test-prefix-threshold-against-ar-sft
+pair "${T}_cacheprefix_gen_length48_steps48" "$O/${T}_gen_length48_steps48" test-prefix-cache-one-token-a-step-against-uncached
 # AR-SFT's seed 0 trained again (retrained-ar-sft/) against its committed evaluation
 R=ar-sft-countdown3-seed0-53ee81f0fe.countdown3-test.k100
 ladir-bench compare "$S/retrained-ar-sft/$R.metrics.json" --against "results/countdown3-reference/evaluations/$R.metrics.json" \

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -395,11 +396,8 @@ def test_a_process_records_the_revision_it_started_from_not_a_commit_made_while_
         assert calls == ["rev-parse", "status"]
         # HEAD is "b..." from now on; what the process records is still the revision it started from
         assert revision.git_revision() == {"git_revision": "a" * 40, "git_dirty": False}
-
-        class Context:
-            config, seed, backbone, device = None, 0, type("Backbone", (), {"objective": "ar"}), "cpu"
-
-        Context.config = type("Config", (), {"to_dict": lambda self: {}})()
-        assert manifest(Context, {})["git_revision"] == "a" * 40
+        context = SimpleNamespace(config=SimpleNamespace(to_dict=dict), seed=0,
+                                  backbone=SimpleNamespace(objective="ar"), device="cpu")
+        assert manifest(context, {})["git_revision"] == "a" * 40
     finally:
         revision.git_revision.cache_clear()

@@ -10,8 +10,8 @@ the masked count below the linear schedule, after which a step commits the confi
 This measures that on the run's own validation problems, with the sampler's own noise (`eval`'s draws).
 `masked_per_pass` is how many of the target's positions are still masked when a pass starts (for a
 decoder in one block, the block's): what a pass must predict, against the block's width that every pass
-now reads (a cache of the committed columns,
-as dKV-Cache keeps, would leave only these, and the columns that predict them, to run).
+now reads (a cache of the committed columns, as dKV-Cache keeps, would leave only these, and the columns
+that predict them, to run).
 
     python results/countdown3-reference/commit_order.py RUNS RUN [--problems 50] [--k 10] \
         [--setting LABEL=KNOB=VALUE,KNOB=VALUE ...] > results/countdown3-reference/commit-order.json

@@ -44,7 +44,10 @@ Decoding (`decoder`; "recipe" = the recipe's own):
 blocks. `cache` (Fast-dLLM, Wu et al. 2025) keeps the keys/values of a block's first forward pass
 for the rest of the block and recomputes only the current block: "prefix" caches the question and
 the finished blocks, "dual" the masked blocks after it as well. The cache is approximate (the cached
-positions do not see the block's later commits) and refreshed at every block's start.
+positions do not see the block's later commits) and refreshed at every block's start. "committed"
+(dKV-Cache's decode variant, Ma et al. 2025) caches the committed target tokens too: a pass runs only
+the masked positions, the columns whose logits predict them and the positions committed since the
+last pass (their input changed from `<MASK>` to a token), each cached from then on.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0  # MGDM's token reweighting alpha (1 - e^-l
 RECIPE_DECODER = {"llada": "low_confidence", "mgdm": "easy_first"}
 DECODERS = ("low_confidence", "easy_first")
 CONFIDENCES = ("probability", "margin", "entropy")
-CACHES = ("none", "prefix", "dual")
+CACHES = ("none", "prefix", "dual", "committed")
 REFRESHES = ("all", "last_block")
 
 
@@ -116,7 +119,7 @@ class MdmSampleKnobs:
     block_length: int = 0  # semi-autoregressive blocks of this many target tokens; 0 = one block
     threshold: float = 0.0  # low_confidence: also commit every masked token this confident (Fast-dLLM); 0 = off
     confidence: str = "probability"  # low_confidence: probability | margin | entropy, what ranks the positions
-    cache: str = "none"  # none | prefix | dual: Fast-dLLM's approximate KV cache within a block
+    cache: str = "none"  # none | prefix | dual (Fast-dLLM) | committed (dKV-Cache): approximate KV caches
     refresh: str = "all"  # all (Fast-dLLM) | last_block: what a block's first pass recomputes of the cache
     # target positions decoded; 0 = method_options.gen_length, the trained one. A length is a sampling
     # choice (LLaDA samples at other lengths than its SFT targets'): what training teaches is the </s>
@@ -138,6 +141,9 @@ class MdmSampleKnobs:
             raise BadInput("bad MDM knob: need 0 <= threshold < 1 and remask_noise >= 0")
         if self.threshold > 0 and self.decoder == "easy_first":
             raise BadInput("knob threshold applies to the low_confidence decoder, not easy_first")
+        if self.cache == "committed" and self.decoder == "easy_first":
+            raise BadInput("knob cache=committed applies to the low_confidence decoder: easy_first re-predicts "
+                           "committed tokens, so it needs their logits")
         if self.confidence not in CONFIDENCES:
             raise BadInput(f"knob confidence must be one of {', '.join(CONFIDENCES)}, got {self.confidence!r}")
         if self.confidence != "probability" and self.decoder == "easy_first":
@@ -300,12 +306,13 @@ def block_plan(gen_length: int, block_length: int, steps: int) -> list[tuple[int
 
 class ColumnLayer(CacheLayerMixin):
     """One layer's keys/values for every column of `question | target`, in column order. A forward pass
-    over the columns [start, end) writes its fresh keys/values there, in place, and attends to every
-    column: what it did not run is what was cached of it. The first pass runs every column and fills it."""
+    over the columns [start, end) (`columns` = start), or over each row's own columns (`columns` a (B, Q)
+    index), writes its fresh keys/values there, in place, and attends to every column: what it did not
+    run is what was cached of it. The first pass runs every column and fills it."""
 
-    def __init__(self, keys: torch.Tensor | None, values: torch.Tensor | None, start: int):
+    def __init__(self, keys: torch.Tensor | None, values: torch.Tensor | None, columns: int | torch.Tensor):
         super().__init__()
-        self.keys, self.values, self.start, self.is_initialized = keys, values, start, keys is not None
+        self.keys, self.values, self.columns, self.is_initialized = keys, values, columns, keys is not None
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.keys, self.values, self.is_initialized = key_states, value_states, True
@@ -313,9 +320,13 @@ class ColumnLayer(CacheLayerMixin):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        else:
-            span = slice(self.start, self.start + key_states.size(-2))
+        elif isinstance(self.columns, int):
+            span = slice(self.columns, self.columns + key_states.size(-2))
             self.keys[:, :, span], self.values[:, :, span] = key_states, value_states
+        else:  # (B, Q) columns; a row's repeated column is written twice with the same keys
+            where = self.columns[:, None, :, None].expand(-1, key_states.size(1), -1, key_states.size(-1))
+            self.keys.scatter_(2, where, key_states)
+            self.values.scatter_(2, where, value_states)
         return self.keys, self.values
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:  # unused: the mask comes prepared (4D)
@@ -329,8 +340,8 @@ class ColumnLayer(CacheLayerMixin):
 
 
 class BlockLogits:
-    """The logits that predict one block of target positions, computed in full or with Fast-dLLM's
-    approximate KV cache.
+    """The logits that predict one block of target positions, computed in full or with an approximate
+    KV cache (Fast-dLLM's or dKV-Cache's).
 
     Rows are `question | target`, the question left-padded; target position j is predicted by the
     logits of column P + j - 1 (P = question width), so block [start, end) needs the queries of
@@ -339,16 +350,23 @@ class BlockLogits:
     (`ColumnLayer`): a block's first call refreshes them and later calls run only the block's span
     ("dual"; "prefix": the span and every column after it), attending to what was kept of the columns
     outside it: those before the span (question, finished blocks) and, with "dual", those after it (the
-    masked blocks to come). `refresh` "all" recomputes every column at a block's first call
-    (Fast-dLLM); "last_block" recomputes only the block just finished and the new one.
+    masked blocks to come). "committed" runs, of the target, only the masked columns, the columns
+    before the block's masked positions (whose logits predict them) and the columns committed since
+    the last call, so a committed token's keys are computed once with it in place and kept; the
+    logits of the block's committed positions are then not computed (zeros). `refresh` "all"
+    recomputes every column at a block's first call (Fast-dLLM); "last_block" recomputes only the
+    block just finished and the new one.
     """
 
     def __init__(self, model, question: torch.Tensor, question_valid: torch.Tensor, gen_length: int,
-                 cache: str = "none", refresh: str = "all"):
-        self.model, self.question, self.cache, self.refresh = model, question, cache, refresh
+                 cache: str = "none", refresh: str = "all", mask_id: int | None = None):
+        if cache == "committed" and mask_id is None:
+            raise ValueError("cache='committed' needs the mask id, to tell masked columns from committed ones")
+        self.model, self.question, self.cache, self.refresh, self.mask_id = model, question, cache, refresh, mask_id
         self.valid = torch.cat([question_valid, question_valid.new_ones(question.size(0), gen_length)], 1)
         self.positions = token_positions(self.valid)
         self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, every column's keys/values
+        self.seen: torch.Tensor | None = None  # "committed": each row's columns as its kept keys last saw them
         self.first: int | None = None
 
     def start_block(self, start: int, end: int) -> None:
@@ -361,6 +379,8 @@ class BlockLogits:
         """Keep only `rows` (a boolean per row), e.g. those whose text has not ended yet."""
         self.question, self.valid, self.positions = self.question[rows], self.valid[rows], self.positions[rows]
         self.kept = [(keys[rows], values[rows]) for keys, values in self.kept]
+        if self.seen is not None:
+            self.seen = self.seen[rows]
 
     def __call__(self, target: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(B, end - start, V) logits of the block's target positions; with `rows` (a boolean per held
@@ -376,6 +396,8 @@ class BlockLogits:
             out = self.model(input_ids=ids, attention_mask=bidirectional_mask(valid, self.model.dtype),
                              position_ids=positions, logits_to_keep=columns - self.first)
             return out.logits[:, :self.width]
+        if self.cache == "committed" and not self.refreshing:
+            return self._committed_pass(ids, valid, positions, rows)
         if not self.refreshing:
             run = (self.first, self.last)
         elif self.refresh == "all" or self.finished_from is None:
@@ -393,8 +415,45 @@ class BlockLogits:
                          logits_to_keep=run[1] - self.first)
         if not self.kept:
             self.kept = [(layer.keys, layer.values) for layer in layers]
+        if self.cache == "committed":
+            self.seen = ids
         self.refreshing = False
         return out.logits[:, :self.width]
+
+    def _committed_pass(self, ids: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor,
+                        rows: torch.Tensor | None) -> torch.Tensor:
+        """One "committed" call: each row runs its own columns, padded to the batch's longest list by
+        repeating its last one (a row's logits are what they would be alone)."""
+        target_from = self.first + 1
+        masked = torch.zeros_like(ids, dtype=torch.bool)
+        masked[:, target_from:] = ids[:, target_from:] == self.mask_id  # the question's padding is mask_id too
+        predicting = torch.zeros_like(masked)
+        predicting[:, self.first:self.first + self.width] = masked[:, target_from:target_from + self.width]
+        seen = self.seen if rows is None else self.seen[rows]
+        run = masked | predicting | (ids != seen)
+        count = run.sum(1)
+        order = run.to(torch.int8).sort(dim=1, descending=True, stable=True).indices  # run columns first, ascending
+        slots = torch.arange(int(count.max()), device=ids.device)
+        index = torch.where(slots < count[:, None], order[:, :len(slots)],
+                            order.gather(1, (count - 1).clamp_min(0)[:, None]))
+        if rows is None:
+            kept = self.kept
+        else:  # written back below: the cache keeps what this call computed
+            kept = [(keys[rows], values[rows]) for keys, values in self.kept]
+        layers = [ColumnLayer(keys, values, index) for keys, values in kept]
+        out = self.model(input_ids=ids.gather(1, index), position_ids=positions.gather(1, index),
+                         past_key_values=Cache(layers=layers), use_cache=True,
+                         attention_mask=bidirectional_mask(valid, self.model.dtype, len(slots)))
+        if rows is None:
+            self.seen = ids
+        else:
+            for (keys, values), layer in zip(self.kept, layers, strict=True):
+                keys[rows], values[rows] = layer.keys, layer.values
+            self.seen[rows] = ids
+        slot_of = torch.full_like(ids, -1).scatter_(1, index, slots.expand_as(index))
+        wanted = slot_of[:, self.first:self.first + self.width]  # the slot of each block position's logits
+        logits = out.logits.gather(1, wanted.clamp_min(0)[..., None].expand(-1, -1, out.logits.size(-1)))
+        return logits.masked_fill(wanted[..., None] < 0, 0)
 
 
 def ranks_of(scores: torch.Tensor, descending: bool) -> torch.Tensor:
@@ -475,7 +534,7 @@ def unmasking_steps(model, prompts: Sequence[list[int]], gen_length: int, mask_i
     question, question_valid = pad_ids(prompts, mask_id, left=True, device=device)  # padding is never attended to
     random = temperature > 0 if decoder == "low_confidence" else remask_noise > 0
     uniforms = noise.uniform(steps, gen_length).to(device) if random else None  # (B, steps, G)
-    logits_of = BlockLogits(model, question, question_valid, gen_length, cache, refresh)
+    logits_of = BlockLogits(model, question, question_valid, gen_length, cache, refresh, mask_id)
     active = torch.arange(rows, device=device)  # the rows still being decoded
     step = 0
     for start, end, block_steps in block_plan(gen_length, block_length, steps):

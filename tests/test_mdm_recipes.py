@@ -105,7 +105,8 @@ def test_options_and_knobs_refuse_unknown_recipes_decoders_and_caches():
             build_dataclass(MdmOptions, options, "method_options")
     for knobs in ({"decoder": "beam"}, {"cache": "full"}, {"threshold": 1.0},
                   {"decoder": "easy_first", "threshold": 0.9}, {"remask_noise": -1}, {"confidence": "random"},
-                  {"decoder": "easy_first", "confidence": "margin"}, {"confidence": "entropy", "threshold": 0.9}):
+                  {"decoder": "easy_first", "confidence": "margin"}, {"confidence": "entropy", "threshold": 0.9},
+                  {"decoder": "easy_first", "cache": "committed"}):
         with pytest.raises(BadInput):
             build_dataclass(MdmSampleKnobs, knobs, "knob")
 
@@ -194,14 +195,14 @@ def test_threshold_decoding_commits_at_least_one_per_step_and_never_revisits(tok
     assert torch.equal(eager[1], eager[3]) and not bool((eager[4] == mask).any())
 
 
-@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
+@pytest.mark.parametrize("cache", ["none", "prefix", "dual", "committed"])
 def test_a_row_whose_block_is_finished_runs_no_forward_pass(tokenizer, model, mask, cache):
     # threshold decoding leaves out the rows whose block is finished: their logits are not computed,
     # and the others' are what a call over every row gives them
     question, question_valid = pad_ids([prompt_ids(tokenizer, p) for p in PROMPTS], mask, left=True, device="cpu")
     target = torch.full((2, 12), mask)
     target[:, :3] = torch.tensor(tokenizer.encode("12+", add_special_tokens=False))
-    logits_of = BlockLogits(model, question, question_valid, 12, cache)
+    logits_of = BlockLogits(model, question, question_valid, 12, cache, mask_id=mask)
     rows_run = []
     hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: rows_run.append(out.size(0)))
     try:
@@ -250,7 +251,58 @@ def test_cache_gives_the_full_forward_logits_while_nothing_changed(tokenizer, mo
         assert torch.allclose(cached(target[1:]), reference[1:], atol=1e-5)
 
 
-@pytest.mark.parametrize("knobs", [{}, {"cache": "dual", "refresh": "last_block"}, {"decoder": "easy_first"}])
+def test_committed_cache_runs_the_masked_and_changed_columns_and_keeps_a_committed_token_keys(tokenizer, model,
+                                                                                             mask):
+    # dKV-Cache's decode variant: after the refreshing pass a call runs, per row, the masked columns,
+    # the columns whose logits predict them and those committed since the last call; rows run as many
+    # as the busiest, the others repeating a column
+    question, question_valid = pad_ids([prompt_ids(tokenizer, p) for p in PROMPTS], mask, left=True, device="cpu")
+    width = question.size(1)
+    target = torch.full((2, 12), mask)
+    target[0, :6] = torch.tensor(tokenizer.encode("12+7=1", add_special_tokens=False))
+    target[1, :3] = torch.tensor(tokenizer.encode("25-", add_special_tokens=False))
+
+    def exact(target):  # every column computed afresh: logits of the block and each layer's keys
+        fresh = BlockLogits(model, question, question_valid, 12, "prefix")
+        fresh.start_block(0, 12)
+        return fresh(target), [keys for keys, _ in fresh.kept]
+
+    cached = BlockLogits(model, question, question_valid, 12, "committed", mask_id=mask)
+    cached.start_block(0, 12)
+    tokens_run = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: tokens_run.append(out.shape[:2]))
+    try:
+        with torch.no_grad():
+            reference, _ = exact(target)
+            tokens_run.clear()
+            assert torch.allclose(cached(target), reference, atol=1e-5)  # the refreshing pass: every column
+            again = cached(target)  # nothing changed: the masked positions' logits are exact
+            masked = target == mask
+            assert torch.allclose(again[masked], reference[masked], atol=1e-5)
+            assert bool((again[~masked] == 0).all())  # a committed position's logits are not computed
+            # row 0: 6 masked and the column before them; row 1: 9 masked and the one before
+            assert tokens_run == [(2, width + 12), (2, 10)]
+
+            before = [keys.clone() for keys, _ in cached.kept]
+            changed = target.clone()
+            changed[0, 6], changed[1, 3] = tokenizer.convert_tokens_to_ids("3"), tokenizer.convert_tokens_to_ids("4")
+            approximate = cached(changed)
+            reference, keys = exact(changed)
+            still = changed == mask
+            assert (approximate[still] - reference[still]).abs().max() < 0.5  # committed columns kept: close
+            assert tokens_run[2] == (2, 9)  # row 0: 5 masked, the newly committed one before them, row 1 8 + 1
+            # the new token's keys were computed with it in place: the first layer's (its embedding and
+            # position only) exactly; the columns committed before were not run again
+            new = width + 6
+            assert not torch.allclose(before[0][0, :, new], cached.kept[0][0][0, :, new], atol=1e-4)
+            assert torch.allclose(cached.kept[0][0][0, :, new], keys[0][0, :, new], atol=1e-5)
+            assert torch.equal(cached.kept[-1][0][0, :, width + 2], before[-1][0, :, width + 2])
+    finally:
+        hook.remove()
+
+
+@pytest.mark.parametrize("knobs", [{}, {"cache": "dual", "refresh": "last_block"}, {"decoder": "easy_first"},
+                                   {"cache": "committed", "threshold": 0.3}])
 def test_rows_that_ended_stop_and_their_text_is_unchanged(tokenizer, model, mask, knobs):
     free = decode(model, tokenizer, mask, steps=8, block_length=4, temperature=0.0, remask_noise=0.0, **knobs)[-1]
     stop = int(free[0, 1])  # a token the model writes early in row 0: take it for `</s>`
@@ -268,7 +320,8 @@ def test_rows_that_ended_stop_and_their_text_is_unchanged(tokenizer, model, mask
 
 
 @pytest.mark.parametrize("knobs", [{}, {"decoder": "easy_first"}, {"threshold": 0.3, "cache": "dual", "block_length": 4},
-                                   {"decoder": "easy_first", "cache": "prefix", "block_length": 8}])
+                                   {"decoder": "easy_first", "cache": "prefix", "block_length": 8},
+                                   {"threshold": 0.3, "cache": "committed"}, {"cache": "committed", "block_length": 8}])
 def test_same_seed_same_samples(tokenizer, model, mask, knobs):
     first = decode(model, tokenizer, mask, 3, **dict(knobs))[-1]
     assert torch.equal(first, decode(model, tokenizer, mask, 3, **dict(knobs))[-1])

@@ -15,12 +15,21 @@ pair "${V}_block_length24_cachedual_gen_length48_refreshlast_block_steps48_thres
      "$S/${V}_block_length24_cacheprefix_gen_length48_steps48_threshold0.9" val-dual-cache-against-prefix-cache
 pair "${V}_cacheprefix_gen_length48_steps16" "$S/${V}_cacheprefix_gen_length48_steps16_threshold0.9" val-3-a-step-against-threshold
 pair "${V}_cacheprefix_gen_length48_steps48_threshold0.7" "$S/${V}_cacheprefix_gen_length48_steps48_threshold0.9" val-threshold0.7-against-0.9
+# dKV-Cache's committed-column cache against the prefix cache, each at the same steps and threshold
+for s in steps16_threshold0.9 steps48; do
+  pair "${V}_cachecommitted_gen_length48_$s" "$S/${V}_cacheprefix_gen_length48_$s" "val-committed-cache-against-prefix-cache-$s"
+done
 # the test protocol: the chosen setting against one token a step, the cached blocks (bases/) and AR-SFT's seed 0
 F="${T}_cacheprefix_gen_length48_steps16_threshold0.9"
 pair "$F" "$O/${T}_gen_length48_steps48" test-prefix-threshold-against-one-token-a-step
 pair "$F" "results/countdown3-reference/bases/${T}_block_length24_cachedual_refreshlast_block_threshold0.9" test-prefix-threshold-against-cached-blocks
 pair "$F" results/countdown3-reference/evaluations/ar-sft-countdown3-seed0-53ee81f0fe.countdown3-test.k100 test-prefix-threshold-against-ar-sft
 pair "${T}_cacheprefix_gen_length48_steps48" "$O/${T}_gen_length48_steps48" test-prefix-cache-one-token-a-step-against-uncached
+# the committed-column cache on the test protocol: against the prefix cache (same steps, threshold) and AR-SFT
+C="${T}_cachecommitted_gen_length48_steps16_threshold0.9"
+pair "$C" "$F" test-committed-cache-against-prefix-cache
+pair "$C" results/countdown3-reference/evaluations/ar-sft-countdown3-seed0-53ee81f0fe.countdown3-test.k100 \
+     test-committed-cache-against-ar-sft
 # AR-SFT's seed 0 trained again (retrained-ar-sft/) against its committed evaluation
 R=ar-sft-countdown3-seed0-53ee81f0fe.countdown3-test.k100
 ladir-bench compare "$S/retrained-ar-sft/$R.metrics.json" --against "results/countdown3-reference/evaluations/$R.metrics.json" \

@@ -274,6 +274,7 @@ def test_a_grid_leaves_a_run_another_process_holds_for_the_end(tmp_path, monkeyp
     from contextlib import ExitStack
 
     import harness.tools.ablation as ablation
+    from harness.locks import holder as holder_of
     from tests.conftest import MICRO_SETTINGS
 
     settings = {s.split("=", 1)[0]: s.split("=", 1)[1] for s in MICRO_SETTINGS}
@@ -291,9 +292,19 @@ def test_a_grid_leaves_a_run_another_process_holds_for_the_end(tmp_path, monkeyp
             seen_while_held.append((other / "DONE").exists())
             holder.close()
 
+        entered = []
+        train_and_evaluate = ablation._train_and_evaluate
+
+        def recording(plan, runs_root, eval_spec):
+            entered.append((plan.name, holder_of(held)))
+            return train_and_evaluate(plan, runs_root, eval_spec)
+
         monkeypatch.setattr(ablation, "sleep", sleep)
+        monkeypatch.setattr(ablation, "_train_and_evaluate", recording)
         folders = ablation.run_grid(grid, runs)
     assert seen_while_held == [True]  # the free run was trained while the held one waited
+    # the held run's setup never started while it was held: skipped, then waited for, before it
+    assert entered == [("g-lr0.003", str(os.getpid())), ("g-lr0.001", None)]
     assert [f.parts[len(runs.parts)] for f in folders] == ["g-lr0.001", "g-lr0.003"]  # the grid's order
     assert all((f / "metrics.json").exists() for f in folders) and (held / "DONE").exists()
 

@@ -391,6 +391,24 @@ def _shared_phases(plan: PlannedRun, runs_root: Path) -> set[Path]:
     return {folder for folder, _ in method.shared_phases().values() if not phase_done(folder)}
 
 
+def _refuse_held(plan: PlannedRun, runs_root: Path) -> None:
+    """InUse when another process is training one of this run's phases, raised before the run's setup
+    (LaDiR encodes its oracle blocks, minutes of work, before it reaches a phase's lock), so a grid
+    moves on from a held run at once."""
+    from harness.context import RunContext
+    from harness.locks import holder
+    from harness.methods import get_method_class
+
+    run_dir = runs_root / plan.name
+    if not run_dir.is_dir():
+        return
+    method = get_method_class(plan.config.method)(RunContext(plan.config, run_dir, runs_root))
+    for stage in method.stages:
+        if pid := holder(run_dir / stage):
+            raise InUse(f"training phase '{stage}' {run_dir / stage} is in use by another process (pid {pid})",
+                        run_dir / stage)
+
+
 def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec,
              poll_seconds: float = 60.0) -> list[Evaluation]:
     """Train and evaluate every run, in the plan's order. A run that another process holds (a second
@@ -414,6 +432,8 @@ def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec,
             continue
         try:
             with moving_on_from_shared(alone):
+                if alone:  # the ranks of one launch train the same run together: none is held from the others
+                    _refuse_held(plan, runs_root)
                 done[index] = _train_and_evaluate(plan, runs_root, eval_spec)
         except InUse as busy:
             if not alone:
@@ -425,6 +445,7 @@ def run_plan(plans: list[PlannedRun], runs_root: Path, eval_spec: EvalSpec,
         console.print(f"[bold]grid[/] back to run {index + 1}/{len(plans)}: {plans[index].name}")
         while index not in done:
             try:
+                _refuse_held(plans[index], runs_root)
                 done[index] = _train_and_evaluate(plans[index], runs_root, eval_spec)
             except InUse as busy:
                 console.print(f"waiting for process {holder(busy.directory)}, which holds {busy.directory}")

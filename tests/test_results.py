@@ -90,8 +90,9 @@ PARTIAL_PROVENANCE = {
 
 
 def run_config(run: str) -> list[Path]:
-    """The committed resolved config of a run: `configs/RUN.yaml` or `RUN.config.yaml` in a results folder."""
-    return [*RESULTS.glob(f"*/configs/{run}.yaml"), *RESULTS.glob(f"*/{run}.config.yaml")]
+    """The committed resolved config of a run: `configs/RUN.yaml` or `RUN.config.yaml` in a results folder
+    (or a folder within one, as a table `reproduce --out` wrote beside another)."""
+    return [*RESULTS.glob(f"**/configs/{run}.yaml"), *RESULTS.glob(f"*/{run}.config.yaml")]
 
 
 def test_every_committed_metrics_file_has_its_manifest_and_config():

@@ -380,30 +380,33 @@ def _train_and_evaluate(plan: PlannedRun, runs_root: Path, eval_spec: EvalSpec) 
     return results
 
 
+def planned_method(plan: PlannedRun, runs_root: Path):
+    """The run's method on its planned config and folder, nothing trained or loaded: what it would train
+    (its stages, the phases it shares) before it starts."""
+    from harness.context import RunContext
+    from harness.methods import get_method_class
+
+    return get_method_class(plan.config.method)(RunContext(plan.config, runs_root / plan.name, runs_root))
+
+
 def _shared_phases(plan: PlannedRun, runs_root: Path) -> set[Path]:
     """The folders of the phases this run would adopt from another run with the same settings (LaDiR's
     VAE), unfinished ones only: while another process trains one in its own run, this run must wait too."""
-    from harness.context import RunContext
-    from harness.methods import get_method_class
     from harness.train.checkpoint import phase_done
 
-    method = get_method_class(plan.config.method)(RunContext(plan.config, runs_root / plan.name, runs_root))
-    return {folder for folder, _ in method.shared_phases().values() if not phase_done(folder)}
+    return {folder for folder, _ in planned_method(plan, runs_root).shared_phases().values() if not phase_done(folder)}
 
 
 def _refuse_held(plan: PlannedRun, runs_root: Path) -> None:
     """InUse when another process is training one of this run's phases, raised before the run's setup
     (LaDiR encodes its oracle blocks, minutes of work, before it reaches a phase's lock), so a grid
     moves on from a held run at once."""
-    from harness.context import RunContext
     from harness.locks import holder
-    from harness.methods import get_method_class
 
     run_dir = runs_root / plan.name
     if not run_dir.is_dir():
         return
-    method = get_method_class(plan.config.method)(RunContext(plan.config, run_dir, runs_root))
-    for stage in method.stages:
+    for stage in planned_method(plan, runs_root).stages:
         if pid := holder(run_dir / stage):
             raise InUse(f"training phase '{stage}' {run_dir / stage} is in use by another process (pid {pid})",
                         run_dir / stage)

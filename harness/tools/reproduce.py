@@ -53,6 +53,7 @@ from harness.tools.ablation import (
     evaluation_matcher,
     finished_evaluations,
     plan_grid,
+    planned_method,
     remove_abandoned,
     resolved_knobs,
     restored_in_full,
@@ -409,9 +410,7 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
     retrained."""
     restorable = restorable or {}
     from harness.backbone import SCRATCH
-    from harness.context import RunContext
     from harness.locks import holder
-    from harness.methods import get_method_class
     from harness.train.checkpoint import phase_done
 
     measured_train, measured_sampling = measured_rates(runs_root)
@@ -420,9 +419,9 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
     whole_splits_left = 0  # evaluations of a whole test split (no limit): its size is not loaded here
     # A phase runs share (a LaDiR VAE) is trained by one of them: the run already training it in its own
     # folder, else the first planned; the others adopt it (`Method.shared_phases`).
-    contexts = [RunContext(plan.config, runs_root / plan.name, runs_root) for plan in plans]
-    shared = [get_method_class(plan.config.method)(ctx).shared_phases()
-              for plan, ctx in zip(plans, contexts, strict=True)]
+    methods = [planned_method(plan, runs_root) for plan in plans]
+    contexts = [method.ctx for method in methods]
+    shared = [method.shared_phases() for method in methods]
     trained = {folder for ctx, phases in zip(contexts, shared, strict=True) for phase, (folder, _) in phases.items()
                if phase_done(folder) or (ctx.run_dir / phase).exists()}
     for plan, ctx, phases in zip(plans, contexts, shared, strict=True):

@@ -273,10 +273,32 @@ class Trainer:
         the other processes of its launch start once it holds the lock."""
         if not self.accelerator.is_main_process:
             self.accelerator.wait_for_everyone()
-            return self._fit(loss_fn)
+            with self._attention_for_autocast():
+                return self._fit(loss_fn)
         with exclusive(self.phase.directory, f"training phase {self.phase.name!r}", wait=self.phase.shared):
             self.accelerator.wait_for_everyone()
-            return self._fit(loss_fn)
+            with self._attention_for_autocast():
+                return self._fit(loss_fn)
+
+    @contextmanager
+    def _attention_for_autocast(self):
+        """bf16 on the CPU trains with eager attention, then puts each model's own attention back.
+
+        Under CPU autocast, sdpa takes its bf16 flash-attention kernel, whose backward runs about 3.6x
+        slower than its fp32 one and eats what AMX saves on the matmuls; eager attention's matmuls are
+        autocast to bf16 like every Linear, its softmax kept in fp32 (results/bench/cpu-bf16/). Sampling
+        is untouched: outside this phase the models attend as they were built to."""
+        swapped = []
+        if self.phase.train.mixed_precision == "bf16" and self.accelerator.device.type == "cpu":
+            for model in self.module.modules():
+                if isinstance(model, PreTrainedModel) and model.config._attn_implementation == "sdpa":
+                    model.set_attn_implementation("eager")
+                    swapped.append(model)
+        try:
+            yield
+        finally:
+            for model in swapped:
+                model.set_attn_implementation("sdpa")
 
     def optimizer_step(self, loss_fn: LossFn) -> tuple[float, dict[str, float], float]:
         """One update: every micro-batch of this process (reseeded, its shard of the step's examples),

@@ -105,7 +105,7 @@ def test_fp16_on_cpu_is_one_line(runs_dir):
 def _fit_tiny_lm(directory: Path, monkeypatch, **train_fields) -> dict:
     """Three steps of a 2-layer Llama on fixed random tokens through the Trainer: how often its MLPs ran
     (a checkpointed layer runs again in backward), the output dtypes of its attention projections, the
-    losses and the weights it saved."""
+    attention it trained with and has after, the losses and the weights it saved."""
     from collections import Counter
 
     from accelerate.state import AcceleratorState
@@ -128,7 +128,8 @@ def _fit_tiny_lm(directory: Path, monkeypatch, **train_fields) -> dict:
     AcceleratorState._reset_state(reset_partial_state=True)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=2, max_position_embeddings=64))
+                                         num_attention_heads=2, max_position_embeddings=64,
+                                         attn_implementation="sdpa"))
     tokens = torch.randint(0, 40, (8, 24), generator=torch.Generator().manual_seed(1))
     for layer in model.model.layers:
         layer.self_attn.q_proj.register_forward_hook(lambda _m, _i, out: seen.update([str(out.dtype)]))
@@ -138,6 +139,7 @@ def _fit_tiny_lm(directory: Path, monkeypatch, **train_fields) -> dict:
     def loss_fn(step: int, shard):
         loss = model(input_ids=tokens, labels=tokens).loss
         losses.append(loss.item())
+        seen["attention " + model.config._attn_implementation] += 1
         return loss, {}
 
     try:
@@ -146,6 +148,7 @@ def _fit_tiny_lm(directory: Path, monkeypatch, **train_fields) -> dict:
         AcceleratorState._reset_state(reset_partial_state=True)
     monkeypatch.setattr(modeling_llama.LlamaMLP, "forward", mlp_forward)  # a later call counts on its own
     weights = load_file(str(final_checkpoint(directory)[1] / "model" / "model.safetensors"))
+    seen["attention after " + model.config._attn_implementation] += 1
     return {"seen": seen, "losses": losses, "weights": weights}
 
 
@@ -169,6 +172,10 @@ def test_bf16_autocast_on_cpu_trains_float32_weights(tmp_path, monkeypatch):
     assert bf16["losses"] != full["losses"]
     assert bf16["losses"] == pytest.approx(full["losses"], rel=2e-2)
     assert bf16["losses"][-1] < bf16["losses"][0]
+    # the CPU's bf16 flash-attention backward is slow: bf16 trains with eager attention, fp32 with sdpa,
+    # and both models attend with sdpa again once the phase is over (sampling is untouched)
+    assert bf16["seen"]["attention eager"] == 3 and full["seen"]["attention sdpa"] == 3
+    assert bf16["seen"]["attention after sdpa"] == full["seen"]["attention after sdpa"] == 1
 
 
 def test_fsdp_config_on_cpu_is_one_line(runs_dir, monkeypatch):

@@ -196,6 +196,8 @@ def parse_override(text: str) -> dict[str, Any]:
         raise BadInput(f"override {text!r} is not of the form key=value (e.g. train.lr=3e-4)")
     key, value = text.split("=", 1)
     parsed: Any = yaml.safe_load(value) if value else ""
+    if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+        parsed = value.strip()  # YAML 1.1 reads no / yes / off / on as booleans: train.mixed_precision=no is a word
     nested: dict[str, Any] = {}
     cursor = nested
     parts = key.strip().split(".")

@@ -31,6 +31,11 @@ def test_config_layers_and_validation(tmp_path):
             load_config("tiny", None, [parse_override(bad)])
     with pytest.raises(BadInput):
         load_config("no-such-preset")
+    # YAML 1.1 reads `no` as false: on the command line it stays the word a string field expects
+    assert load_config("tiny", None, [parse_override("train.mixed_precision=no")]).train.mixed_precision == "no"
+    overrides = [parse_override(o) for o in ("train.gradient_checkpointing=yes", "task_options.flag=false")]
+    assert overrides == [{"train": {"gradient_checkpointing": "yes"}}, {"task_options": {"flag": False}}]
+    assert load_config("tiny", None, overrides[:1]).train.gradient_checkpointing is True
 
 
 # micro sizes for the methods whose defaults are too large for a test; the others train as they are

@@ -512,6 +512,8 @@ def reproduce_command(
     knob: Annotated[Optional[list[str]], typer.Option(
         "--knob", help="only the sampling grid's points with these values, KNOB=V1,V2 (every method's grid) or "
                        "METHOD.KNOB=V1,V2 (e.g. --knob mdm.steps=8,16); repeatable")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, or bf16: every run trained under bf16 autocast (faster on "
+                                                "a GPU or an AMX CPU; other runs, folder ...-bf16)")] = "fp32",
     runs_dir: RunsDirOpt = None,
 ) -> None:
     """One of the paper's tables from its shipped grid: trains and evaluates what is missing (resumable;
@@ -527,7 +529,7 @@ def reproduce_command(
     knobs = {name: _names(values) for name, values in _assignments(knob or [], "--knob", "KNOB=V1,V2").items()}
     result = reproduce(table, scale, seeds, dry_run, fmt, out_dir, runs_root(runs_dir), files, _names(methods),
                        _names(tasks), method_seeds={method: int(count) for method, count in counts.items()},
-                       knobs=knobs)
+                       knobs=knobs, precision=precision)
     print(result.text)
 
 

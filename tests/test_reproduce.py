@@ -17,7 +17,7 @@ import pytest
 from harness.config import build_dataclass
 from harness.errors import BadInput
 from harness.tools.ablation import RESTORED, Grid, union_of_products
-from harness.tools.reproduce import load_table, reproduce, table_names
+from harness.tools.reproduce import load_scale, load_table, reproduce, table_names
 from tests.conftest import MICRO_SETTINGS
 
 PAPER_TABLES = {"countdown", "step-scaling", "diversity", "stage2", "vae", "math", "code"}
@@ -118,6 +118,23 @@ def test_the_reference_scale_gives_the_headline_methods_three_seeds_unless_told(
         seeds(method_seeds={"nope": 2})
     with pytest.raises(BadInput, match="N >= 1"):
         seeds(method_seeds={"ladir": 0})
+
+
+def test_bf16_precision_plans_other_runs_into_another_folder(tmp_path):
+    """`--precision bf16` trains every run under autocast: other run names (the setting is in their
+    config), another default folder, the plan saying so and costing steps at the measured speedup."""
+    options = dict(dry_run=True, runs_root=tmp_path, tasks=["countdown4"], methods=["ar-sft", "mtp"], seeds=1)
+    fp32, bf16 = reproduce("countdown", "reference", **options), reproduce("countdown", "reference", precision="bf16",
+                                                                              **options)
+    assert len(_run_names(bf16.text)) == 2 and not _run_names(fp32.text) & _run_names(bf16.text)
+    assert (fp32.out_dir.name, bf16.out_dir.name) == ("countdown-reference-countdown4",
+                                                      "countdown-reference-countdown4-bf16")
+    assert "--scale reference --precision bf16:" in bf16.text and "--precision" not in fp32.text
+    scale = load_scale("reference")
+    rate = scale.seconds_per_step["mtp"] / scale.bf16_train_speedup["mtp"]
+    assert f"mtp {rate:.3g} s/step (scale estimate / its bf16 speedup" in bf16.text
+    with pytest.raises(BadInput, match="unknown precision 'fp16'"):
+        reproduce("countdown", "reference", precision="fp16", **options)
 
 
 def test_seeds_and_filters_shape_the_plan(tmp_path):

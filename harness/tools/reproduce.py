@@ -63,6 +63,8 @@ from harness.tools.ablation import (
 
 GRID_DIR = PRESET_DIR / "grids"
 FORMATS = {"markdown": "md", "latex": "tex", "csv": "csv"}
+# --precision: fp32 trains as the committed reference tables were trained; bf16 under autocast, float32 master weights
+PRECISIONS = ("fp32", "bf16")
 _DATA_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 # (digits, scale) of a metric in a cell where it is not stats.display_format's (rates in percent, counts as they are)
 METRIC_FORMAT = {"samples_per_s": (1, 1.0)}
@@ -98,6 +100,8 @@ class Scale:
     seconds_per_step: dict[str, float] = field(default_factory=dict)
     seconds_per_sample: dict[str, float] = field(default_factory=dict)
     estimates: str = ""  # how those were measured
+    # --precision bf16: each method's training step time under bf16 autocast is its fp32 one over this
+    bf16_train_speedup: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -307,7 +311,7 @@ def _shape(config: dict[str, Any]) -> tuple:
     """What a step's cost depends on, for matching a planned run to measured ones."""
     model, train = config.get("model", {}), config.get("train", {})
     return (config.get("method"), model.get("name"), model.get("hidden_size"), model.get("num_layers"),
-            model.get("intermediate_size"), train.get("batch_size"))
+            model.get("intermediate_size"), train.get("batch_size"), train.get("mixed_precision", "no"))
 
 
 def phase_seconds(phase_dir: Path, record: dict) -> float | None:
@@ -484,6 +488,9 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
             continue
         if shape in measured_train:
             rate, source = measured_train[shape][0] / measured_train[shape][1], "wall, from finished runs here"
+        elif shape[0] in scale.seconds_per_step and shape[-1] == "bf16" and shape[0] in scale.bf16_train_speedup:
+            rate = float(scale.seconds_per_step[shape[0]]) / float(scale.bf16_train_speedup[shape[0]])
+            source = f"scale estimate / its bf16 speedup {scale.bf16_train_speedup[shape[0]]}"
         elif shape[0] in scale.seconds_per_step:
             rate, source = float(scale.seconds_per_step[shape[0]]), "scale estimate"
         else:
@@ -497,7 +504,8 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
                              for setting, rate, source in left_samples if rate is not None})
     frame = pd.DataFrame(rows, columns=["run", "method", "task", "seed", "training", "evaluations"])
     limit = "all" if grid.eval.limit is None else grid.eval.limit
-    header = (f"reproduce {table} --scale {scale_name}: {len(plans)} runs, {n_evals} evaluations "
+    precision = " --precision bf16" if grid.settings.get("train.mixed_precision") == "bf16" else ""
+    header = (f"reproduce {table} --scale {scale_name}{precision}: {len(plans)} runs, {n_evals} evaluations "
               f"(k = {grid.eval.k} on {limit} {grid.eval.split} problems each); {scale.about}")
     training = [f"compute left: {sum(left_steps.values())} training steps",
                 f" ({len(bases)} shared base LM(s) included)" if bases else "",
@@ -719,16 +727,23 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
               fmt: str = "markdown", out_dir: Path | None = None, runs_root: Path = Path("runs"),
               data_files: dict[str, str] | None = None, methods: list[str] | None = None,
               tasks: list[str] | None = None, overrides: dict[str, Any] | None = None,
-              method_seeds: dict[str, int] | None = None, knobs: dict[str, list[str]] | None = None) -> Reproduced:
+              method_seeds: dict[str, int] | None = None, knobs: dict[str, list[str]] | None = None,
+              precision: str = "fp32") -> Reproduced:
     """Plan the table's grid at the scale; with `dry_run`, describe it; else train and evaluate what is
     missing, then write the table (Markdown, LaTeX, CSV), its cells' numbers and its plot under `out_dir`
     (default runs/<table>-<scale>/, or runs/<table>-<scale>-<tasks>/ for a `tasks` selection: another
     selection is another table) and return it in `fmt`. Seeds: `seeds` for every method (default:
     the scale's, and the scale's `method_seeds` for its headline methods), `method_seeds` for the
     methods it names whatever `seeds` says. `knobs` ({KNOB or METHOD.KNOB: values}) keeps the sampling
-    grid's points with those values, a part of the table (its default folder is named after them)."""
+    grid's points with those values, a part of the table (its default folder is named after them).
+    `precision` bf16 trains every run under bf16 autocast (`train.mixed_precision=bf16`: other runs, another
+    table, whose default folder ends in -bf16); evaluation samples in float32 either way."""
     if fmt not in FORMATS:
         raise BadInput(f"unknown table format {fmt!r} (markdown, latex, csv)")
+    if precision not in PRECISIONS:
+        raise BadInput(f"unknown precision {precision!r} (fp32 or bf16)")
+    if precision == "bf16":
+        overrides = _deep_merge(overrides or {}, {"settings": {"train.mixed_precision": "bf16"}})
     spec, scale = load_table(table), load_scale(scale_name)
     explicit_seeds, seeds = seeds, scale.seeds if seeds is None else seeds
     if seeds < 1:
@@ -756,7 +771,8 @@ def reproduce(table: str, scale_name: str = "tiny", seeds: int | None = None, dr
     plans = plan_grid(grid)
     selection = {name: list(values) for name, values in (knobs or {}).items()}
     out_dir = out_dir or runs_root / "-".join([table, scale_name, *(tasks or []),
-                                               *(f"{name}{'-'.join(values)}" for name, values in selection.items())])
+                                               *(f"{name}{'-'.join(values)}" for name, values in selection.items()),
+                                               *([precision] if precision != "fp32" else [])])
     overwritten = _runs_dropped(out_dir, plans) or _rows_dropped(out_dir, selection)
     if dry_run:
         plan_text = describe_plan(table, scale_name, scale, grid, plans, runs_root, missing or overwritten,

@@ -284,7 +284,7 @@ class Trainer:
     def _attention_for_autocast(self):
         """bf16 on the CPU trains with eager attention, then puts each model's own attention back.
 
-        Under CPU autocast, sdpa takes its bf16 flash-attention kernel, whose backward runs about 3.6x
+        Under CPU autocast, sdpa takes its bf16 flash-attention kernel, whose backward runs several times
         slower than its fp32 one and eats what AMX saves on the matmuls; eager attention's matmuls are
         autocast to bf16 like every Linear, its softmax kept in fp32 (results/bench/cpu-bf16/). Sampling
         is untouched: outside this phase the models attend as they were built to."""

@@ -488,11 +488,11 @@ def describe_plan(table: str, scale_name: str, scale: Scale, grid: Grid, plans: 
             continue
         if shape in measured_train:
             rate, source = measured_train[shape][0] / measured_train[shape][1], "wall, from finished runs here"
-        elif shape[0] in scale.seconds_per_step and shape[-1] == "bf16" and shape[0] in scale.bf16_train_speedup:
-            rate = float(scale.seconds_per_step[shape[0]]) / float(scale.bf16_train_speedup[shape[0]])
-            source = f"scale estimate / its bf16 speedup {scale.bf16_train_speedup[shape[0]]}"
         elif shape[0] in scale.seconds_per_step:
             rate, source = float(scale.seconds_per_step[shape[0]]), "scale estimate"
+            if shape[-1] == "bf16" and shape[0] in scale.bf16_train_speedup:
+                rate /= float(scale.bf16_train_speedup[shape[0]])
+                source += f" / its bf16 speedup {scale.bf16_train_speedup[shape[0]]}"
         else:
             train_unknown += count
             continue

@@ -271,13 +271,12 @@ class Trainer:
 
         One run per phase: the main process locks the phase folder while it trains (harness.locks), and
         the other processes of its launch start once it holds the lock."""
-        if not self.accelerator.is_main_process:
-            self.accelerator.wait_for_everyone()
-            with self._attention_for_autocast():
+        with self._attention_for_autocast():
+            if not self.accelerator.is_main_process:
+                self.accelerator.wait_for_everyone()
                 return self._fit(loss_fn)
-        with exclusive(self.phase.directory, f"training phase {self.phase.name!r}", wait=self.phase.shared):
-            self.accelerator.wait_for_everyone()
-            with self._attention_for_autocast():
+            with exclusive(self.phase.directory, f"training phase {self.phase.name!r}", wait=self.phase.shared):
+                self.accelerator.wait_for_everyone()
                 return self._fit(loss_fn)
 
     @contextmanager

@@ -83,10 +83,15 @@ if args.weighted:
         bf16 = sum(steps[phase] * timed["bf16"] for phase, timed in phases.items())
         print(f"{method}: {fp32 / bf16:.2f}")
     sys.exit()
-report = json.loads(args.out.read_text()) if args.out.is_file() else {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                      "amx_bf16": "amx_bf16" in Path("/proc/cpuinfo").read_text() if os.path.exists("/proc/cpuinfo")
-                      else None, "torch": torch.__version__},
-          "task": args.task, "steps": args.steps, "methods": {}}
+if args.runs_dir is None:
+    parser.error("timing the steps needs RUNS_DIR (only --weighted reads OUT.json alone)")
+if args.out.is_file():
+    report = json.loads(args.out.read_text())
+else:
+    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "amx_bf16": "amx_bf16" in Path("/proc/cpuinfo").read_text() if os.path.exists("/proc/cpuinfo") else None,
+               "torch": torch.__version__}
+    report = {"machine": machine, "task": args.task, "steps": args.steps, "methods": {}}
 for method in [m for m in args.methods.split(",") if m not in report["methods"]]:
     timed = {precision: seconds_per_step(method, train(method, precision), precision) for precision in PRECISIONS}
     report["methods"][method] = {stage: {"fp32": timed["no"][stage], "bf16": timed["bf16"][stage],

@@ -91,3 +91,26 @@ def test_scratch_trains_no_base_and_the_manifest_names_the_start(tmp_path):
     assert manifest(context(tmp_path, "mdm"), {})["base_objective"] == "masked-diffusion"
     assert manifest(context(tmp_path, "ar-sft"), {})["base_objective"] == "ar"
     assert set(BASE_OBJECTIVES) >= {"ar", "masked-diffusion"}
+
+
+def test_a_checkpoint_is_a_backbone_so_a_second_cycle_starts_from_its_weights(ar_sft_micro, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import micro_args, run_cli
+
+    checkpoint = ar_sft_micro / "ar-sft" / "sft" / "checkpoints" / "step-0000008" / "model"
+    second = context(tmp_path, "mdm", f"model.name={checkpoint}")
+    assert second.backbone.objective == "pretrained"
+    trained = AutoModelForCausalLM.from_pretrained(checkpoint).state_dict()
+    start = second.backbone.base_model().state_dict()
+    assert start.keys() == trained.keys() and all(torch.equal(start[k], trained[k]) for k in trained)
+    # through the CLI: the run trains from those weights with no base phase of its own
+    runs = tmp_path / "cli-runs"
+    run_cli(["train", "--method", "ar-sft", "--task", "countdown3", "--steps", "2", "--model", str(checkpoint),
+             "--run", "second", *micro_args()], runs)
+    assert [p.name for p in (runs / "_base").iterdir()] == [second.backbone.directory.name]
+    assert not list((runs / "_base").glob("*/base*"))
+    assert (runs / "second" / "sft" / DONE_MARKER).is_file()
+    first_losses = [json.loads(line)["loss"] for line in (ar_sft_micro / "ar-sft" / "sft" / "log.jsonl").open()]
+    second_losses = [json.loads(line)["loss"] for line in (runs / "second" / "sft" / "log.jsonl").open()]
+    assert second_losses[0] < first_losses[0]  # it starts where the first cycle ended, not from the base

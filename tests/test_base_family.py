@@ -14,9 +14,10 @@ from harness.config import load_config, parse_override
 from harness.context import RunContext
 from harness.errors import BadInput
 from harness.evaluate.provenance import manifest
+from harness.jsonl import iter_jsonl
 from harness.lm import IGNORE
 from harness.train.checkpoint import DONE_MARKER
-from tests.conftest import MICRO_SETTINGS
+from tests.conftest import MICRO_SETTINGS, micro_args, run_cli
 
 MICRO = [*MICRO_SETTINGS, "train.base_steps=3", "task_options.train_size=64"]
 
@@ -96,8 +97,6 @@ def test_scratch_trains_no_base_and_the_manifest_names_the_start(tmp_path):
 def test_a_checkpoint_is_a_backbone_so_a_second_cycle_starts_from_its_weights(ar_sft_micro, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tests.conftest import micro_args, run_cli
-
     checkpoint = ar_sft_micro / "ar-sft" / "sft" / "checkpoints" / "step-0000008" / "model"
     second = context(tmp_path, "mdm", f"model.name={checkpoint}")
     assert second.backbone.objective == "pretrained"
@@ -111,6 +110,6 @@ def test_a_checkpoint_is_a_backbone_so_a_second_cycle_starts_from_its_weights(ar
     assert [p.name for p in (runs / "_base").iterdir()] == [second.backbone.directory.name]
     assert not list((runs / "_base").glob("*/base*"))
     assert (runs / "second" / "sft" / DONE_MARKER).is_file()
-    first_losses = [json.loads(line)["loss"] for line in (ar_sft_micro / "ar-sft" / "sft" / "log.jsonl").open()]
-    second_losses = [json.loads(line)["loss"] for line in (runs / "second" / "sft" / "log.jsonl").open()]
-    assert second_losses[0] < first_losses[0]  # it starts where the first cycle ended, not from the base
+    first_loss, second_loss = (next(iter_jsonl(root / run / "sft" / "log.jsonl"))["loss"]
+                               for root, run in ((ar_sft_micro, "ar-sft"), (runs, "second")))
+    assert second_loss < first_loss  # it starts where the first cycle ended, not from the base

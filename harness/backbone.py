@@ -245,7 +245,7 @@ class SharedBackbone:
         """Shared by every run of this task/backbone/seed: the base checkpoint and the tokenizer."""
         model = self.model_config
         if not model.from_scratch:
-            return self.runs_root / "_base" / f"pretrained-{_slug(model.name)}"
+            return self.runs_root / "_base" / _pretrained_folder(model.name)
         key = json.dumps(
             {"task": self.config.task, "task_options": self.config.task_options, "model": vars(model),
              "train": shaping_train_fields(self.config.train), "seed": self.config.seed, "recipe": BASE_RECIPE},
@@ -326,5 +326,8 @@ class SharedBackbone:
         Trainer(phase, model).fit(loss_fn)
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-80:]
+def _pretrained_folder(name: str) -> str:
+    """A pretrained backbone's folder under `_base/`: the tail of its name made path-safe, to be read, and
+    a digest of the whole name, so two checkpoints whose paths end alike never share a tokenizer."""
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
+    return f"pretrained-{readable}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"

@@ -45,6 +45,19 @@ def test_the_ar_base_keeps_its_cache_path(tmp_path):
         _ = context(tmp_path, "mdm", "method_options.base=bert").backbone.objective
 
 
+def test_two_pretrained_checkpoints_whose_paths_end_alike_keep_their_own_tokenizer_folders(tmp_path):
+    # two runs' checkpoints in two runs roots: the paths differ only beyond the readable tail
+    tail = "/" + "a-run-name-long-enough-to-fill-the-readable-part" * 2 + "/sft/checkpoints/step-0004800/model"
+    first, second = (context(tmp_path, "ar-sft", f"model.name=/{root}{tail}", micro=False).backbone.directory
+                     for root in ("experiment-1", "experiment-2"))
+    assert first != second
+    assert first.parent == second.parent == tmp_path / "runs" / "_base"
+    assert first.name.startswith("pretrained-") and first.name[:-9] == second.name[:-9]  # the same readable tail
+    # and the same name is the same folder, so a run resumed or a second run shares it
+    again = context(tmp_path, "ar-sft", f"model.name=/experiment-1{tail}", micro=False).backbone.directory
+    assert again == first
+
+
 def test_the_masked_diffusion_base_trains_with_mdms_loss_beside_the_ar_base(tmp_path, monkeypatch):
     import baselines.mdm
 

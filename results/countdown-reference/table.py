@@ -4,6 +4,7 @@ and the validation curves of its runs (curves/, `ladir-bench curve`).
 
     python results/countdown-reference/table.py            # the table that opens README.md
     python results/countdown-reference/table.py --curves   # validation Pass@1 at each checkpoint
+    python results/countdown-reference/table.py --plateau-curves   # the same for the 9,600-step runs (plateau/)
     python results/countdown-reference/table.py --old-vs-new   # against the old protocol's table
     python results/countdown-reference/table.py --decoding     # LaDiR's solvers, MDM's decoders (decoding/)
 """
@@ -54,8 +55,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument("--curves", action="store_true", help="the validation curves instead")
+    shown.add_argument("--plateau-curves", action="store_true", help="the 9,600-step runs' curves (plateau/)")
     shown.add_argument("--old-vs-new", action="store_true", help="the old protocol's figures beside these")
     shown.add_argument("--decoding", action="store_true", help="each decoding setting's Pass@1 and speed (decoding/)")
     args = parser.parse_args()
-    print(validation_curves(HERE) if args.curves else old_vs_new() if args.old_vs_new
+    print(validation_curves(HERE) if args.curves else validation_curves(HERE / "plateau") if args.plateau_curves
+          else old_vs_new() if args.old_vs_new
           else decoding(HERE) if args.decoding else reproduced_table(HERE))
